@@ -1,0 +1,325 @@
+//! Every flag and environment variable of the agent, its documented default, and validation.
+//!
+//! Parsing is clap's; turning flags into a [`Config`] is pure: facts about the host
+//! (hostname, addresses, home directory) come in as [`HostFacts`], gathered by the caller,
+//! so every default can be tested without touching the machine.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Default port of the kubelet API (the port every kubelet listens on).
+pub const DEFAULT_PORT: u16 = 10250;
+/// Default `--max-pods`, the kubelet's own default.
+pub const DEFAULT_MAX_PODS: u32 = 110;
+/// Default `--bootstrap-file`, where kubeadm puts a kubelet's bootstrap kubeconfig.
+pub const DEFAULT_BOOTSTRAP_FILE: &str = "/etc/kubernetes/bootstrap-kubelet.conf";
+/// How long the node's Lease is valid (`spec.leaseDurationSeconds`), as the kubelet sets it.
+pub const LEASE_DURATION: Duration = Duration::from_secs(40);
+/// How often the Lease is renewed (a quarter of its duration, as the kubelet does).
+pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the Node status (conditions, capacity) is re-posted even when nothing changed.
+pub const NODE_STATUS_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a clean shutdown may take before the agent gives up waiting on its tasks.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+/// A certificate this close to expiry is treated as expired and requested again.
+pub const CERT_RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// Command-line flags. Each has an environment variable `KRUSTLET_*`; defaults that depend
+/// on the host are resolved in [`Config::resolve`].
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "krustlet-wasi", version, about = "A Kubernetes node that runs WebAssembly pods in Wasmtime")]
+pub struct Flags {
+    /// IP address the node reports as its InternalIP (and puts in its serving certificate).
+    /// Default: the first non-loopback address of the host.
+    #[arg(long, env = "KRUSTLET_NODE_IP", value_name = "IP")]
+    pub node_ip: Option<String>,
+
+    /// Name of the Node object. Default: the hostname, lowercased.
+    #[arg(long, env = "KRUSTLET_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// Hostname reported in the node's Hostname address, its `kubernetes.io/hostname` label
+    /// and its serving certificate. Default: the host's hostname, lowercased.
+    #[arg(long, env = "KRUSTLET_HOSTNAME", value_name = "HOSTNAME")]
+    pub hostname: Option<String>,
+
+    /// Bootstrap kubeconfig (a token user) used when no valid kubeconfig exists yet.
+    /// Default: /etc/kubernetes/bootstrap-kubelet.conf.
+    #[arg(long, env = "KRUSTLET_BOOTSTRAP_FILE", value_name = "FILE")]
+    pub bootstrap_file: Option<PathBuf>,
+
+    /// Kubeconfig the node uses (written by the TLS bootstrap).
+    /// Default: $KUBECONFIG if set, else <data-dir>/config/kubeconfig.
+    #[arg(long, env = "KRUSTLET_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Serving certificate of the kubelet API (PEM). Default: <data-dir>/config/krustlet.crt.
+    #[arg(long, env = "KRUSTLET_CERT_FILE", value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+
+    /// Private key of the serving certificate (PEM). Default: <data-dir>/config/krustlet.key.
+    #[arg(long, env = "KRUSTLET_PRIVATE_KEY_FILE", value_name = "FILE")]
+    pub private_key_file: Option<PathBuf>,
+
+    /// Directory for credentials, images, compiled modules, volumes and logs.
+    /// Default: ~/.krustlet.
+    #[arg(long, env = "KRUSTLET_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address the kubelet API listens on. Default: 0.0.0.0.
+    #[arg(long, env = "KRUSTLET_ADDR", value_name = "IP")]
+    pub addr: Option<String>,
+
+    /// Port of the kubelet API, advertised in the node's daemonEndpoints. Default: 10250.
+    #[arg(long, env = "KRUSTLET_PORT", value_name = "PORT")]
+    pub port: Option<String>,
+
+    /// Maximum number of pods on this node (the node's `pods` capacity). Default: 110.
+    #[arg(long, env = "KRUSTLET_MAX_PODS", value_name = "N")]
+    pub max_pods: Option<String>,
+
+    /// Extra node labels, `key=value,key2=value2`. Default: none.
+    #[arg(long, env = "KRUSTLET_NODE_LABELS", value_name = "K=V,...")]
+    pub node_labels: Option<String>,
+
+    /// Registries (`host[:port]`, comma-separated) reached over plain HTTP. Default: none.
+    #[arg(long, env = "KRUSTLET_INSECURE_REGISTRIES", value_name = "HOST[:PORT],...")]
+    pub insecure_registries: Option<String>,
+}
+
+/// Facts about the host that defaults depend on, gathered by the caller (see `host.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    /// The host's hostname.
+    pub hostname: String,
+    /// The host's interface addresses, in interface order.
+    pub addresses: Vec<IpAddr>,
+    /// `$HOME`, if set.
+    pub home: Option<PathBuf>,
+    /// `$KUBECONFIG`, if set (only its first entry is used).
+    pub kubeconfig_env: Option<PathBuf>,
+}
+
+/// The validated configuration the agent runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub node_ip: IpAddr,
+    pub node_name: String,
+    pub hostname: String,
+    pub bootstrap_file: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub cert_file: PathBuf,
+    pub private_key_file: PathBuf,
+    pub data_dir: PathBuf,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub max_pods: u32,
+    pub node_labels: BTreeMap<String, String>,
+    pub insecure_registries: Vec<String>,
+}
+
+/// A flag whose value cannot be used. Displays as one line naming the flag.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("--{flag}: {problem}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub problem: String,
+}
+
+fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError { flag, problem: problem.into() }
+}
+
+impl Config {
+    /// Resolves flags and host facts into a validated configuration.
+    pub fn resolve(flags: &Flags, host: &HostFacts) -> Result<Config, ConfigError> {
+        let node_ip = match &flags.node_ip {
+            Some(raw) => parse_ip("node-ip", raw)?,
+            None => default_node_ip(&host.addresses).ok_or_else(|| {
+                invalid("node-ip", "not set and the host has no non-loopback address; pass one")
+            })?,
+        };
+        let hostname = match &flags.hostname {
+            Some(h) => validate_dns_name("hostname", h.trim())?,
+            None => validate_dns_name("hostname", &host.hostname.to_lowercase())
+                .map_err(|e| invalid("hostname", format!("not set and the host's {}", e.problem)))?,
+        };
+        let node_name = match &flags.node_name {
+            Some(n) => validate_dns_name("node-name", n.trim())?,
+            None => validate_dns_name("node-name", &host.hostname.to_lowercase())
+                .map_err(|e| invalid("node-name", format!("not set and the hostname {}", e.problem)))?,
+        };
+        let data_dir = match &flags.data_dir {
+            Some(d) => non_empty_path("data-dir", d)?,
+            None => host
+                .home
+                .as_ref()
+                .map(|h| h.join(".krustlet"))
+                .ok_or_else(|| invalid("data-dir", "not set and $HOME is not set; pass one"))?,
+        };
+        let config_dir = data_dir.join("config");
+        let kubeconfig = match (&flags.kubeconfig, &host.kubeconfig_env) {
+            (Some(k), _) => non_empty_path("kubeconfig", k)?,
+            (None, Some(k)) if !k.as_os_str().is_empty() => k.clone(),
+            _ => config_dir.join("kubeconfig"),
+        };
+        Ok(Config {
+            node_ip,
+            node_name,
+            hostname,
+            bootstrap_file: flags
+                .bootstrap_file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_BOOTSTRAP_FILE)),
+            kubeconfig,
+            cert_file: flags.cert_file.clone().unwrap_or_else(|| config_dir.join("krustlet.crt")),
+            private_key_file: flags
+                .private_key_file
+                .clone()
+                .unwrap_or_else(|| config_dir.join("krustlet.key")),
+            addr: match &flags.addr {
+                Some(a) => parse_ip("addr", a)?,
+                None => IpAddr::from([0, 0, 0, 0]),
+            },
+            port: match &flags.port {
+                Some(p) => parse_port(p)?,
+                None => DEFAULT_PORT,
+            },
+            max_pods: match &flags.max_pods {
+                Some(m) => parse_max_pods(m)?,
+                None => DEFAULT_MAX_PODS,
+            },
+            node_labels: match &flags.node_labels {
+                Some(l) => parse_labels(l)?,
+                None => BTreeMap::new(),
+            },
+            insecure_registries: match &flags.insecure_registries {
+                Some(r) => parse_registries(r)?,
+                None => Vec::new(),
+            },
+            data_dir,
+        })
+    }
+
+    /// Directory holding the kubeconfig, keys and certificates.
+    pub fn config_dir(&self) -> PathBuf {
+        self.data_dir.join("config")
+    }
+}
+
+fn default_node_ip(addresses: &[IpAddr]) -> Option<IpAddr> {
+    let usable = |ip: &&IpAddr| !ip.is_loopback() && !ip.is_unspecified();
+    // Prefer IPv4, as the kubelet does when it picks an address on its own.
+    (addresses.iter().filter(usable).find(|ip| ip.is_ipv4()))
+        .or_else(|| addresses.iter().find(usable))
+        .copied()
+}
+
+fn parse_ip(flag: &'static str, raw: &str) -> Result<IpAddr, ConfigError> {
+    raw.trim().parse().map_err(|_| invalid(flag, format!("{raw:?} is not an IP address")))
+}
+
+fn parse_port(raw: &str) -> Result<u16, ConfigError> {
+    match raw.trim().parse::<u16>() {
+        Ok(0) | Err(_) => Err(invalid("port", format!("{raw:?} is not a port number (1-65535)"))),
+        Ok(p) => Ok(p),
+    }
+}
+
+fn parse_max_pods(raw: &str) -> Result<u32, ConfigError> {
+    match raw.trim().parse::<u32>() {
+        Ok(0) | Err(_) => Err(invalid("max-pods", format!("{raw:?} is not a positive integer"))),
+        Ok(n) => Ok(n),
+    }
+}
+
+fn non_empty_path(flag: &'static str, p: &Path) -> Result<PathBuf, ConfigError> {
+    if p.as_os_str().is_empty() {
+        return Err(invalid(flag, "must not be empty"));
+    }
+    Ok(p.to_path_buf())
+}
+
+/// A DNS-1123 subdomain, as Kubernetes requires for node names.
+fn validate_dns_name(flag: &'static str, name: &str) -> Result<String, ConfigError> {
+    let ok_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(ok_label) {
+        return Err(invalid(
+            flag,
+            format!("{name:?} is not a valid DNS-1123 name (lowercase letters, digits, '-' and '.')"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// Parses `k=v,k2=v2` into labels, checking keys and values as the API server would.
+pub fn parse_labels(raw: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut labels = BTreeMap::new();
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| invalid("node-labels", format!("{pair:?} is not key=value")))?;
+        check_label_key(key).map_err(|why| invalid("node-labels", format!("key {key:?} {why}")))?;
+        if !value.is_empty() && !is_label_name(value) {
+            return Err(invalid(
+                "node-labels",
+                format!("value {value:?} of {key:?} must be 63 characters or less of [A-Za-z0-9-_.], starting and ending alphanumeric"),
+            ));
+        }
+        labels.insert(key.to_string(), value.to_string());
+    }
+    Ok(labels)
+}
+
+fn is_label_name(s: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_alphanumeric();
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| alnum(c) || matches!(c, '-' | '_' | '.'))
+        && s.starts_with(alnum)
+        && s.ends_with(alnum)
+}
+
+fn check_label_key(key: &str) -> Result<(), &'static str> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix
+        && validate_dns_name("node-labels", p).is_err()
+    {
+        return Err("has a prefix that is not a DNS-1123 subdomain");
+    }
+    if !is_label_name(name) {
+        return Err("must be [prefix/]name with a name of at most 63 characters of [A-Za-z0-9-_.]");
+    }
+    Ok(())
+}
+
+fn parse_registries(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::new();
+    for r in raw.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        if r.contains("://") || r.contains('/') || r.contains(char::is_whitespace) {
+            return Err(invalid(
+                "insecure-registries",
+                format!("{r:?} must be host[:port] without a scheme or path"),
+            ));
+        }
+        out.push(r.to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,10 @@
+//! krustlet-wasi: a Kubernetes node agent that runs WebAssembly pods in Wasmtime.
+
+pub mod agent;
+pub mod bootstrap;
+pub mod certs;
+pub mod config;
+pub mod events;
+pub mod files;
+pub mod host;
+pub mod node;

@@ -1,0 +1,177 @@
+//! The Node object: registration (create, or patch so a restart restores it), the Lease
+//! heartbeat in `kube-node-lease`, and periodic status refreshes.
+
+mod object;
+
+pub use object::{TAINT_EFFECTS, TAINT_KEY, WASM_ARCH, kubelet_version};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, LEASE_DURATION, LEASE_RENEW_INTERVAL, NODE_STATUS_INTERVAL};
+use crate::events::{Kind, Recorder};
+use crate::host::{self, Machine};
+
+const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// Errors of registration, each naming the step.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("creating Node {name} failed: {source}")]
+    Create { name: String, source: kube::Error },
+    #[error("reading Node {name} failed: {source}")]
+    Get { name: String, source: kube::Error },
+    #[error("patching Node {name} failed: {source}")]
+    Patch { name: String, source: kube::Error },
+    #[error("posting status of Node {name} failed: {source}")]
+    Status { name: String, source: kube::Error },
+    #[error("creating Lease {name} failed: {source}")]
+    Lease { name: String, source: kube::Error },
+}
+
+/// Creates the Node, or brings an existing one back to what this agent advertises, then
+/// posts its status. Returns the Node as the API server stored it.
+pub async fn register(client: &Client, cfg: &Config, machine: &Machine, recorder: &Recorder) -> Result<Node, NodeError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let name = cfg.node_name.clone();
+    let existing = api.get_opt(&name).await.map_err(|e| NodeError::Get { name: name.clone(), source: e })?;
+    match existing {
+        None => {
+            let node: Node = serde_json::from_value(object::new_node(cfg)).unwrap_or_default();
+            match api.create(&PostParams::default(), &node).await {
+                Ok(_) => info!(node = %name, "registered Node"),
+                // Someone created it between our get and create: patch it like an existing one.
+                Err(kube::Error::Api(s)) if s.code == 409 => restore(&api, cfg, recorder).await?,
+                Err(e) => return Err(NodeError::Create { name, source: e }),
+            }
+        }
+        Some(_) => restore(&api, cfg, recorder).await?,
+    }
+    post_status(&api, cfg, machine, &object::Transitions::new()).await
+}
+
+/// Re-applies labels and, where the cluster allows it, taints to an existing Node.
+async fn restore(api: &Api<Node>, cfg: &Config, recorder: &Recorder) -> Result<(), NodeError> {
+    let name = &cfg.node_name;
+    let patch_err = |e| NodeError::Patch { name: name.clone(), source: e };
+    let labels = json!({"metadata": {"labels": object::labels(cfg)}});
+    let node = api.patch(name, &PatchParams::default(), &Patch::Merge(&labels)).await.map_err(patch_err)?;
+    info!(node = %name, "Node exists; labels restored");
+    let existing = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    let missing = object::missing_taints(&existing);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut all: Vec<Value> = existing.iter().filter_map(|t| serde_json::to_value(t).ok()).collect();
+    all.extend(missing.iter().cloned());
+    let taints = json!({"spec": {"taints": all}});
+    match api.patch(name, &PatchParams::default(), &Patch::Merge(&taints)).await {
+        Ok(_) => info!(node = %name, restored = missing.len(), "taints restored"),
+        // NodeRestriction forbids a node to change its own taints: say so, loudly.
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            let list: Vec<String> = missing
+                .iter()
+                .map(|t| format!("{TAINT_KEY}={WASM_ARCH}:{}", t["effect"].as_str().unwrap_or_default()))
+                .collect();
+            let message = format!(
+                "Node is missing taint(s) {}; the API server refused to let the node restore them ({}). Non-Wasm pods may be scheduled here. Restore with: kubectl taint nodes {name} {}",
+                list.join(", "),
+                s.message,
+                list.join(" ")
+            );
+            warn!(node = %name, "{message}");
+            recorder.publish(&node_ref(name), Kind::Warning, "TaintsMissing", &message).await;
+        }
+        Err(e) => return Err(patch_err(e)),
+    }
+    Ok(())
+}
+
+/// The reference Events about this node point at (the kubelet uses the name as UID).
+pub fn node_ref(name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(name.into()),
+        uid: Some(name.into()),
+        ..ObjectReference::default()
+    }
+}
+
+async fn post_status(
+    api: &Api<Node>,
+    cfg: &Config,
+    machine: &Machine,
+    previous: &object::Transitions,
+) -> Result<Node, NodeError> {
+    let usage = host::usage(&cfg.data_dir);
+    let now = object::rfc3339(&Timestamp::now());
+    let patch = object::status_patch(cfg, machine, &usage, previous, &now);
+    api.patch_status(&cfg.node_name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .map_err(|e| NodeError::Status { name: cfg.node_name.clone(), source: e })
+}
+
+/// Keeps the node alive until shutdown: renews the Lease every 10 s and re-posts the
+/// status every minute. API errors are logged and retried at the next tick, never fatal.
+pub async fn heartbeat(client: Client, cfg: Config, machine: Machine, node: Node, mut shutdown: broadcast::Receiver<()>) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
+    let uid = node.metadata.uid.clone().unwrap_or_default();
+    let mut transitions = object::transitions_of(&node);
+    let mut lease_tick = tokio::time::interval(LEASE_RENEW_INTERVAL);
+    let mut status_tick = tokio::time::interval(NODE_STATUS_INTERVAL);
+    status_tick.tick().await; // registration just posted the status
+    loop {
+        tokio::select! {
+            _ = lease_tick.tick() => {
+                if let Err(e) = renew_lease(&leases, &cfg.node_name, &uid).await {
+                    warn!(error = %e, "renewing the node Lease failed; retrying in 10 s");
+                }
+            }
+            _ = status_tick.tick() => match post_status(&nodes, &cfg, &machine, &transitions).await {
+                Ok(node) => {
+                    transitions = object::transitions_of(&node);
+                    debug!("node status posted");
+                }
+                Err(e) => warn!(error = %e, "posting node status failed; retrying in 60 s"),
+            },
+            _ = shutdown.recv() => break,
+        }
+    }
+    debug!("heartbeat stopped");
+}
+
+/// Renews the Lease, creating it (owned by the Node) if it does not exist.
+async fn renew_lease(leases: &Api<Lease>, name: &str, node_uid: &str) -> Result<(), NodeError> {
+    let spec = json!({
+        "holderIdentity": name,
+        "leaseDurationSeconds": LEASE_DURATION.as_secs(),
+        "renewTime": serde_json::to_value(MicroTime(Timestamp::now())).unwrap_or(Value::Null),
+    });
+    let lease_err = |e| NodeError::Lease { name: name.into(), source: e };
+    match leases.patch(name, &PatchParams::default(), &Patch::Merge(&json!({"spec": spec}))).await {
+        Ok(_) => return Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(lease_err(e)),
+    }
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {
+            "name": name,
+            "namespace": LEASE_NAMESPACE,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": node_uid}],
+        },
+        "spec": spec,
+    }))
+    .unwrap_or_default();
+    leases.create(&PostParams::default(), &lease).await.map_err(lease_err)?;
+    info!(lease = %name, namespace = LEASE_NAMESPACE, "created node Lease");
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Pure builders of what the node posts: labels, taints, and the status (capacity,
+//! addresses, nodeInfo, conditions with the kubelet's reasons).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::host::{Machine, Usage};
+
+/// The architecture/OS label value the node advertises, and that pods select on.
+pub const WASM_ARCH: &str = "wasm32-wasi";
+/// The key of both taints, so only pods that tolerate Wasm land here.
+pub const TAINT_KEY: &str = "kubernetes.io/arch";
+/// The effects of the two taints.
+pub const TAINT_EFFECTS: [&str; 2] = ["NoSchedule", "NoExecute"];
+/// Free memory below which MemoryPressure is True (the kubelet's default hard eviction).
+const MEMORY_PRESSURE_BYTES: u64 = 100 * 1024 * 1024;
+/// Free share of the data dir's disk below which DiskPressure is True (kubelet: 10%).
+const DISK_PRESSURE_PERCENT: u64 = 10;
+/// Share of the PID space in use above which PIDPressure is True.
+const PID_PRESSURE_PERCENT: u64 = 90;
+
+/// The version the node reports as `kubeletVersion` (shown by `kubectl get nodes`).
+pub fn kubelet_version() -> String {
+    format!("v{}-krustlet-wasi", env!("CARGO_PKG_VERSION"))
+}
+
+/// Labels the node always carries, plus `--node-labels` (which may not override them).
+pub fn labels(cfg: &Config) -> BTreeMap<String, String> {
+    let mut labels = cfg.node_labels.clone();
+    for key in ["kubernetes.io/os", "beta.kubernetes.io/os", "kubernetes.io/arch", "beta.kubernetes.io/arch"] {
+        labels.insert(key.into(), WASM_ARCH.into());
+    }
+    labels.insert("type".into(), "krustlet".into());
+    labels.insert("kubernetes.io/hostname".into(), cfg.hostname.clone());
+    labels
+}
+
+/// The two taints as JSON objects (`{key, value, effect}`).
+pub fn taints() -> Vec<Value> {
+    TAINT_EFFECTS.iter().map(|e| json!({"key": TAINT_KEY, "value": WASM_ARCH, "effect": e})).collect()
+}
+
+/// Which of our taints `existing` (a Node's `spec.taints`) lacks.
+pub fn missing_taints(existing: &[k8s_openapi::api::core::v1::Taint]) -> Vec<Value> {
+    taints()
+        .into_iter()
+        .filter(|t| {
+            !existing.iter().any(|e| {
+                e.key == TAINT_KEY && e.value.as_deref() == Some(WASM_ARCH) && Some(e.effect.as_str()) == t["effect"].as_str()
+            })
+        })
+        .collect()
+}
+
+/// The Node to create when none exists.
+pub fn new_node(cfg: &Config) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": cfg.node_name, "labels": labels(cfg)},
+        "spec": {"taints": taints()},
+    })
+}
+
+/// One condition as the kubelet reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: &'static str,
+}
+
+/// Ready plus the three pressure conditions, computed from current usage.
+pub fn conditions(usage: &Usage) -> Vec<Condition> {
+    let memory = usage.memory_available_bytes < MEMORY_PRESSURE_BYTES;
+    let disk = usage.disk_total_bytes > 0
+        && usage.disk_available_bytes * 100 < usage.disk_total_bytes * DISK_PRESSURE_PERCENT;
+    let pid = usage.pid_max > 0 && usage.pids_in_use * 100 > usage.pid_max * PID_PRESSURE_PERCENT;
+    let pick = |p: bool, yes: &'static str, no: &'static str| if p { yes } else { no };
+    vec![
+        Condition {
+            type_: "MemoryPressure",
+            status: memory,
+            reason: pick(memory, "KubeletHasInsufficientMemory", "KubeletHasSufficientMemory"),
+            message: pick(memory, "kubelet has insufficient memory available", "kubelet has sufficient memory available"),
+        },
+        Condition {
+            type_: "DiskPressure",
+            status: disk,
+            reason: pick(disk, "KubeletHasDiskPressure", "KubeletHasNoDiskPressure"),
+            message: pick(disk, "kubelet has disk pressure", "kubelet has no disk pressure"),
+        },
+        Condition {
+            type_: "PIDPressure",
+            status: pid,
+            reason: pick(pid, "KubeletHasInsufficientPID", "KubeletHasSufficientPID"),
+            message: pick(pid, "kubelet has insufficient PID available", "kubelet has sufficient PID available"),
+        },
+        Condition {
+            type_: "Ready",
+            status: true,
+            reason: "KubeletReady",
+            message: "kubelet is posting ready status",
+        },
+    ]
+}
+
+/// Previous condition state: type -> (status, lastTransitionTime), to keep transition
+/// times stable while a condition does not change.
+pub type Transitions = BTreeMap<String, (String, String)>;
+
+/// The body of a strategic-merge patch of `nodes/status`. `now` is RFC 3339.
+pub fn status_patch(
+    cfg: &Config,
+    machine: &Machine,
+    usage: &Usage,
+    previous: &Transitions,
+    now: &str,
+) -> Value {
+    let capacity = json!({
+        "cpu": machine.cpus.to_string(),
+        "memory": format!("{}Ki", machine.memory_bytes / 1024),
+        "ephemeral-storage": format!("{}Ki", usage.disk_total_bytes / 1024),
+        "pods": cfg.max_pods.to_string(),
+    });
+    let conditions: Vec<Value> = conditions(usage)
+        .into_iter()
+        .map(|c| {
+            let status = if c.status { "True" } else { "False" };
+            let since = match previous.get(c.type_) {
+                Some((s, t)) if s == status => t.as_str(),
+                _ => now,
+            };
+            json!({
+                "type": c.type_, "status": status, "reason": c.reason, "message": c.message,
+                "lastHeartbeatTime": now, "lastTransitionTime": since,
+            })
+        })
+        .collect();
+    json!({"status": {
+        "capacity": capacity,
+        "allocatable": capacity,
+        "addresses": [
+            {"type": "InternalIP", "address": cfg.node_ip.to_string()},
+            {"type": "Hostname", "address": cfg.hostname},
+        ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.port}},
+        "nodeInfo": {
+            "machineID": machine.machine_id,
+            "systemUUID": machine.system_uuid,
+            "bootID": machine.boot_id,
+            "kernelVersion": machine.kernel_version,
+            "osImage": machine.os_image,
+            "containerRuntimeVersion": format!("wasmtime://{}", krustlet_wasi_provider::WASMTIME_VERSION),
+            "kubeletVersion": kubelet_version(),
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": "wasm-wasi",
+        },
+        "conditions": conditions,
+    }})
+}
+
+/// Reads condition transitions out of a Node returned by the API server.
+pub fn transitions_of(node: &k8s_openapi::api::core::v1::Node) -> Transitions {
+    let conds = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conds
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let t = c.last_transition_time.as_ref()?;
+            Some((c.type_.clone(), (c.status.clone(), rfc3339(&t.0))))
+        })
+        .collect()
+}
+
+/// Seconds-precision RFC 3339, the format of `metav1.Time`.
+pub fn rfc3339(ts: &k8s_openapi::jiff::Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+#[cfg(test)]
+#[path = "object_tests.rs"]
+mod tests;
