@@ -1,0 +1,293 @@
+//! [`Runtime`]: the one wasmtime engine per process, its linkers, its epoch ticker and
+//! its two compile caches (in memory by digest, on disk by digest and engine hash).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker as ComponentLinker};
+use wasmtime::{Config, Engine, ExternType, Linker, Module};
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+use crate::artifact::{Artifact, ArtifactKind, Compiled, Entry, LoadSource};
+use crate::artifact::{detect_kind, validate_digest};
+use crate::cache::{Cached, DiskCache};
+use crate::error::{Error, Result, boxed};
+use crate::host::Host;
+use crate::ticker::Ticker;
+
+/// Default interval between epoch ticks: how long a guest runs before it yields.
+pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Configures and builds a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeBuilder {
+    cache_dir: Option<PathBuf>,
+    epoch_tick: Duration,
+}
+
+impl RuntimeBuilder {
+    /// A builder with every default:
+    ///
+    /// * cache dir: none — compiled code is kept in memory only, and every process
+    ///   compiles each artifact once
+    /// * epoch tick: [`DEFAULT_EPOCH_TICK`] (10 ms) — a running guest yields to tokio
+    ///   at least this often, which also bounds how long [`RunHandle::stop`] takes
+    ///
+    /// [`RunHandle::stop`]: crate::RunHandle::stop
+    pub fn new() -> Self {
+        RuntimeBuilder { cache_dir: None, epoch_tick: DEFAULT_EPOCH_TICK }
+    }
+
+    /// Keeps compiled code in `dir` (created if missing) across processes.
+    /// The directory must be writable only by this process's user: its files are
+    /// loaded as native code.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets the epoch tick interval (clamped to at least 1 ms).
+    pub fn epoch_tick(mut self, every: Duration) -> Self {
+        self.epoch_tick = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Creates the engine, the linkers, the cache directory and the ticker thread.
+    pub fn build(self) -> Result<Runtime> {
+        let engine = engine()?;
+        let mut module_linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |host: &mut Host| &mut host.wasi)
+            .map_err(|err| Error::EngineCreate(boxed(err)))?;
+        let mut component_linker = ComponentLinker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
+            .map_err(|err| Error::EngineCreate(boxed(err)))?;
+        let disk = self.cache_dir.map(|dir| DiskCache::open(dir, &engine)).transpose()?;
+        let ticker = Arc::new(Ticker::start(engine.clone(), self.epoch_tick)?);
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                module_linker,
+                component_linker,
+                disk,
+                loaded: Mutex::new(HashMap::new()),
+                stats: Stats::default(),
+                ticker,
+            }),
+        })
+    }
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder::new()
+    }
+}
+
+/// Counters of where loads got their code, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Loads that compiled with Cranelift.
+    pub compiled: u64,
+    /// Loads served from the disk cache.
+    pub disk_hits: u64,
+    /// Loads served from memory.
+    pub memory_hits: u64,
+}
+
+/// The wasmtime host. Cheap to clone; all clones share one engine.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) engine: Engine,
+    module_linker: Linker<Host>,
+    component_linker: ComponentLinker<Host>,
+    disk: Option<DiskCache>,
+    /// One slot per digest.
+    loaded: Mutex<HashMap<String, Slot>>,
+    stats: Stats,
+    pub(crate) ticker: Arc<Ticker>,
+}
+
+/// A digest's compiled code, once loaded. Its lock is held while the code is being
+/// compiled, so concurrent loads of one digest compile once.
+type Slot = Arc<Mutex<Option<Arc<Compiled>>>>;
+
+#[derive(Default)]
+struct Stats {
+    compiled: AtomicU64,
+    disk_hits: AtomicU64,
+    memory_hits: AtomicU64,
+}
+
+/// The engine configuration: async support is always on in wasmtime 48; guests are
+/// interrupted by epochs (no fuel), everything else is wasmtime's default.
+fn engine() -> Result<Engine> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    Engine::new(&config).map_err(|err| Error::EngineCreate(boxed(err)))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Runtime {
+    /// A builder with the defaults listed on [`RuntimeBuilder::new`].
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::new()
+    }
+
+    /// Loads a module or component: from memory if this runtime has seen `digest`,
+    /// else from the disk cache, else by compiling `bytes` (and caching the result).
+    ///
+    /// `digest` is the content digest of `bytes` (e.g. `sha256:<hex>`); the caller
+    /// vouches for it — it is the cache key. This call compiles, which can take
+    /// seconds for large guests: from async code, call it in `spawn_blocking`.
+    pub fn load(&self, bytes: &[u8], digest: &str) -> Result<Artifact> {
+        validate_digest(digest)?;
+        let slot = {
+            let mut loaded = lock(&self.inner.loaded);
+            Arc::clone(loaded.entry(digest.to_owned()).or_default())
+        };
+        let mut slot = lock(&slot);
+        if let Some(compiled) = slot.as_ref() {
+            self.inner.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Artifact { compiled: Arc::clone(compiled), source: LoadSource::Memory });
+        }
+        let (entry, source) = self.load_uncached(bytes, digest)?;
+        let compiled =
+            Arc::new(Compiled { digest: digest.to_owned(), engine: self.inner.engine.clone(), entry });
+        *slot = Some(Arc::clone(&compiled));
+        Ok(Artifact { compiled, source })
+    }
+
+    /// The artifact already loaded under `digest`, without bytes or disk access.
+    pub fn cached(&self, digest: &str) -> Option<Artifact> {
+        let slot = lock(&self.inner.loaded).get(digest).cloned()?;
+        let compiled = lock(&slot).clone()?;
+        self.inner.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+        Some(Artifact { compiled, source: LoadSource::Memory })
+    }
+
+    /// Drops the in-memory entry for `digest` (running guests keep their code).
+    /// Returns whether there was one. The disk cache is left alone.
+    pub fn forget(&self, digest: &str) -> bool {
+        lock(&self.inner.loaded).remove(digest).is_some()
+    }
+
+    /// How many loads compiled, hit the disk cache, or hit memory so far.
+    pub fn cache_stats(&self) -> CacheStats {
+        let stats = &self.inner.stats;
+        CacheStats {
+            compiled: stats.compiled.load(Ordering::Relaxed),
+            disk_hits: stats.disk_hits.load(Ordering::Relaxed),
+            memory_hits: stats.memory_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Disk cache, then compile; then link.
+    fn load_uncached(&self, bytes: &[u8], digest: &str) -> Result<(Entry, LoadSource)> {
+        let kind = detect_kind(bytes, digest)?;
+        let engine = &self.inner.engine;
+        let cached = self.inner.disk.as_ref().and_then(|disk| disk.read(engine, digest));
+        let (code, source) = match cached {
+            Some(code) if kind_of(&code) == kind => {
+                self.inner.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                (code, LoadSource::Disk)
+            }
+            _ => {
+                let code = self.compile(bytes, digest, kind)?;
+                self.inner.stats.compiled.fetch_add(1, Ordering::Relaxed);
+                (code, LoadSource::Compiled)
+            }
+        };
+        Ok((self.link(code, digest)?, source))
+    }
+
+    /// Compiles with Cranelift and writes the result to the disk cache. A failed
+    /// cache write is logged, not returned: the compiled code is still good.
+    fn compile(&self, bytes: &[u8], digest: &str, kind: ArtifactKind) -> Result<Cached> {
+        let started = Instant::now();
+        let engine = &self.inner.engine;
+        let compile_error = |err| Error::Compile { digest: digest.to_owned(), source: boxed(err) };
+        let code = match kind {
+            ArtifactKind::Module => {
+                Cached::Module(Module::from_binary(engine, bytes).map_err(compile_error)?)
+            }
+            ArtifactKind::Component => {
+                Cached::Component(Component::from_binary(engine, bytes).map_err(compile_error)?)
+            }
+        };
+        tracing::info!(digest, ?kind, elapsed_ms = started.elapsed().as_millis() as u64, "compiled artifact");
+        if let Some(disk) = &self.inner.disk {
+            let serialized = match &code {
+                Cached::Module(module) => module.serialize(),
+                Cached::Component(component) => component.serialize(),
+            };
+            let written = serialized
+                .map_err(|err| Error::CacheWrite { path: disk.path(digest), source: boxed(err) })
+                .and_then(|bytes| disk.write(digest, &bytes));
+            if let Err(err) = written {
+                tracing::warn!(digest, error = %DisplayChain(&err), "compile cache not updated");
+            }
+        }
+        Ok(code)
+    }
+
+    /// Resolves imports against WASI and looks up the entrypoint, once per digest.
+    fn link(&self, code: Cached, digest: &str) -> Result<Entry> {
+        let link_error = |err| Error::Link { digest: digest.to_owned(), source: boxed(err) };
+        match code {
+            Cached::Module(module) => {
+                match module.get_export("_start") {
+                    Some(ExternType::Func(ty)) if ty.params().len() == 0 && ty.results().len() == 0 => {}
+                    _ => {
+                        return Err(link_error(wasmtime::Error::msg(
+                            "module does not export a `_start` function of type [] -> []",
+                        )));
+                    }
+                }
+                let pre = self.inner.module_linker.instantiate_pre(&module).map_err(link_error)?;
+                Ok(Entry::Module(pre))
+            }
+            Cached::Component(component) => {
+                let pre = self
+                    .inner
+                    .component_linker
+                    .instantiate_pre(&component)
+                    .and_then(CommandPre::new)
+                    .map_err(link_error)?;
+                Ok(Entry::Component(pre))
+            }
+        }
+    }
+}
+
+fn kind_of(code: &Cached) -> ArtifactKind {
+    match code {
+        Cached::Module(_) => ArtifactKind::Module,
+        Cached::Component(_) => ArtifactKind::Component,
+    }
+}
+
+/// Formats an error with its `source()` chain on one line.
+pub(crate) struct DisplayChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
+    }
+}
