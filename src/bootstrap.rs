@@ -45,7 +45,9 @@ pub enum BootstrapError {
     CsrDenied { name: String, reason: String, message: String },
     #[error("CertificateSigningRequest {name} failed ({reason}): {message}")]
     CsrFailed { name: String, reason: String, message: String },
-    #[error("CertificateSigningRequest names {first}..{first}-{MAX_NAME_ATTEMPTS} all hold other keys; delete them with kubectl delete csr")]
+    #[error(
+        "CertificateSigningRequest names {first}..{first}-{MAX_NAME_ATTEMPTS} all hold other keys; delete them with kubectl delete csr"
+    )]
     CsrNamesTaken { first: String },
     #[error(transparent)]
     Cert(#[from] CertError),
@@ -214,7 +216,9 @@ impl CsrRequest<'_> {
         let pending = self.pending_key_and_csr()?;
         let name = self.create_or_reuse(&api, &pending).await?;
         if self.announce {
-            println!("BOOTSTRAP: TLS certificate requires manual approval. Run kubectl certificate approve {name}");
+            println!(
+                "BOOTSTRAP: TLS certificate requires manual approval. Run kubectl certificate approve {name}"
+            );
         }
         info!(csr = %name, signer = self.signer, "waiting for the certificate to be approved and issued");
         let cert = wait_issued(&api, &name).await?;
@@ -230,7 +234,9 @@ impl CsrRequest<'_> {
     /// The key and CSR of an earlier, unfinished run, or new ones saved before use.
     fn pending_key_and_csr(&self) -> Result<KeyAndCsr, BootstrapError> {
         let (key_path, csr_path) = (self.pending_path("key"), self.pending_path("csr"));
-        if let (Ok(key_pem), Ok(csr_pem)) = (std::fs::read_to_string(&key_path), std::fs::read_to_string(&csr_path)) {
+        if let (Ok(key_pem), Ok(csr_pem)) =
+            (std::fs::read_to_string(&key_path), std::fs::read_to_string(&csr_path))
+        {
             return Ok(KeyAndCsr { key_pem, csr_pem });
         }
         let fresh = certs::node_csr(self.node_name, &self.ips, &self.dns)?;
@@ -258,7 +264,10 @@ impl CsrRequest<'_> {
                     return Ok(name);
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => {
-                    let existing = api.get(&name).await.map_err(|e| BootstrapError::CreateCsr { name: name.clone(), source: e })?;
+                    let existing = api
+                        .get(&name)
+                        .await
+                        .map_err(|e| BootstrapError::CreateCsr { name: name.clone(), source: e })?;
                     if existing.spec.request.0 == pending.csr_pem.as_bytes() {
                         info!(csr = %name, "reusing existing CertificateSigningRequest");
                         return Ok(name);
@@ -315,8 +324,7 @@ fn final_condition(csr: &CertificateSigningRequest) -> Option<(&str, &str, &str)
     let conds = csr.status.as_ref()?.conditions.as_ref()?;
     conds.iter().filter(|c| c.status == "True").find_map(|c| {
         let kind = c.type_.as_str();
-        matches!(kind, "Denied" | "Failed").then(|| {
-            (kind, c.reason.as_deref().unwrap_or("NoReason"), c.message.as_deref().unwrap_or(""))
-        })
+        matches!(kind, "Denied" | "Failed")
+            .then(|| (kind, c.reason.as_deref().unwrap_or("NoReason"), c.message.as_deref().unwrap_or("")))
     })
 }

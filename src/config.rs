@@ -31,7 +31,11 @@ pub const CERT_RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// Command-line flags. Each has an environment variable `KRUSTLET_*`; defaults that depend
 /// on the host are resolved in [`Config::resolve`].
 #[derive(Debug, Clone, Default, Parser)]
-#[command(name = "krustlet-wasi", version, about = "A Kubernetes node that runs WebAssembly pods in Wasmtime")]
+#[command(
+    name = "krustlet-wasi",
+    version,
+    about = "A Kubernetes node that runs WebAssembly pods in Wasmtime"
+)]
 pub struct Flags {
     /// IP address the node reports as its InternalIP (and puts in its serving certificate).
     /// Default: the first non-loopback address of the host.
@@ -273,7 +277,9 @@ pub fn parse_labels(raw: &str) -> Result<BTreeMap<String, String>, ConfigError> 
         if !value.is_empty() && !is_label_name(value) {
             return Err(invalid(
                 "node-labels",
-                format!("value {value:?} of {key:?} must be 63 characters or less of [A-Za-z0-9-_.], starting and ending alphanumeric"),
+                format!(
+                    "value {value:?} of {key:?} must be 63 characters or less of [A-Za-z0-9-_.], starting and ending alphanumeric"
+                ),
             ));
         }
         labels.insert(key.to_string(), value.to_string());

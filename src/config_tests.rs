@@ -65,7 +65,10 @@ fn bad_values_name_their_flag_on_one_line() {
         (Flags { node_labels: Some("novalue".into()), ..Flags::default() }, "node-labels"),
         (Flags { node_labels: Some("a=b c".into()), ..Flags::default() }, "node-labels"),
         (Flags { node_labels: Some("-x=1".into()), ..Flags::default() }, "node-labels"),
-        (Flags { insecure_registries: Some("http://r:5000".into()), ..Flags::default() }, "insecure-registries"),
+        (
+            Flags { insecure_registries: Some("http://r:5000".into()), ..Flags::default() },
+            "insecure-registries",
+        ),
     ];
     for (flags, flag) in cases {
         let err = resolve(ok(flags)).unwrap_err();
@@ -92,7 +95,12 @@ fn labels_and_registries_parse() {
 
 #[test]
 fn no_usable_address_or_home_is_a_clear_error() {
-    let h = HostFacts { hostname: "box".into(), addresses: vec!["127.0.0.1".parse().unwrap()], home: None, kubeconfig_env: None };
+    let h = HostFacts {
+        hostname: "box".into(),
+        addresses: vec!["127.0.0.1".parse().unwrap()],
+        home: None,
+        kubeconfig_env: None,
+    };
     assert_eq!(Config::resolve(&Flags::default(), &h).unwrap_err().flag, "node-ip");
     let f = Flags { node_ip: Some("127.0.0.1".into()), ..Flags::default() };
     assert_eq!(Config::resolve(&f, &h).unwrap_err().flag, "data-dir");

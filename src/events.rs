@@ -45,12 +45,17 @@ impl Recorder {
             involved_object: object.clone(),
             reason: Some(reason.to_string()),
             message: Some(message.to_string()),
-            type_: Some(match kind {
-                Kind::Normal => "Normal",
-                Kind::Warning => "Warning",
-            }
-            .to_string()),
-            source: Some(EventSource { component: Some("krustlet-wasi".into()), host: Some(self.node_name.clone()) }),
+            type_: Some(
+                match kind {
+                    Kind::Normal => "Normal",
+                    Kind::Warning => "Warning",
+                }
+                .to_string(),
+            ),
+            source: Some(EventSource {
+                component: Some("krustlet-wasi".into()),
+                host: Some(self.node_name.clone()),
+            }),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
             event_time: None::<MicroTime>,

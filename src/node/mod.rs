@@ -38,7 +38,12 @@ pub enum NodeError {
 
 /// Creates the Node, or brings an existing one back to what this agent advertises, then
 /// posts its status. Returns the Node as the API server stored it.
-pub async fn register(client: &Client, cfg: &Config, machine: &Machine, recorder: &Recorder) -> Result<Node, NodeError> {
+pub async fn register(
+    client: &Client,
+    cfg: &Config,
+    machine: &Machine,
+    recorder: &Recorder,
+) -> Result<Node, NodeError> {
     let api: Api<Node> = Api::all(client.clone());
     let name = cfg.node_name.clone();
     let existing = api.get_opt(&name).await.map_err(|e| NodeError::Get { name: name.clone(), source: e })?;
@@ -121,7 +126,13 @@ async fn post_status(
 
 /// Keeps the node alive until shutdown: renews the Lease every 10 s and re-posts the
 /// status every minute. API errors are logged and retried at the next tick, never fatal.
-pub async fn heartbeat(client: Client, cfg: Config, machine: Machine, node: Node, mut shutdown: broadcast::Receiver<()>) {
+pub async fn heartbeat(
+    client: Client,
+    cfg: Config,
+    machine: Machine,
+    node: Node,
+    mut shutdown: broadcast::Receiver<()>,
+) {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
     let uid = node.metadata.uid.clone().unwrap_or_default();

@@ -29,7 +29,8 @@ pub fn kubelet_version() -> String {
 /// Labels the node always carries, plus `--node-labels` (which may not override them).
 pub fn labels(cfg: &Config) -> BTreeMap<String, String> {
     let mut labels = cfg.node_labels.clone();
-    for key in ["kubernetes.io/os", "beta.kubernetes.io/os", "kubernetes.io/arch", "beta.kubernetes.io/arch"] {
+    for key in ["kubernetes.io/os", "beta.kubernetes.io/os", "kubernetes.io/arch", "beta.kubernetes.io/arch"]
+    {
         labels.insert(key.into(), WASM_ARCH.into());
     }
     labels.insert("type".into(), "krustlet".into());
@@ -48,7 +49,9 @@ pub fn missing_taints(existing: &[k8s_openapi::api::core::v1::Taint]) -> Vec<Val
         .into_iter()
         .filter(|t| {
             !existing.iter().any(|e| {
-                e.key == TAINT_KEY && e.value.as_deref() == Some(WASM_ARCH) && Some(e.effect.as_str()) == t["effect"].as_str()
+                e.key == TAINT_KEY
+                    && e.value.as_deref() == Some(WASM_ARCH)
+                    && Some(e.effect.as_str()) == t["effect"].as_str()
             })
         })
         .collect()
@@ -85,7 +88,11 @@ pub fn conditions(usage: &Usage) -> Vec<Condition> {
             type_: "MemoryPressure",
             status: memory,
             reason: pick(memory, "KubeletHasInsufficientMemory", "KubeletHasSufficientMemory"),
-            message: pick(memory, "kubelet has insufficient memory available", "kubelet has sufficient memory available"),
+            message: pick(
+                memory,
+                "kubelet has insufficient memory available",
+                "kubelet has sufficient memory available",
+            ),
         },
         Condition {
             type_: "DiskPressure",
@@ -97,7 +104,11 @@ pub fn conditions(usage: &Usage) -> Vec<Condition> {
             type_: "PIDPressure",
             status: pid,
             reason: pick(pid, "KubeletHasInsufficientPID", "KubeletHasSufficientPID"),
-            message: pick(pid, "kubelet has insufficient PID available", "kubelet has sufficient PID available"),
+            message: pick(
+                pid,
+                "kubelet has insufficient PID available",
+                "kubelet has sufficient PID available",
+            ),
         },
         Condition {
             type_: "Ready",

@@ -96,7 +96,12 @@ fn conditions_keep_transition_time_until_they_change() {
 
 #[test]
 fn pressure_is_reported_with_the_kubelets_reasons() {
-    let low = Usage { memory_available_bytes: 1 << 20, disk_available_bytes: 1 << 30, pids_in_use: 4_000_000, ..usage() };
+    let low = Usage {
+        memory_available_bytes: 1 << 20,
+        disk_available_bytes: 1 << 30,
+        pids_in_use: 4_000_000,
+        ..usage()
+    };
     let c = conditions(&low);
     assert!(c.iter().filter(|c| c.type_ != "Ready").all(|c| c.status));
     assert_eq!(c[0].reason, "KubeletHasInsufficientMemory");

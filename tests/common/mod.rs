@@ -1,0 +1,232 @@
+//! Shared end-to-end harness: the real local control plane (started through
+//! `bootstrap/cluster.sh`), kubectl against it, bootstrap files, and agent processes.
+//!
+//! Outside CI, a machine without the control plane skips cluster tests with a message
+//! naming the command that enables them; with `CI=true` they fail loudly instead.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+pub const AGENT: &str = env!("CARGO_BIN_EXE_krustlet-wasi");
+
+/// The running control plane, as `bootstrap/cluster.sh env` describes it.
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+    pub registry: String,
+}
+
+/// The control plane, started if needed; `None` (test skipped) only outside CI.
+pub fn cluster() -> Option<&'static Cluster> {
+    static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
+    CLUSTER.get_or_init(start_cluster).as_ref()
+}
+
+/// Returns from the test (skipping it) when there is no control plane outside CI.
+#[macro_export]
+macro_rules! require_cluster {
+    () => {
+        match common::cluster() {
+            Some(c) => c,
+            None => return,
+        }
+    };
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+}
+
+fn start_cluster() -> Option<Cluster> {
+    let script = Path::new(REPO).join("bootstrap/cluster.sh");
+    let up = Command::new("bash").arg(&script).arg("up").output();
+    let fail = |why: String| -> Option<Cluster> {
+        if in_ci() {
+            panic!("CI=true but the control plane could not start: {why}");
+        }
+        eprintln!(
+            "SKIPPED: no control plane ({why}).\n  Enable cluster tests with: sudo bootstrap/cluster.sh install && bootstrap/cluster.sh up"
+        );
+        None
+    };
+    match up {
+        Err(e) => return fail(format!("running {} failed: {e}", script.display())),
+        Ok(o) if !o.status.success() => {
+            return fail(format!(
+                "bootstrap/cluster.sh up exited {}: {}{}",
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        Ok(_) => {}
+    }
+    let env = Command::new("bash").arg(&script).arg("env").output().ok()?;
+    let text = String::from_utf8_lossy(&env.stdout).to_string();
+    let var = |name: &str| {
+        text.lines().find_map(|l| {
+            let l = l.trim().trim_start_matches("export ");
+            let v = l.strip_prefix(name)?.strip_prefix('=')?;
+            Some(v.trim_matches(|c| c == '"' || c == '\'').to_string())
+        })
+    };
+    match var("KUBECONFIG") {
+        Some(k) => Some(Cluster {
+            kubeconfig: PathBuf::from(k),
+            registry: var("KRUSTLET_TEST_REGISTRY").unwrap_or_else(|| "127.0.0.1:5000".into()),
+        }),
+        None => fail(format!("bootstrap/cluster.sh env printed no KUBECONFIG: {text}")),
+    }
+}
+
+impl Cluster {
+    /// Runs kubectl as the cluster admin.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl runs")
+    }
+
+    /// Runs kubectl and panics with its output unless it succeeds.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl get ... -o json`, or `None` if the object does not exist.
+    pub fn get_json(&self, args: &[&str]) -> Option<Value> {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        let out = self.kubectl(&all);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
+    }
+
+    /// Writes a bootstrap kubeconfig with `bootstrap/bootstrap.sh` into `dir`.
+    pub fn bootstrap_file(&self, dir: &Path) -> PathBuf {
+        let out = Command::new("bash")
+            .arg(Path::new(REPO).join("bootstrap/bootstrap.sh"))
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("CONFIG_DIR", dir)
+            .env("FILE_NAME", "bootstrap.conf")
+            .output()
+            .expect("bootstrap.sh runs");
+        assert!(out.status.success(), "bootstrap.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        dir.join("bootstrap.conf")
+    }
+
+    /// Deletes what a test node left behind (ignores what is already gone).
+    pub fn forget_node(&self, name: &str) {
+        let tls = format!("{name}-tls");
+        self.kubectl(&["delete", "node", name, "--ignore-not-found", "--wait=false"]);
+        self.kubectl(&["delete", "csr", name, &tls, "--ignore-not-found"]);
+        self.kubectl(&["-n", "kube-node-lease", "delete", "lease", name, "--ignore-not-found"]);
+    }
+}
+
+/// Polls `f` every 250 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A running `krustlet-wasi` process; killed when dropped.
+pub struct Agent {
+    child: Option<Child>,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent with `args`; its output goes to files in `log_dir`.
+    pub fn start(log_dir: &Path, args: &[String]) -> Agent {
+        std::fs::create_dir_all(log_dir).unwrap();
+        let n = std::fs::read_dir(log_dir).map(|d| d.count()).unwrap_or(0);
+        let stdout = log_dir.join(format!("agent-{n}.out"));
+        let stderr = log_dir.join(format!("agent-{n}.err"));
+        let child = Command::new(AGENT)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("RUST_LOG", "info,krustlet_wasi=debug")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("agent starts");
+        Agent { child: Some(child), stdout, stderr }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits until stdout or stderr contains `needle`; panics with the logs otherwise.
+    pub fn wait_output(&mut self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !(self.output().contains(needle) || self.logs().contains(needle)) {
+            if let Some(status) = self.try_exit() {
+                panic!("agent exited ({status}) before printing {needle:?}:\n{}", self.logs());
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "agent did not print {needle:?} in {timeout:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        wait_for("the agent to exit", timeout, || self.try_exit())
+    }
+
+    /// Sends SIGTERM and returns the exit status and how long the exit took.
+    pub fn terminate(&mut self) -> (ExitStatus, Duration) {
+        let pid = self.child.as_ref().expect("running").id();
+        let start = Instant::now();
+        let ok = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        assert!(ok.success());
+        let status = self.wait_exit(Duration::from_secs(30));
+        (status, start.elapsed())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Reads a PEM certificate file the agent wrote.
+pub fn inspect_file(path: &Path) -> krustlet_wasi::certs::CertInfo {
+    let pem = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    krustlet_wasi::certs::inspect(&pem, &path.display().to_string()).unwrap()
+}
