@@ -1,0 +1,220 @@
+//! The content-addressed blob directory (`<root>/blobs/sha256/<hex>`): writers that hash
+//! while writing and only publish a verified blob, and atomic writes (temp + rename).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::OciError;
+
+/// `sha256:<hex>` of `bytes`.
+pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// The hex part of a well-formed `sha256:<64 lowercase hex>` digest.
+pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(hex)
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> OciError + use<> {
+    let path = path.to_path_buf();
+    move |source| OciError::StoreIo { action, path, source }
+}
+
+/// A unique temp file name in `<root>/tmp` (unique per process and call).
+fn temp_path(root: &Path, hint: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let short: String = hint.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect();
+    root.join("tmp").join(format!("{short}.{}.{n}", std::process::id()))
+}
+
+/// Writes `bytes` to `path` through a temp file in `<root>/tmp` and a rename, so readers
+/// never see a partial file.
+pub(crate) async fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> Result<(), OciError> {
+    let tmp = temp_path(root, "write");
+    if let Some(parent) = tmp.parent() {
+        tokio::fs::create_dir_all(parent).await.map_err(io_err("creating", parent))?;
+    }
+    if let Some(parent) = path.parent() {
+        tokio::fs::create_dir_all(parent).await.map_err(io_err("creating", parent))?;
+    }
+    tokio::fs::write(&tmp, bytes).await.map_err(io_err("writing", &tmp))?;
+    if let Err(e) = tokio::fs::rename(&tmp, path).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(io_err("renaming into", path)(e));
+    }
+    Ok(())
+}
+
+/// The blob directory of a store rooted at `root`.
+#[derive(Debug, Clone)]
+pub(crate) struct Blobs {
+    root: PathBuf,
+}
+
+impl Blobs {
+    pub(crate) fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    /// Where the blob with this `sha256:` digest lives (whether or not it exists).
+    pub(crate) fn path(&self, digest: &str) -> Option<PathBuf> {
+        sha256_hex(digest).map(|hex| self.root.join("blobs").join("sha256").join(hex))
+    }
+
+    /// True if the verified blob is stored.
+    pub(crate) async fn has(&self, digest: &str) -> bool {
+        match self.path(digest) {
+            Some(p) => tokio::fs::metadata(&p).await.map(|m| m.is_file()).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Stores `bytes` under their own digest; returns the digest and the path.
+    pub(crate) async fn put(&self, bytes: &[u8]) -> Result<(String, PathBuf), OciError> {
+        let digest = sha256_digest(bytes);
+        let mut w = self.writer(&digest, Some(bytes.len() as u64), "blob").await?;
+        w.write(bytes).await?;
+        let path = w.finish().await?;
+        Ok((digest, path))
+    }
+
+    /// A writer for the blob `digest` (`expected_size` if the descriptor gave one); `what`
+    /// names the blob in errors.
+    pub(crate) async fn writer(
+        &self,
+        digest: &str,
+        expected_size: Option<u64>,
+        what: &str,
+    ) -> Result<BlobWriter, OciError> {
+        let target = self.path(digest).ok_or_else(|| OciError::DigestMismatch {
+            what: what.to_string(),
+            expected: "a sha256:<64 hex> digest".into(),
+            actual: digest.to_string(),
+        })?;
+        let tmp = temp_path(&self.root, digest.strip_prefix("sha256:").unwrap_or(digest));
+        for dir in [tmp.parent(), target.parent()].into_iter().flatten() {
+            tokio::fs::create_dir_all(dir).await.map_err(io_err("creating", dir))?;
+        }
+        let file = tokio::fs::File::create(&tmp).await.map_err(io_err("creating", &tmp))?;
+        Ok(BlobWriter {
+            file: Some(file),
+            hasher: Sha256::new(),
+            written: 0,
+            tmp,
+            target,
+            expected_digest: digest.to_string(),
+            expected_size,
+            what: what.to_string(),
+        })
+    }
+}
+
+/// Hashes and counts while writing to a temp file; [`BlobWriter::finish`] publishes the
+/// blob only if digest and size match. Dropped unfinished, it removes its temp file.
+pub(crate) struct BlobWriter {
+    file: Option<tokio::fs::File>,
+    hasher: Sha256,
+    written: u64,
+    tmp: PathBuf,
+    target: PathBuf,
+    expected_digest: String,
+    expected_size: Option<u64>,
+    what: String,
+}
+
+impl BlobWriter {
+    pub(crate) async fn write(&mut self, chunk: &[u8]) -> Result<(), OciError> {
+        self.written += chunk.len() as u64;
+        if let Some(expected) = self.expected_size.filter(|e| self.written > *e) {
+            return Err(self.size_mismatch(expected));
+        }
+        self.hasher.update(chunk);
+        let Some(file) = self.file.as_mut() else { return Ok(()) };
+        file.write_all(chunk).await.map_err(io_err("writing", &self.tmp))
+    }
+
+    fn size_mismatch(&self, expected: u64) -> OciError {
+        OciError::SizeMismatch { digest: self.expected_digest.clone(), expected, actual: self.written }
+    }
+
+    /// Verifies size and digest, then renames the temp file to its content address.
+    pub(crate) async fn finish(mut self) -> Result<PathBuf, OciError> {
+        if let Some(expected) = self.expected_size.filter(|e| self.written != *e) {
+            return Err(self.size_mismatch(expected));
+        }
+        let actual = format!("sha256:{}", hex::encode(std::mem::take(&mut self.hasher).finalize()));
+        if actual != self.expected_digest {
+            return Err(OciError::DigestMismatch {
+                what: self.what.clone(),
+                expected: self.expected_digest.clone(),
+                actual,
+            });
+        }
+        if let Some(mut file) = self.file.take() {
+            file.flush().await.map_err(io_err("writing", &self.tmp))?;
+            file.sync_all().await.map_err(io_err("syncing", &self.tmp))?;
+        }
+        tokio::fs::rename(&self.tmp, &self.target).await.map_err(io_err("renaming into", &self.target))?;
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        // After a successful rename the temp file no longer exists; this is then a no-op.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn verified_blob_is_published_under_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::new(dir.path().to_path_buf());
+        let (digest, path) = blobs.put(b"hello").await.unwrap();
+        assert_eq!(digest, sha256_digest(b"hello"));
+        assert_eq!(path, dir.path().join("blobs/sha256").join(sha256_hex(&digest).unwrap()));
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello");
+        assert!(blobs.has(&digest).await);
+    }
+
+    #[tokio::test]
+    async fn digest_mismatch_is_detected_and_nothing_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::new(dir.path().to_path_buf());
+        let claimed = sha256_digest(b"what the manifest promised");
+        let mut w = blobs.writer(&claimed, None, "layer").await.unwrap();
+        w.write(b"what the registry sent").await.unwrap();
+        let err = w.finish().await.unwrap_err();
+        assert!(
+            matches!(&err, OciError::DigestMismatch { expected, actual, .. }
+                if *expected == claimed && *actual == sha256_digest(b"what the registry sent")),
+            "{err}"
+        );
+        assert!(!blobs.has(&claimed).await);
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "temp file left behind");
+    }
+
+    #[tokio::test]
+    async fn oversized_and_short_blobs_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::new(dir.path().to_path_buf());
+        let digest = sha256_digest(b"abc");
+        let mut w = blobs.writer(&digest, Some(2), "layer").await.unwrap();
+        assert!(matches!(w.write(b"abc").await, Err(OciError::SizeMismatch { expected: 2, actual: 3, .. })));
+        let mut w = blobs.writer(&digest, Some(4), "layer").await.unwrap();
+        w.write(b"abc").await.unwrap();
+        assert!(matches!(w.finish().await, Err(OciError::SizeMismatch { expected: 4, actual: 3, .. })));
+        assert!(blobs.path("sha256:short").is_none());
+        assert!(blobs.path("sha512:00").is_none());
+    }
+}

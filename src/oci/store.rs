@@ -1,0 +1,258 @@
+//! The image store under `<data-dir>/images`: pulling with a policy, content-addressed
+//! blobs, and an index of what each reference resolved to, so `IfNotPresent` and `Never`
+//! work without a network, also after a restart.
+//!
+//! Layout: `blobs/sha256/<hex>` (manifests, configs, layers, modules — each verified
+//! before it is renamed into place), `refs/<sha256 of reference>.json` (one
+//! [`IndexEntry`] per reference, written atomically), `tmp/` (files being written).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use oci_client::Reference;
+use serde::{Deserialize, Serialize};
+
+use super::blobs::{Blobs, sha256_digest, write_atomic};
+use super::formats::{self, Descriptor, ImageConfig, Manifest, Plan, Rejection};
+use super::image::{self, Layer};
+use super::reference::{self, ImageRef};
+use super::registry::Registry;
+use super::{ArtifactFormat, OciError, PullPolicy, Pulled, RegistryAuth};
+
+/// What a reference resolved to when it was last pulled.
+#[derive(Debug, Serialize, Deserialize)]
+struct IndexEntry {
+    /// The normalized reference (the file name is its hash).
+    reference: String,
+    manifest_digest: String,
+    pulled: Pulled,
+}
+
+/// Content-addressed images on disk; cheap to clone (clones share the per-reference locks).
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    insecure_registries: Vec<String>,
+    blobs: Blobs,
+    /// One lock per normalized reference: concurrent pulls of one image run one at a time.
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl Store {
+    /// A store rooted at `root` (normally `<data-dir>/images`; created on first pull).
+    /// Registries in `insecure_registries` (`host:port`, as in the image reference) are
+    /// reached over plain HTTP; every other registry over HTTPS.
+    pub fn new(root: PathBuf, insecure_registries: Vec<String>) -> Self {
+        Store { blobs: Blobs::new(root.clone()), root, insecure_registries, locks: Arc::default() }
+    }
+
+    /// The directory the store lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Makes `image` available locally according to `policy` and returns the module.
+    /// `file:///abs/path.wasm` references are read from disk whatever the policy.
+    pub async fn pull(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        auth: &RegistryAuth,
+    ) -> Result<Pulled, OciError> {
+        let reference = match reference::parse(image)? {
+            ImageRef::LocalFile(path) => return self.pull_local(image, &path).await,
+            ImageRef::Registry(r) => r,
+        };
+        let key = reference::index_key(&reference);
+        let lock = self.lock_for(&key);
+        let _guard = lock.lock().await;
+        if policy != PullPolicy::Always
+            && let Some(pulled) = self.load(&key, image).await
+        {
+            tracing::debug!(image, policy = ?policy, "image present in store");
+            return Ok(pulled);
+        }
+        if policy == PullPolicy::Never {
+            return Err(OciError::NotPresent { reference: image.to_string() });
+        }
+        let (manifest_digest, pulled) = self.fetch(&reference, image, auth).await?;
+        self.save(&key, &manifest_digest, &pulled).await?;
+        tracing::info!(image, image_id = %pulled.image_id, wasm = %pulled.wasm_digest, "pulled image");
+        Ok(pulled)
+    }
+
+    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        // A poisoned map only means another thread panicked while inserting; the map is intact.
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(key.to_string()).or_default().clone()
+    }
+
+    fn entry_path(&self, key: &str) -> PathBuf {
+        let hash = sha256_digest(key.as_bytes());
+        let hex = hash.strip_prefix("sha256:").unwrap_or(&hash);
+        self.root.join("refs").join(format!("{hex}.json"))
+    }
+
+    /// The stored result for `key`, if its entry is readable and its module still exists.
+    async fn load(&self, key: &str, image: &str) -> Option<Pulled> {
+        let path = self.entry_path(key);
+        let bytes = tokio::fs::read(&path).await.ok()?;
+        let entry: IndexEntry = match serde_json::from_slice(&bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring malformed image index entry");
+                return None;
+            }
+        };
+        let wasm_path = self.blobs.path(&entry.pulled.wasm_digest)?;
+        if entry.reference != key || !self.blobs.has(&entry.pulled.wasm_digest).await {
+            return None;
+        }
+        Some(Pulled { image: image.to_string(), wasm_path, ..entry.pulled })
+    }
+
+    async fn save(&self, key: &str, manifest_digest: &str, pulled: &Pulled) -> Result<(), OciError> {
+        let path = self.entry_path(key);
+        let entry = IndexEntry {
+            reference: key.to_string(),
+            manifest_digest: manifest_digest.into(),
+            pulled: pulled.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&entry)
+            .map_err(|e| OciError::StoreIndex { path: path.clone(), detail: e.to_string() })?;
+        write_atomic(&self.root, &path, &bytes).await
+    }
+
+    async fn pull_local(&self, image: &str, path: &Path) -> Result<Pulled, OciError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| OciError::LocalFile { path: path.into(), source })?;
+        let (wasm_digest, wasm_path) = self.blobs.put(&bytes).await?;
+        Ok(Pulled {
+            image: image.to_string(),
+            image_id: format!("file://{}@{wasm_digest}", path.display()),
+            wasm_digest,
+            wasm_path,
+            entrypoint: Vec::new(),
+            format: ArtifactFormat::LocalFile,
+        })
+    }
+
+    /// Resolves the reference at the registry and stores what the module needs.
+    async fn fetch(
+        &self,
+        r: &Reference,
+        image: &str,
+        auth: &RegistryAuth,
+    ) -> Result<(String, Pulled), OciError> {
+        let reg = Registry::connect(r, image, &self.insecure_registries, auth)?;
+        let reject = |rejection: Rejection| match rejection {
+            Rejection::Malformed(detail) => OciError::BadManifest { reference: image.into(), detail },
+            Rejection::Unsupported(detail) => {
+                OciError::UnsupportedArtifact { reference: image.into(), detail }
+            }
+        };
+        let (bytes, top_digest) = reg.manifest(None).await?;
+        self.blobs.put(&bytes).await?;
+        let (config, layers) = match formats::parse_manifest(&bytes).map_err(reject)? {
+            Manifest::Image { config, layers } => (config, layers),
+            Manifest::Index(entries) => {
+                let entry = formats::select_entry(&entries)
+                    .map_err(|platforms| OciError::NoWasmPlatform { reference: image.into(), platforms })?;
+                let (bytes, _) = reg.manifest(Some(&entry.digest)).await?;
+                self.blobs.put(&bytes).await?;
+                match formats::parse_manifest(&bytes).map_err(reject)? {
+                    Manifest::Image { config, layers } => (config, layers),
+                    Manifest::Index(_) => {
+                        return Err(reject(Rejection::Unsupported(format!(
+                            "index entry {} is itself an index (nested indexes are not supported)",
+                            entry.digest
+                        ))));
+                    }
+                }
+            }
+        };
+        let image_id = reference::image_id(r, &top_digest);
+        let pulled = match formats::plan(config, layers).map_err(reject)? {
+            Plan::WasmLayer { format, layer } => {
+                let wasm_path = self.fetch_blob(&reg, &layer, "Wasm layer").await?;
+                Pulled {
+                    image: image.into(),
+                    image_id,
+                    wasm_digest: layer.digest,
+                    wasm_path,
+                    entrypoint: Vec::new(),
+                    format,
+                }
+            }
+            Plan::Image { config, layers } => {
+                let (wasm_digest, wasm_path, entrypoint) =
+                    self.fetch_image(&reg, image, &config, layers).await?;
+                Pulled {
+                    image: image.into(),
+                    image_id,
+                    wasm_digest,
+                    wasm_path,
+                    entrypoint,
+                    format: ArtifactFormat::OciImage,
+                }
+            }
+        };
+        Ok((top_digest, pulled))
+    }
+
+    /// For an ordinary image: config and layers, then the module file out of the layers.
+    async fn fetch_image(
+        &self,
+        reg: &Registry,
+        image: &str,
+        config: &Descriptor,
+        layer_descs: Vec<(Descriptor, formats::Compression)>,
+    ) -> Result<(String, PathBuf, Vec<String>), OciError> {
+        let config_path = self.fetch_blob(reg, config, "image config").await?;
+        let config_bytes = tokio::fs::read(&config_path).await.map_err(|source| OciError::StoreIo {
+            action: "reading",
+            path: config_path.clone(),
+            source,
+        })?;
+        let parsed: ImageConfig =
+            serde_json::from_slice(&config_bytes).map_err(|e| OciError::BadManifest {
+                reference: image.into(),
+                detail: format!("image config {}: {e}", config.digest),
+            })?;
+        let container = parsed.config.unwrap_or_default();
+        let mut layers = Vec::with_capacity(layer_descs.len());
+        for (desc, compression) in layer_descs {
+            let path = self.fetch_blob(reg, &desc, "layer").await?;
+            layers.push(Layer { path, digest: desc.digest, compression });
+        }
+        let entrypoint: Vec<String> =
+            container.entrypoint.iter().chain(container.cmd.iter()).flatten().cloned().collect();
+        let reference = image.to_string();
+        let (bytes, inner_path) =
+            tokio::task::spawn_blocking(move || image::find_module(&layers, &container, &reference))
+                .await
+                .map_err(|e| OciError::Registry {
+                reference: image.into(),
+                detail: format!("layer extraction task failed: {e}"),
+            })??;
+        let (wasm_digest, wasm_path) = self.blobs.put(&bytes).await?;
+        tracing::debug!(image, module = %inner_path, %wasm_digest, "extracted Wasm module from image layers");
+        Ok((wasm_digest, wasm_path, entrypoint))
+    }
+
+    /// The stored blob for `desc`, downloading and verifying it if it is not stored yet.
+    async fn fetch_blob(&self, reg: &Registry, desc: &Descriptor, what: &str) -> Result<PathBuf, OciError> {
+        let invalid = || OciError::BadManifest {
+            reference: reg.image().to_string(),
+            detail: format!("{what} digest {:?} is not sha256:<64 hex>", desc.digest),
+        };
+        let path = self.blobs.path(&desc.digest).ok_or_else(invalid)?;
+        if self.blobs.has(&desc.digest).await {
+            return Ok(path);
+        }
+        let writer = self.blobs.writer(&desc.digest, desc.size, &format!("{what} {}", desc.digest)).await?;
+        reg.blob(desc, writer).await
+    }
+}
