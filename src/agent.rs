@@ -1,4 +1,4 @@
-//! The agent's life: bootstrap -> register -> heartbeat (and, later, pods and the kubelet
+//! The agent's life: bootstrap -> register -> heartbeat and pods (and, later, the kubelet
 //! API), then a shutdown that reaches every task and waits for them.
 
 use std::future::Future;
@@ -9,7 +9,8 @@ use tracing::{info, warn};
 
 use crate::config::{Config, SHUTDOWN_GRACE};
 use crate::events::Recorder;
-use crate::{bootstrap, files, host, node};
+use crate::pods::wasm::WasmRuntime;
+use crate::{bootstrap, files, host, node, oci, pods};
 
 /// Why the agent stopped before it was asked to.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,8 @@ pub enum AgentError {
     Node(#[from] node::NodeError),
     #[error(transparent)]
     File(#[from] files::FileError),
+    #[error("starting the Wasmtime runtime failed: {0}")]
+    Runtime(#[from] krustlet_wasi_provider::Error),
 }
 
 /// Runs until `shutdown` resolves (then returns `Ok`) or a step fails for good.
@@ -38,6 +41,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         _ = &mut shutdown => return Ok(()),
     };
     let machine = host::machine();
+    // Ready to run pods before the node is announced, so the first pod waits for nothing.
+    let wasm =
+        krustlet_wasi_provider::Runtime::builder().cache_dir(cfg.data_dir.join("wasm-cache")).build()?;
+    let store = oci::Store::new(cfg.data_dir.join("images"), cfg.insecure_registries.clone());
+    let shared = std::sync::Arc::new(pods::Shared {
+        runtime: std::sync::Arc::new(WasmRuntime::new(store, wasm)),
+        client: creds.client.clone(),
+        recorder: Recorder::new(creds.client.clone(), &cfg.node_name),
+        node_ip: cfg.node_ip,
+        data_dir: cfg.data_dir.clone(),
+        allocatable: (u64::from(machine.cpus) * 1000, machine.memory_bytes),
+    });
     let recorder = Recorder::new(creds.client.clone(), &cfg.node_name);
     let node = tokio::select! {
         r = node::register(&creds.client, &cfg, &machine, &recorder) => r?,
@@ -46,13 +61,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     info!(node = %cfg.node_name, elapsed_ms = started.elapsed().as_millis() as u64, "node registered and Ready");
 
     let (stop, _) = broadcast::channel::<()>(1);
-    let tasks = vec![tokio::spawn(node::heartbeat(
-        creds.client.clone(),
-        cfg.clone(),
-        machine,
-        node,
-        stop.subscribe(),
-    ))];
+    let tasks = vec![
+        tokio::spawn(node::heartbeat(creds.client.clone(), cfg.clone(), machine, node, stop.subscribe())),
+        tokio::spawn(pods::run(shared, cfg.node_name.clone(), cfg.max_pods, stop.subscribe())),
+    ];
 
     shutdown.await;
     info!("shutting down");

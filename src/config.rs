@@ -37,6 +37,9 @@ pub const CERT_RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
     about = "A Kubernetes node that runs WebAssembly pods in Wasmtime"
 )]
 pub struct Flags {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// IP address the node reports as its InternalIP (and puts in its serving certificate).
     /// Default: the first non-loopback address of the host.
     #[arg(long, env = "KRUSTLET_NODE_IP", value_name = "IP")]
@@ -90,6 +93,31 @@ pub struct Flags {
     #[arg(long, env = "KRUSTLET_NODE_LABELS", value_name = "K=V,...")]
     pub node_labels: Option<String>,
 
+    /// Registries (`host[:port]`, comma-separated) reached over plain HTTP. Default: none.
+    #[arg(long, env = "KRUSTLET_INSECURE_REGISTRIES", value_name = "HOST[:PORT],...")]
+    pub insecure_registries: Option<String>,
+}
+
+/// Tools besides running the node.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Publish a .wasm module to an OCI registry, e.g.
+    /// `krustlet-wasi push app.wasm 127.0.0.1:5000/apps/app:v1 --insecure-registries 127.0.0.1:5000`.
+    Push(PushArgs),
+}
+
+/// Arguments of `krustlet-wasi push`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PushArgs {
+    /// The .wasm module (core module or component) to publish.
+    pub file: PathBuf,
+    /// Where to publish it: REGISTRY/REPOSITORY:TAG.
+    pub reference: String,
+    /// Artifact format: `cncf` (the CNCF Wasm OCI artifact: config
+    /// application/vnd.wasm.config.v0+json, layer application/wasm) or `wasm-to-oci`
+    /// (layer application/vnd.wasm.content.layer.v1+wasm, what Krustlet ran). Default: cncf.
+    #[arg(long, default_value = "cncf", value_parser = ["cncf", "wasm-to-oci"])]
+    pub format: String,
     /// Registries (`host[:port]`, comma-separated) reached over plain HTTP. Default: none.
     #[arg(long, env = "KRUSTLET_INSECURE_REGISTRIES", value_name = "HOST[:PORT],...")]
     pub insecure_registries: Option<String>,
@@ -312,7 +340,8 @@ fn check_label_key(key: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn parse_registries(raw: &str) -> Result<Vec<String>, ConfigError> {
+/// Parses `--insecure-registries` (shared by the node and `push`).
+pub fn parse_registries(raw: &str) -> Result<Vec<String>, ConfigError> {
     let mut out = Vec::new();
     for r in raw.split(',').map(str::trim).filter(|r| !r.is_empty()) {
         if r.contains("://") || r.contains('/') || r.contains(char::is_whitespace) {

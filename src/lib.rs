@@ -7,4 +7,8 @@ pub mod config;
 pub mod events;
 pub mod files;
 pub mod host;
+pub mod logs;
 pub mod node;
+pub mod oci;
+pub mod pods;
+pub mod volumes;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use krustlet_wasi::config::{Config, Flags};
+use krustlet_wasi::config::{Command, Config, Flags, PushArgs};
 use krustlet_wasi::{agent, host};
 
 fn main() -> ExitCode {
@@ -23,6 +23,13 @@ fn main() -> ExitCode {
         }
     };
     init_tracing();
+    // rustls needs one process-wide crypto provider; we build with ring only.
+    if rustls::crypto::ring::default_provider().install_default().is_err() {
+        tracing::debug!("a rustls crypto provider was already installed");
+    }
+    if let Some(Command::Push(args)) = &flags.command {
+        return push(args);
+    }
     let cfg = match Config::resolve(&flags, &host::facts()) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -30,10 +37,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // rustls needs one process-wide crypto provider; we build with ring only.
-    if rustls::crypto::ring::default_provider().install_default().is_err() {
-        tracing::debug!("a rustls crypto provider was already installed");
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -43,6 +46,39 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(agent::run(cfg, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `krustlet-wasi push FILE REFERENCE`: prints the manifest digest.
+fn push(args: &PushArgs) -> ExitCode {
+    use krustlet_wasi::oci::{PushFormat, RegistryAuth};
+    let insecure = match args.insecure_registries.as_deref().map(krustlet_wasi::config::parse_registries) {
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(r)) => r,
+        None => Vec::new(),
+    };
+    let format = if args.format == "wasm-to-oci" { PushFormat::WasmToOci } else { PushFormat::Cncf };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let auth = RegistryAuth::anonymous();
+    let pushed = krustlet_wasi::oci::push(&args.file, &args.reference, format, &insecure, &auth);
+    match runtime.block_on(pushed) {
+        Ok(digest) => {
+            println!("pushed {} ({digest})", args.reference);
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

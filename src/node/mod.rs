@@ -3,7 +3,7 @@
 
 mod object;
 
-pub use object::{TAINT_EFFECTS, TAINT_KEY, WASM_ARCH, kubelet_version};
+pub use object::{TAINT_EFFECTS, TAINT_KEY, WASM_ARCH, kubelet_version, rfc3339};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod guests;
+pub mod node;
+
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub const AGENT: &str = env!("CARGO_BIN_EXE_krustlet-wasi");
 
@@ -134,6 +137,31 @@ impl Cluster {
     }
 }
 
+/// A node shared by the tests of one test binary, started from a thread that lives as
+/// long as the process (the agent gets SIGTERM when the thread that started it ends).
+pub fn shared_node(tag: &'static str, port: u16) -> Option<&'static node::TestNode> {
+    static NODES: OnceLock<
+        std::sync::Mutex<std::collections::HashMap<&'static str, &'static node::TestNode>>,
+    > = OnceLock::new();
+    let cluster = cluster()?;
+    let mut nodes = NODES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = nodes.get(tag) {
+        return Some(n);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let n: &'static node::TestNode =
+            Box::leak(Box::new(node::TestNode::join(cluster, tag, port, &cluster.registry)));
+        tx.send(n).unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    let n = rx.recv().expect("the shared node joined");
+    nodes.insert(tag, n);
+    Some(n)
+}
+
 /// Polls `f` every 250 ms until it returns `Some`, or panics after `timeout` naming `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -160,7 +188,15 @@ impl Agent {
         let n = std::fs::read_dir(log_dir).map(|d| d.count()).unwrap_or(0);
         let stdout = log_dir.join(format!("agent-{n}.out"));
         let stderr = log_dir.join(format!("agent-{n}.err"));
-        let child = Command::new(AGENT)
+        let mut cmd = Command::new(AGENT);
+        // The agent dies with the thread that started it: no orphan nodes after a test run.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd
             .args(args)
             .env_remove("KUBECONFIG")
             .env("RUST_LOG", "info,krustlet_wasi=debug")

@@ -1,0 +1,154 @@
+//! Pod start benchmark against a running node: bind -> Running latency (as a watching
+//! client sees both), a burst of pods at once, and many idle guests. Prints numbers only.
+//!
+//! Usage (bench/pods.sh sets it up): bench-pods NODE HELLO_IMAGE SLEEP_IMAGE [SEQ] [BURST] [IDLE]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+use serde_json::json;
+
+fn pod(name: &str, node: &str, image: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"bench": "krustlet"}},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "tolerations": [{"key": "kubernetes.io/arch", "operator": "Exists"}],
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "main", "image": image, "imagePullPolicy": "IfNotPresent"}],
+        },
+    }))
+    .expect("valid pod")
+}
+
+/// Watches bench pods; returns per pod (bind seen, Running seen).
+async fn observe(
+    api: Api<Pod>,
+    want: usize,
+    timeout: Duration,
+) -> HashMap<String, (Option<Instant>, Option<Instant>)> {
+    let mut seen: HashMap<String, (Option<Instant>, Option<Instant>)> = HashMap::new();
+    let cfg = watcher::Config::default().labels("bench=krustlet");
+    let mut stream = watcher::watcher(api, cfg).boxed();
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        let ev = tokio::select! { e = stream.next() => e, _ = &mut deadline => break };
+        let Some(Ok(Event::Apply(p) | Event::InitApply(p))) = ev else { continue };
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let entry = seen.entry(name).or_default();
+        let now = Instant::now();
+        if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() && entry.0.is_none() {
+            entry.0 = Some(now);
+        }
+        if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") && entry.1.is_none() {
+            entry.1 = Some(now);
+        }
+        if seen.values().filter(|v| v.1.is_some()).count() >= want {
+            break;
+        }
+    }
+    seen
+}
+
+async fn create_all(api: &Api<Pod>, prefix: &str, n: usize, node: &str, image: &str) {
+    let creates = (0..n).map(|i| {
+        let p = pod(&format!("{prefix}-{i}"), node, image);
+        async move { api.create(&PostParams::default(), &p).await.map(|_| ()) }
+    });
+    for r in futures::future::join_all(creates).await {
+        r.expect("create pod");
+    }
+}
+
+async fn delete_all(api: &Api<Pod>) {
+    let dp = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+    let _ = api.delete_collection(&dp, &kube::api::ListParams::default().labels("bench=krustlet")).await;
+    for _ in 0..120 {
+        let left =
+            api.list(&kube::api::ListParams::default().labels("bench=krustlet")).await.map(|l| l.items.len());
+        if left.unwrap_or(0) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args: Vec<String> = std::env::args().collect();
+    let (node, hello, sleep) = (&args[1], &args[2], &args[3]);
+    let num = |i: usize, d: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
+    let (seq, burst, idle) = (num(4, 30), num(5, 100), num(6, 500));
+    let api: Api<Pod> = Api::namespaced(Client::try_default().await?, "default");
+    delete_all(&api).await;
+
+    // Warm the image cache (pull + compile) once.
+    let warm = tokio::spawn(observe(api.clone(), 1, Duration::from_secs(120)));
+    create_all(&api, "warm", 1, node, hello).await;
+    warm.await?;
+    delete_all(&api).await;
+
+    let mut lat = Vec::new();
+    for i in 0..seq {
+        let obs = tokio::spawn(observe(api.clone(), 1, Duration::from_secs(60)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        create_all(&api, &format!("seq{i}"), 1, node, hello).await;
+        if let Some((Some(b), Some(r))) = obs.await?.into_values().next() {
+            lat.push(r.duration_since(b).as_secs_f64() * 1000.0);
+        }
+        delete_all(&api).await;
+    }
+    lat.sort_by(f64::total_cmp);
+    if !lat.is_empty() {
+        println!(
+            "bind -> Running (cached image, {} pods one at a time): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            lat.len(),
+            pct(&lat, 0.5),
+            pct(&lat, 0.99),
+            lat[lat.len() - 1]
+        );
+    }
+
+    let obs = tokio::spawn(observe(api.clone(), burst, Duration::from_secs(300)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    create_all(&api, "burst", burst, node, hello).await;
+    let seen = obs.await?;
+    let running = seen.values().filter(|v| v.1.is_some()).count();
+    let last_bind = seen.values().filter_map(|v| v.0).max();
+    let last_run = seen.values().filter_map(|v| v.1).max();
+    println!(
+        "{burst} pods at once: {running} Running; create -> all Running {:.2} s; last bind -> last Running {:.0} ms",
+        last_run.map(|r| r.duration_since(t0).as_secs_f64()).unwrap_or(f64::NAN),
+        match (last_bind, last_run) {
+            (Some(b), Some(r)) => r.saturating_duration_since(b).as_secs_f64() * 1000.0,
+            _ => f64::NAN,
+        }
+    );
+    delete_all(&api).await;
+
+    let obs = tokio::spawn(observe(api.clone(), idle, Duration::from_secs(600)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    create_all(&api, "idle", idle, node, sleep).await;
+    let seen = obs.await?;
+    let running = seen.values().filter(|v| v.1.is_some()).count();
+    println!("{idle} idle guests: {running} Running after {:.1} s", t0.elapsed().as_secs_f64());
+    println!("IDLE_READY");
+    // The script reads the agent's RSS now; wait for it before cleaning up.
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    delete_all(&api).await;
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! A joined, Ready test node (agent process + its data dir), and pods scheduled onto it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Agent, Cluster};
+
+/// An agent that joined the cluster as `name`, listening on `port`.
+pub struct TestNode {
+    pub name: String,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub agent: Agent,
+    pub args: Vec<String>,
+}
+
+impl TestNode {
+    /// Bootstraps a fresh node (approving its serving CSR) and waits until it is Ready.
+    pub fn join(cluster: &Cluster, tag: &str, port: u16, registry: &str) -> TestNode {
+        let name = format!("kw-{tag}-{}", std::process::id());
+        cluster.forget_node(&name);
+        let dir = tempfile::tempdir().unwrap();
+        let bootstrap = cluster.bootstrap_file(dir.path());
+        let args: Vec<String> = [
+            "--node-ip",
+            "127.0.0.1",
+            "--node-name",
+            &name,
+            "--hostname",
+            &name,
+            "--port",
+            &port.to_string(),
+            "--data-dir",
+            &dir.path().join("data").to_string_lossy(),
+            "--bootstrap-file",
+            &bootstrap.to_string_lossy(),
+            "--insecure-registries",
+            registry,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut agent = Agent::start(&dir.path().join("logs"), &args);
+        agent.wait_output("BOOTSTRAP: TLS certificate requires manual approval", Duration::from_secs(90));
+        cluster.kubectl_ok(&["certificate", "approve", &format!("{name}-tls")]);
+        agent.wait_output("node registered and Ready", Duration::from_secs(60));
+        TestNode { name, port, dir, agent, args }
+    }
+
+    /// Stops the agent (SIGTERM) and starts it again with the same data dir.
+    pub fn restart(&mut self) {
+        let (status, _) = self.agent.terminate();
+        assert!(status.success(), "agent exit {status}");
+        self.agent = Agent::start(&self.dir.path().join("logs"), &self.args);
+        self.agent.wait_output("node registered and Ready", Duration::from_secs(60));
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The CRI log file of a container run.
+    pub fn log_file(&self, pod: &Value, container: &str, run: u32) -> PathBuf {
+        let m = &pod["metadata"];
+        let dir = format!(
+            "{}_{}_{}",
+            m["namespace"].as_str().unwrap(),
+            m["name"].as_str().unwrap(),
+            m["uid"].as_str().unwrap()
+        );
+        self.data_dir().join("logs").join(dir).join(container).join(format!("{run}.log"))
+    }
+
+    /// Lines of text a container run wrote (stdout and stderr), empty if none yet.
+    pub fn log_lines(&self, pod: &Value, container: &str, run: u32) -> Vec<String> {
+        krustlet_wasi::logs::read_lines(&self.log_file(pod, container, run))
+            .map(|v| v.into_iter().map(|(_, l)| l).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        // Leave no Node behind for the lifecycle controller to evict from.
+        let _ = Command::new("kubectl").args(["delete", "node", &self.name, "--wait=false"]).output();
+    }
+}
+
+/// A pod for `node` running `image`, tolerating the Wasm taints and selecting the node.
+pub fn pod(name: &str, node: &str, image: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "tolerations": [
+                {"key": "kubernetes.io/arch", "operator": "Equal", "value": "wasm32-wasi", "effect": "NoSchedule"},
+                {"key": "kubernetes.io/arch", "operator": "Equal", "value": "wasm32-wasi", "effect": "NoExecute"},
+            ],
+            "containers": [{"name": "main", "image": image}],
+        },
+    })
+}
+
+impl Cluster {
+    /// `kubectl apply` of a JSON object.
+    pub fn apply(&self, object: &Value) {
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(object.to_string().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Waits until the pod satisfies `cond`; panics with its status otherwise.
+    pub fn wait_pod(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        cond: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut last = Value::Null;
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(p) = self.get_json(&["pod", name, "-n", "default"]) {
+                if cond(&p) {
+                    return p;
+                }
+                last = p;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "pod {name}: timed out waiting for {what}; status: {:#}",
+                last["status"]
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The pod's events as (reason, message), oldest first.
+    pub fn pod_events(&self, name: &str) -> Vec<(String, String)> {
+        let sel = format!("involvedObject.name={name}");
+        let ev = self.get_json(&["events", "-n", "default", "--field-selector", &sel]).unwrap_or(Value::Null);
+        let mut items: Vec<Value> = ev["items"].as_array().cloned().unwrap_or_default();
+        items.sort_by_key(|e| e["firstTimestamp"].as_str().unwrap_or("").to_string());
+        items
+            .iter()
+            .map(|e| (e["reason"].as_str().unwrap_or("").into(), e["message"].as_str().unwrap_or("").into()))
+            .collect()
+    }
+}
+
+/// `status.containerStatuses[0]`.
+pub fn main_status(pod: &Value) -> &Value {
+    &pod["status"]["containerStatuses"][0]
+}
+
+pub fn phase(pod: &Value) -> &str {
+    pod["status"]["phase"].as_str().unwrap_or("")
+}
