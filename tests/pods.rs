@@ -276,3 +276,54 @@ fn an_agent_restart_resumes_pods_by_restart_policy_and_never_runs_twice() {
         cluster.kubectl_ok(&["delete", "pod", n, "--wait=true", "--timeout=30s"]);
     }
 }
+
+#[test]
+fn init_containers_run_in_order_before_the_main_container() {
+    let cluster = require_cluster!();
+    let node = common::shared_node("pods", PORT).unwrap();
+    let image = guests::publish(&cluster.registry, "show", "v1", "cncf");
+    let name = unique("init");
+    let mut p = pod(&name, &node.name, &image);
+    p["spec"]["restartPolicy"] = json!("Never");
+    p["spec"]["volumes"] = json!([{"name": "work", "emptyDir": {}}]);
+    let mount = json!([{"name": "work", "mountPath": "/work"}]);
+    p["spec"]["initContainers"] = json!([
+        {"name": "first", "image": image, "args": ["+/work/first"], "volumeMounts": mount},
+        {"name": "second", "image": image, "args": ["@/work/first", "+/work/second"], "volumeMounts": mount},
+    ]);
+    p["spec"]["containers"][0]["args"] = json!(["@/work/second"]);
+    p["spec"]["containers"][0]["volumeMounts"] = mount;
+    cluster.apply(&p);
+    let p = cluster.wait_pod(&name, "Succeeded", Duration::from_secs(60), |p| phase(p) == "Succeeded");
+    let inits = p["status"]["initContainerStatuses"].as_array().unwrap();
+    assert!(inits.iter().all(|c| c["state"]["terminated"]["reason"] == "Completed"), "{inits:?}");
+    // The second init read what the first wrote; the main container read the second's.
+    assert!(node.log_lines(&p, "second", 0).contains(&"file:/work/first:written by the guest".to_string()));
+    assert!(node.log_lines(&p, "main", 0).contains(&"file:/work/second:written by the guest".to_string()));
+    cluster.kubectl_ok(&["delete", "pod", &name, "--wait=true", "--timeout=30s"]);
+}
+
+#[test]
+fn max_pods_admits_no_more_than_capacity() {
+    let cluster = require_cluster!();
+    let node =
+        common::node::TestNode::join_with(cluster, "maxpods", 10273, &cluster.registry, &["--max-pods", "1"]);
+    let image = guests::publish(&cluster.registry, "hello", "v1", "cncf");
+    let (first, second) = (unique("cap1"), unique("cap2"));
+    // Bound directly (the scheduler would keep the second Pending): the node must refuse it.
+    for n in [&first, &second] {
+        let mut p = pod(n, &node.name, &image);
+        p["spec"]["nodeName"] = json!(node.name);
+        cluster.apply(&p);
+        if n == &first {
+            cluster.wait_pod(n, "Running", Duration::from_secs(60), |p| phase(p) == "Running");
+        }
+    }
+    let p = cluster.wait_pod(&second, "rejected", Duration::from_secs(30), |p| phase(p) == "Failed");
+    assert_eq!(p["status"]["reason"], "OutOfpods");
+    assert!(p["status"]["message"].as_str().unwrap().contains("capacity: 1"), "{}", p["status"]);
+    assert_eq!(phase(&cluster.get_json(&["pod", &first, "-n", "default"]).unwrap()), "Running");
+    for n in [&first, &second] {
+        cluster.kubectl_ok(&["delete", "pod", n, "--wait=true", "--timeout=30s"]);
+    }
+}

@@ -21,6 +21,11 @@ pub struct TestNode {
 impl TestNode {
     /// Bootstraps a fresh node (approving its serving CSR) and waits until it is Ready.
     pub fn join(cluster: &Cluster, tag: &str, port: u16, registry: &str) -> TestNode {
+        Self::join_with(cluster, tag, port, registry, &[])
+    }
+
+    /// Like `join`, with extra agent flags.
+    pub fn join_with(cluster: &Cluster, tag: &str, port: u16, registry: &str, extra: &[&str]) -> TestNode {
         let name = format!("kw-{tag}-{}", std::process::id());
         cluster.forget_node(&name);
         let dir = tempfile::tempdir().unwrap();
@@ -42,6 +47,7 @@ impl TestNode {
             registry,
         ]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect();
         let mut agent = Agent::start(&dir.path().join("logs"), &args);
