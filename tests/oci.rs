@@ -3,59 +3,18 @@
 //! `bootstrap/cluster.sh up`) and private `docker-registry` processes started here for
 //! the offline and authentication cases. Outside CI, tests skip when no registry answers.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::registry::{
+    ImageKind, OCI_MANIFEST, OwnRegistry, PASSWORD, RawPusher, USER, platform_entry, sha256, shared_registry,
+    tar_layer, unique_repo as unique,
+};
 use krustlet_wasi::oci::{ArtifactFormat, OciError, PullPolicy, PushFormat, RegistryAuth, Store, push};
-use serde_json::{Value, json};
-
-const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
-/// bcrypt (cost 4) of "s3cret", for the htpasswd file of the authenticated registry.
-const HTPASSWD: &str = "tester:$2a$04$NJOjND86e/qUKzSu2JbsM.1P2SgOdQ8qWYqxe2LM.byzwNYS3i5kC\n";
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// GET `path` on `addr` over plain HTTP; the status code, or `None` if nothing answers.
-fn http_status(addr: &str, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
-/// Skips (outside CI) or fails (in CI) with a message naming how to get a registry.
-fn unavailable<T>(why: &str) -> Option<T> {
-    if in_ci() {
-        panic!("CI=true but {why} (bootstrap/cluster.sh install && bootstrap/cluster.sh up)");
-    }
-    eprintln!("SKIPPED: {why}. Enable these tests with: bootstrap/cluster.sh up");
-    None
-}
-
-/// The shared registry's `host:port`; in CI it is started if it does not answer.
-fn shared_registry() -> Option<String> {
-    let addr = std::env::var("KRUSTLET_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
-    if http_status(&addr, "/v2/").is_some() {
-        return Some(addr);
-    }
-    if in_ci() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bootstrap/cluster.sh");
-        let _ = Command::new("bash").arg(script).arg("up").status();
-        if http_status(&addr, "/v2/").is_some() {
-            return Some(addr);
-        }
-    }
-    unavailable(&format!("no OCI registry answers at {addr}"))
-}
+use serde_json::json;
 
 macro_rules! require {
     ($e:expr) => {
@@ -64,75 +23,6 @@ macro_rules! require {
             None => return,
         }
     };
-}
-
-/// A private `docker-registry` on a free loopback port; killed when dropped.
-struct OwnRegistry {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl OwnRegistry {
-    fn start(with_auth: bool) -> Option<OwnRegistry> {
-        if !Path::new(REGISTRY_BIN).exists() {
-            return unavailable(&format!("{REGISTRY_BIN} is not installed"));
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut config = format!(
-            "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {addr}}}\n",
-            dir.path().join("data").display()
-        );
-        if with_auth {
-            std::fs::write(dir.path().join("htpasswd"), HTPASSWD).unwrap();
-            config += &format!(
-                "auth: {{htpasswd: {{realm: test, path: {}}}}}\n",
-                dir.path().join("htpasswd").display()
-            );
-        }
-        std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let child = Command::new(REGISTRY_BIN)
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut reg = OwnRegistry { child, addr, _dir: dir };
-        let start = Instant::now();
-        while http_status(&reg.addr, "/v2/").is_none() {
-            if let Ok(Some(status)) = reg.child.try_wait() {
-                panic!("docker-registry exited ({status}) before answering on {}", reg.addr);
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "docker-registry did not answer on {}",
-                reg.addr
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(reg)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnRegistry {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A repository name unique to this test run.
-fn unique(name: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("oci-test/{name}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A small valid module whose bytes differ per `name`.
@@ -145,100 +35,6 @@ fn write_module(dir: &Path, name: &str) -> (PathBuf, Vec<u8>) {
     let path = dir.join(format!("{name}.wasm"));
     std::fs::write(&path, &bytes).unwrap();
     (path, bytes)
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
-
-/// Pushes arbitrary blobs and manifests, as another tool (docker, oras) would have.
-struct RawPusher {
-    client: oci_client::Client,
-    registry: String,
-}
-
-impl RawPusher {
-    fn new(registry: &str) -> RawPusher {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let config = oci_client::client::ClientConfig {
-            protocol: oci_client::client::ClientProtocol::HttpsExcept(vec![registry.to_string()]),
-            ..Default::default()
-        };
-        RawPusher { client: oci_client::Client::new(config), registry: registry.to_string() }
-    }
-
-    fn reference(&self, repo_and_tag: &str) -> oci_client::Reference {
-        format!("{}/{repo_and_tag}", self.registry).parse().unwrap()
-    }
-
-    /// Uploads `bytes` to `repo`; returns the descriptor (with `media_type`).
-    async fn blob(&self, repo: &str, media_type: &str, bytes: &[u8]) -> Value {
-        let digest = sha256(bytes);
-        self.client.push_blob(&self.reference(repo), bytes.to_vec(), &digest).await.unwrap();
-        json!({ "mediaType": media_type, "digest": digest, "size": bytes.len() })
-    }
-
-    /// Uploads `manifest` as `repo:tag`; returns its descriptor.
-    async fn manifest(&self, repo: &str, tag: &str, media_type: &str, manifest: &Value) -> Value {
-        let body = serde_json::to_vec(manifest).unwrap();
-        let reference = self.reference(&format!("{repo}:{tag}"));
-        let content_type = http::HeaderValue::from_str(media_type).unwrap();
-        self.client.push_manifest_raw(&reference, body.clone(), content_type).await.unwrap();
-        json!({ "mediaType": media_type, "digest": sha256(&body), "size": body.len() })
-    }
-}
-
-/// A tar layer (gzip if `gzip`) of `(path, bytes)` files.
-fn tar_layer(files: &[(&str, &[u8])], gzip: bool) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        builder.append_data(&mut h, path, *data).unwrap();
-    }
-    let tar = builder.into_inner().unwrap();
-    if !gzip {
-        return tar;
-    }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar).unwrap();
-    gz.finish().unwrap()
-}
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-/// Pushes an image (`docker` picks Docker v2 media types) with `layers` and `config`.
-async fn push_image(
-    p: &RawPusher,
-    repo: &str,
-    tag: &str,
-    docker: bool,
-    layers: &[Vec<u8>],
-    config: Value,
-) -> Value {
-    let (manifest_type, config_type, layer_type) = if docker {
-        (
-            "application/vnd.docker.distribution.manifest.v2+json",
-            "application/vnd.docker.container.image.v1+json",
-            "application/vnd.docker.image.rootfs.diff.tar.gzip",
-        )
-    } else {
-        (
-            OCI_MANIFEST,
-            "application/vnd.oci.image.config.v1+json",
-            "application/vnd.oci.image.layer.v1.tar+gzip",
-        )
-    };
-    let mut descs = Vec::new();
-    for layer in layers {
-        descs.push(p.blob(repo, layer_type, layer).await);
-    }
-    let config = p.blob(repo, config_type, &serde_json::to_vec(&config).unwrap()).await;
-    let manifest =
-        json!({ "schemaVersion": 2, "mediaType": manifest_type, "config": config, "layers": descs });
-    p.manifest(repo, tag, manifest_type, &manifest).await
 }
 
 fn store(dir: &Path, registry: &str) -> Store {
@@ -289,7 +85,7 @@ async fn plain_images_yield_the_module_their_entrypoint_names() {
     let layer = tar_layer(&[("http-server.wasm", &server), ("etc/motd", b"hi")], true);
     let config =
         json!({ "architecture": "wasm", "os": "wasip1", "config": { "Cmd": ["/http-server.wasm"] } });
-    let m = push_image(&p, &repo, "v1", false, &[layer], config).await;
+    let m = p.image(&repo, "v1", ImageKind::Oci, &[layer], config).await;
     let image = format!("{registry}/{repo}:v1");
     let pulled = store(dir.path(), &registry)
         .pull(&image, PullPolicy::IfNotPresent, &RegistryAuth::anonymous())
@@ -297,26 +93,30 @@ async fn plain_images_yield_the_module_their_entrypoint_names() {
         .unwrap();
     assert_eq!(pulled.format, ArtifactFormat::OciImage);
     assert_eq!(std::fs::read(&pulled.wasm_path).unwrap(), server);
-    assert_eq!(pulled.entrypoint, ["/http-server.wasm"]);
+    assert!(pulled.entrypoint.is_empty());
+    assert_eq!(pulled.cmd, ["/http-server.wasm"]);
     assert_eq!(pulled.image_id, format!("{registry}/{repo}@{}", m["digest"].as_str().unwrap()));
 
-    // Docker v2: a later layer replaces the module; Entrypoint ++ Cmd; an uncompressed layer.
+    // Docker v2: a later layer replaces the module; Entrypoint and Cmd; an uncompressed layer.
     let repo = unique("docker-image");
     let layers = [tar_layer(&[("./app.wasm", &other)], true), tar_layer(&[("app.wasm", &server)], false)];
     let config = json!({ "config": { "Entrypoint": ["/app.wasm"], "Cmd": ["--port", "8080"] } });
-    push_image(&p, &repo, "v2", true, &layers, config).await;
+    p.image(&repo, "v2", ImageKind::DockerV2, &layers, config).await;
     let image = format!("{registry}/{repo}:v2");
     let pulled = store(dir.path(), &registry)
         .pull(&image, PullPolicy::Always, &RegistryAuth::anonymous())
         .await
         .unwrap();
     assert_eq!(std::fs::read(&pulled.wasm_path).unwrap(), server);
-    assert_eq!(pulled.entrypoint, ["/app.wasm", "--port", "8080"]);
+    assert_eq!(
+        (pulled.entrypoint, pulled.cmd),
+        (vec!["/app.wasm".to_string()], vec!["--port".into(), "8080".into()])
+    );
 
     // An image with two modules and no entrypoint naming one is refused, listing them.
     let repo = unique("ambiguous");
     let layer = tar_layer(&[("a.wasm", &server), ("b.wasm", &other)], true);
-    push_image(&p, &repo, "v1", false, &[layer], json!({ "config": { "Cmd": ["run"] } })).await;
+    p.image(&repo, "v1", ImageKind::Oci, &[layer], json!({ "config": { "Cmd": ["run"] } })).await;
     let err = store(dir.path(), &registry)
         .pull(&format!("{registry}/{repo}:v1"), PullPolicy::Always, &RegistryAuth::anonymous())
         .await
@@ -335,18 +135,11 @@ async fn an_index_resolves_to_its_wasi_entry() {
     let repo = unique("index");
     let (linux, wasi) = (module("linux"), module("wasi"));
     let linux_m =
-        push_image(&p, &repo, "amd64", false, &[tar_layer(&[("x.wasm", &linux)], true)], json!({})).await;
+        p.image(&repo, "amd64", ImageKind::Oci, &[tar_layer(&[("x.wasm", &linux)], true)], json!({})).await;
     let wasi_m =
-        push_image(&p, &repo, "wasi", false, &[tar_layer(&[("y.wasm", &wasi)], true)], json!({})).await;
-    let index_type = "application/vnd.oci.image.index.v1+json";
-    let entry = |m: &Value, os: &str, arch: &str| {
-        let mut e = m.clone();
-        e["platform"] = json!({ "os": os, "architecture": arch });
-        e
-    };
-    let index = json!({ "schemaVersion": 2, "mediaType": index_type,
-        "manifests": [entry(&linux_m, "linux", "amd64"), entry(&wasi_m, "wasip1", "wasm")] });
-    let index_desc = p.manifest(&repo, "multi", index_type, &index).await;
+        p.image(&repo, "wasi", ImageKind::Oci, &[tar_layer(&[("y.wasm", &wasi)], true)], json!({})).await;
+    let entries = [platform_entry(&linux_m, "linux", "amd64"), platform_entry(&wasi_m, "wasip1", "wasm")];
+    let index_desc = p.index(&repo, "multi", &entries).await;
     let image = format!("{registry}/{repo}:multi");
     let pulled = store(dir.path(), &registry)
         .pull(&image, PullPolicy::Always, &RegistryAuth::anonymous())
@@ -355,9 +148,8 @@ async fn an_index_resolves_to_its_wasi_entry() {
     assert_eq!(std::fs::read(&pulled.wasm_path).unwrap(), wasi);
     assert_eq!(pulled.image_id, format!("{registry}/{repo}@{}", index_desc["digest"].as_str().unwrap()));
 
-    let index = json!({ "schemaVersion": 2, "mediaType": index_type,
-        "manifests": [entry(&linux_m, "linux", "amd64"), entry(&wasi_m, "linux", "arm64")] });
-    p.manifest(&repo, "nowasm", index_type, &index).await;
+    let entries = [platform_entry(&linux_m, "linux", "amd64"), platform_entry(&wasi_m, "linux", "arm64")];
+    p.index(&repo, "nowasm", &entries).await;
     let err = store(dir.path(), &registry)
         .pull(&format!("{registry}/{repo}:nowasm"), PullPolicy::Always, &RegistryAuth::anonymous())
         .await
@@ -443,18 +235,16 @@ async fn credentials_from_a_pull_secret_open_a_protected_registry() {
     let insecure = [reg.addr.clone()];
     let (path, bytes) = write_module(dir.path(), "secret");
     let image = format!("{}/{}:v1", reg.addr, unique("private"));
-    let good = creds(&reg.addr, "tester", "s3cret");
+    let good = creds(&reg.addr, USER, PASSWORD);
 
     let err = push(&path, &image, PushFormat::Cncf, &insecure, &RegistryAuth::anonymous()).await.unwrap_err();
     assert!(matches!(err, OciError::Unauthorized { .. }), "anonymous push: {err:?}");
     push(&path, &image, PushFormat::Cncf, &insecure, &good).await.unwrap();
 
     let s = store(dir.path(), &reg.addr);
-    for auth in [
-        RegistryAuth::anonymous(),
-        creds(&reg.addr, "tester", "wrong"),
-        creds("other.example", "tester", "s3cret"),
-    ] {
+    for auth in
+        [RegistryAuth::anonymous(), creds(&reg.addr, USER, "wrong"), creds("other.example", USER, PASSWORD)]
+    {
         let err = s.pull(&image, PullPolicy::Always, &auth).await.unwrap_err();
         assert!(matches!(err, OciError::Unauthorized { .. }), "{auth:?}: {err:?}");
         assert!(err.to_string().contains("imagePullSecrets"), "{err}");

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 pub mod guests;
 pub mod node;
+pub mod registry;
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub const AGENT: &str = env!("CARGO_BIN_EXE_krustlet-wasi");

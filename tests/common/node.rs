@@ -16,6 +16,7 @@ pub struct TestNode {
     pub dir: tempfile::TempDir,
     pub agent: Agent,
     pub args: Vec<String>,
+    kubeconfig: PathBuf,
 }
 
 impl TestNode {
@@ -54,7 +55,7 @@ impl TestNode {
         agent.wait_output("BOOTSTRAP: TLS certificate requires manual approval", Duration::from_secs(90));
         cluster.kubectl_ok(&["certificate", "approve", &format!("{name}-tls")]);
         agent.wait_output("node registered and Ready", Duration::from_secs(60));
-        TestNode { name, port, dir, agent, args }
+        TestNode { name, port, dir, agent, args, kubeconfig: cluster.kubeconfig.clone() }
     }
 
     /// Stops the agent (SIGTERM) and starts it again with the same data dir.
@@ -92,7 +93,13 @@ impl TestNode {
 impl Drop for TestNode {
     fn drop(&mut self) {
         // Leave no Node behind for the lifecycle controller to evict from.
-        let _ = Command::new("kubectl").args(["delete", "node", &self.name, "--wait=false"]).output();
+        let tls = format!("{}-tls", self.name);
+        let kubectl = |args: &[&str]| {
+            Command::new("kubectl").arg("--kubeconfig").arg(&self.kubeconfig).args(args).output()
+        };
+        let _ = kubectl(&["delete", "node", &self.name, "--wait=false"]);
+        let _ = kubectl(&["delete", "csr", &self.name, &tls, "--ignore-not-found"]);
+        let _ = kubectl(&["-n", "kube-node-lease", "delete", "lease", &self.name, "--ignore-not-found"]);
     }
 }
 
