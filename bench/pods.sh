@@ -35,6 +35,7 @@ kubectl certificate approve "$NAME-tls" >/dev/null
 until kubectl get node "$NAME" >/dev/null 2>&1; do sleep 0.1; done
 echo "agent idle RSS before pods: $(awk '/VmRSS/ {print $2, $3}' /proc/$PID/status)"
 coproc BENCH { target/release/examples/bench-pods "$NAME" "$KRUSTLET_TEST_REGISTRY/bench/hello:v1" "$KRUSTLET_TEST_REGISTRY/bench/sleep:v1" "$SEQ" "$BURST" "$IDLE" 2>&1; }
+BENCH_CHILD=$BENCH_PID
 while IFS= read -r line <&"${BENCH[0]}"; do
   echo "$line"
   if [ "$line" = IDLE_READY ]; then
@@ -43,5 +44,5 @@ while IFS= read -r line <&"${BENCH[0]}"; do
     echo >&"${BENCH[1]}"
   fi
 done
-wait "$BENCH_PID" 2>/dev/null || true
+wait "$BENCH_CHILD" 2>/dev/null || true
 echo "agent warnings/errors: $(grep -c -E 'WARN|ERROR' "$DIR/err" || true)"

@@ -100,7 +100,14 @@ impl LogWriter {
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            self.log.record(self.stream, true, &line)?;
+            // A long line: partial records of MAX_LINE, then the rest as the full one.
+            let mut chunks = line.chunks(MAX_LINE).peekable();
+            while let Some(chunk) = chunks.next() {
+                self.log.record(self.stream, chunks.peek().is_none(), chunk)?;
+            }
+            if line.is_empty() {
+                self.log.record(self.stream, true, b"")?;
+            }
         }
         while self.pending.len() > MAX_LINE {
             let rest = self.pending.split_off(MAX_LINE);

@@ -79,9 +79,11 @@ pub struct Pulled {
     pub wasm_digest: String,
     /// The content-addressed module file in the store.
     pub wasm_path: PathBuf,
-    /// For [`ArtifactFormat::OciImage`]: the image's Entrypoint followed by its Cmd.
-    /// Empty for the other formats.
+    /// For [`ArtifactFormat::OciImage`]: the image's Entrypoint. Empty for the other formats.
     pub entrypoint: Vec<String>,
+    /// For [`ArtifactFormat::OciImage`]: the image's Cmd (a pod's `args` replace it).
+    #[serde(default)]
+    pub cmd: Vec<String>,
     /// Where the module came from.
     pub format: ArtifactFormat,
 }

@@ -135,6 +135,7 @@ impl Store {
             wasm_digest,
             wasm_path,
             entrypoint: Vec::new(),
+            cmd: Vec::new(),
             format: ArtifactFormat::LocalFile,
         })
     }
@@ -183,11 +184,12 @@ impl Store {
                     wasm_digest: layer.digest,
                     wasm_path,
                     entrypoint: Vec::new(),
+                    cmd: Vec::new(),
                     format,
                 }
             }
             Plan::Image { config, layers } => {
-                let (wasm_digest, wasm_path, entrypoint) =
+                let (wasm_digest, wasm_path, (entrypoint, cmd)) =
                     self.fetch_image(&reg, image, &config, layers).await?;
                 Pulled {
                     image: image.into(),
@@ -195,6 +197,7 @@ impl Store {
                     wasm_digest,
                     wasm_path,
                     entrypoint,
+                    cmd,
                     format: ArtifactFormat::OciImage,
                 }
             }
@@ -209,7 +212,7 @@ impl Store {
         image: &str,
         config: &Descriptor,
         layer_descs: Vec<(Descriptor, formats::Compression)>,
-    ) -> Result<(String, PathBuf, Vec<String>), OciError> {
+    ) -> Result<(String, PathBuf, (Vec<String>, Vec<String>)), OciError> {
         let config_path = self.fetch_blob(reg, config, "image config").await?;
         let config_bytes = tokio::fs::read(&config_path).await.map_err(|source| OciError::StoreIo {
             action: "reading",
@@ -227,8 +230,8 @@ impl Store {
             let path = self.fetch_blob(reg, &desc, "layer").await?;
             layers.push(Layer { path, digest: desc.digest, compression });
         }
-        let entrypoint: Vec<String> =
-            container.entrypoint.iter().chain(container.cmd.iter()).flatten().cloned().collect();
+        let entrypoint =
+            (container.entrypoint.clone().unwrap_or_default(), container.cmd.clone().unwrap_or_default());
         let reference = image.to_string();
         let (bytes, inner_path) =
             tokio::task::spawn_blocking(move || image::find_module(&layers, &container, &reference))

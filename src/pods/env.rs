@@ -336,20 +336,15 @@ pub fn expand<'v>(input: &str, lookup: impl Fn(&str) -> Option<&'v str>) -> Stri
     out
 }
 
-/// The argv a container runs with. Kubernetes' rule is "`command` replaces the image's
-/// Entrypoint, `args` replaces its Cmd"; the image's Entrypoint and Cmd arrive here already
-/// joined as `image_entrypoint` (Entrypoint ++ Cmd), so:
-///
-/// - `command` set (non-empty): `command ++ args`;
-/// - else `args` set (non-empty): `[image_entrypoint[0]] ++ args`, or `[module_path] ++ args`
-///   when the image has no entrypoint;
-/// - else `image_entrypoint`, or `[module_path]` when it is empty.
-///
-/// `$(VAR)` in `command` and `args` is expanded against `env` (see [`expand`]); the image's
-/// entrypoint is taken literally.
+/// The guest's argv, by Kubernetes' rule: `command` replaces the image's Entrypoint and
+/// `args` replace its Cmd (a `command` without `args` drops Cmd); `$(VAR)` is expanded in
+/// `command` and `args`, never in the image's own lists. Wasm has one program per image,
+/// so when no Entrypoint or command names it, argv[0] is `module_path` (the image's module)
+/// in front of `args`, and the whole argv when there is nothing else.
 pub fn argv(
     container: &Container,
     image_entrypoint: &[String],
+    image_cmd: &[String],
     module_path: &str,
     env: &[(String, String)],
 ) -> Vec<String> {
@@ -359,16 +354,16 @@ pub fn argv(
     };
     let command = expanded(&container.command);
     let args = expanded(&container.args);
-    let program = || image_entrypoint.first().cloned().unwrap_or_else(|| module_path.to_string());
     if !command.is_empty() {
-        command.into_iter().chain(args).collect()
-    } else if !args.is_empty() {
-        std::iter::once(program()).chain(args).collect()
-    } else if !image_entrypoint.is_empty() {
-        image_entrypoint.to_vec()
-    } else {
-        vec![module_path.to_string()]
+        return command.into_iter().chain(args).collect();
     }
+    let argv: Vec<String> = match (image_entrypoint.is_empty(), args.is_empty()) {
+        (false, false) => image_entrypoint.iter().cloned().chain(args).collect(),
+        (false, true) => image_entrypoint.iter().chain(image_cmd).cloned().collect(),
+        (true, false) => std::iter::once(module_path.to_string()).chain(args).collect(),
+        (true, true) => image_cmd.to_vec(),
+    };
+    if argv.is_empty() { vec![module_path.to_string()] } else { argv }
 }
 
 #[cfg(test)]

@@ -293,31 +293,38 @@ fn container(command: Option<&[&str]>, args: Option<&[&str]>) -> Container {
 
 #[test]
 fn argv_follows_command_args_and_image_rules() {
-    let image = ["/app.wasm".to_string(), "--serve".to_string()];
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
     let env = pairs(&[("PORT", "8080")]);
-    type Case<'a> = (Option<&'a [&'a str]>, Option<&'a [&'a str]>, &'a [String], &'a [&'a str]);
-    let cases: [Case; 7] = [
+    let (ep, cmd) = (s(&["/app.wasm", "6"]), s(&["1"]));
+    let (none, cmd_only) = (Vec::<String>::new(), s(&["/app.wasm", "--serve"]));
+    type Case<'a> = (Option<&'a [&'a str]>, Option<&'a [&'a str]>, &'a [String], &'a [String], &'a [&'a str]);
+    let cases: [Case; 10] = [
         (
             Some(&["tool", "-p", "$(PORT)"]),
             Some(&["x", "$(NONE)"]),
-            &image,
+            &ep,
+            &cmd,
             &["tool", "-p", "8080", "x", "$(NONE)"],
         ),
-        (Some(&["tool"]), None, &image, &["tool"]),
-        (None, Some(&["--port=$(PORT)"]), &image, &["/app.wasm", "--port=8080"]),
-        (None, Some(&["a"]), &[], &["mod.wasm", "a"]),
-        (None, None, &image, &["/app.wasm", "--serve"]),
-        (None, None, &[], &["mod.wasm"]),
-        (Some(&[]), Some(&[]), &image, &["/app.wasm", "--serve"]),
+        (Some(&["tool"]), None, &ep, &cmd, &["tool"]),
+        // args replace Cmd only: every Entrypoint element stays.
+        (None, Some(&["--port=$(PORT)"]), &ep, &cmd, &["/app.wasm", "6", "--port=8080"]),
+        (None, None, &ep, &cmd, &["/app.wasm", "6", "1"]),
+        (None, None, &none, &cmd_only, &["/app.wasm", "--serve"]),
+        (None, Some(&["a"]), &none, &cmd_only, &["mod.wasm", "a"]),
+        (None, Some(&["a"]), &none, &none, &["mod.wasm", "a"]),
+        (None, None, &none, &none, &["mod.wasm"]),
+        (Some(&[]), Some(&[]), &ep, &cmd, &["/app.wasm", "6", "1"]),
+        (Some(&[]), Some(&["z"]), &ep, &none, &["/app.wasm", "6", "z"]),
     ];
-    for (command, args, entrypoint, want) in cases {
-        let got = argv(&container(command, args), entrypoint, "mod.wasm", &env);
-        assert_eq!(got, want.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{command:?} {args:?}");
+    for (command, args, entrypoint, image_cmd, want) in cases {
+        let got = argv(&container(command, args), entrypoint, image_cmd, "mod.wasm", &env);
+        assert_eq!(got, s(want), "{command:?} {args:?} {entrypoint:?} {image_cmd:?}");
     }
 }
 
 #[test]
 fn image_entrypoint_is_not_expanded() {
-    let got = argv(&container(None, None), &["$(PORT)".to_string()], "m", &pairs(&[("PORT", "1")]));
+    let got = argv(&container(None, None), &["$(PORT)".to_string()], &[], "m", &pairs(&[("PORT", "1")]));
     assert_eq!(got, vec!["$(PORT)".to_string()]);
 }

@@ -25,8 +25,10 @@ pub struct ImageRequest {
 pub struct Prepared {
     /// Digest reference reported as `imageID`.
     pub image_id: String,
-    /// Entrypoint + Cmd of a plain OCI image (empty for Wasm artifacts).
+    /// Entrypoint of a plain OCI image (empty for Wasm artifacts).
     pub entrypoint: Vec<String>,
+    /// Cmd of a plain OCI image (empty for Wasm artifacts).
+    pub cmd: Vec<String>,
     /// argv[0] when neither the pod nor the image names a command.
     pub module_path: String,
     /// Runtime-private payload (the compiled artifact).

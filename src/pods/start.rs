@@ -131,7 +131,7 @@ impl<R: ContainerRuntime> Worker<R> {
             }
             Err(e) => return self.cannot_start(slot, "CreateContainerError", e.to_string()),
         };
-        let argv = env::argv(&container, &prepared.entrypoint, &prepared.module_path, &env);
+        let argv = env::argv(&container, &prepared.entrypoint, &prepared.cmd, &prepared.module_path, &env);
         let number = self.container_view(slot).restart_count;
         let log_path = logs::container_log(&self.log_dir(), &container.name, number);
         let log = match LogFile::create(&log_path) {

@@ -57,13 +57,14 @@ impl ContainerRuntime for WasmRuntime {
                     compiled.map_err(|message| PrepareError { reason: "CreateContainerError", message })?
                 }
             };
-            let module_path = match pulled.entrypoint.first() {
+            let module_path = match pulled.entrypoint.first().or(pulled.cmd.first()) {
                 Some(first) => first.clone(),
                 None => format!("{}.wasm", short_name(&request.image)),
             };
             Ok(Prepared {
                 image_id: pulled.image_id,
                 entrypoint: pulled.entrypoint,
+                cmd: pulled.cmd,
                 module_path,
                 payload: Arc::new(artifact),
             })
