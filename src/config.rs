@@ -13,6 +13,12 @@ use clap::Parser;
 
 /// Default port of the kubelet API (the port every kubelet listens on).
 pub const DEFAULT_PORT: u16 = 10250;
+/// Default `--healthz-port`, the kubelet's (plain HTTP on 127.0.0.1; 0 disables it).
+pub const DEFAULT_HEALTHZ_PORT: u16 = 10248;
+/// Default `--container-log-max-size`: a log file is rotated past this size (kubelet: 10Mi).
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
+/// Default `--container-log-max-files`: rotated files kept per container run (kubelet: 5).
+pub const DEFAULT_LOG_MAX_FILES: u32 = 5;
 /// Default `--max-pods`, the kubelet's own default.
 pub const DEFAULT_MAX_PODS: u32 = 110;
 /// Default `--bootstrap-file`, where kubeadm puts a kubelet's bootstrap kubeconfig.
@@ -96,6 +102,19 @@ pub struct Flags {
     /// Registries (`host[:port]`, comma-separated) reached over plain HTTP. Default: none.
     #[arg(long, env = "KRUSTLET_INSECURE_REGISTRIES", value_name = "HOST[:PORT],...")]
     pub insecure_registries: Option<String>,
+
+    /// Port of the plain-HTTP `/healthz` on 127.0.0.1; 0 disables it. Default: 10248.
+    #[arg(long, env = "KRUSTLET_HEALTHZ_PORT", value_name = "PORT")]
+    pub healthz_port: Option<String>,
+
+    /// A container log file is rotated when it grows past this size (a quantity such as
+    /// `10Mi`). Default: 10Mi.
+    #[arg(long, env = "KRUSTLET_CONTAINER_LOG_MAX_SIZE", value_name = "SIZE")]
+    pub container_log_max_size: Option<String>,
+
+    /// Log files kept per container run, the current one included (at least 2). Default: 5.
+    #[arg(long, env = "KRUSTLET_CONTAINER_LOG_MAX_FILES", value_name = "N")]
+    pub container_log_max_files: Option<String>,
 }
 
 /// Tools besides running the node.
@@ -152,6 +171,10 @@ pub struct Config {
     pub max_pods: u32,
     pub node_labels: BTreeMap<String, String>,
     pub insecure_registries: Vec<String>,
+    /// 0: no healthz listener.
+    pub healthz_port: u16,
+    pub container_log_max_size: u64,
+    pub container_log_max_files: u32,
 }
 
 /// A flag whose value cannot be used. Displays as one line naming the flag.
@@ -232,6 +255,37 @@ impl Config {
             insecure_registries: match &flags.insecure_registries {
                 Some(r) => parse_registries(r)?,
                 None => Vec::new(),
+            },
+            healthz_port: match &flags.healthz_port {
+                Some(p) => p
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid("healthz-port", format!("{p:?} is not a port number (0-65535)")))?,
+                None => DEFAULT_HEALTHZ_PORT,
+            },
+            container_log_max_size: match &flags.container_log_max_size {
+                Some(q) => match crate::pods::quantity::bytes(q) {
+                    Some(n) if n >= 1024 => n,
+                    _ => {
+                        return Err(invalid(
+                            "container-log-max-size",
+                            format!("{q:?} is not a size of at least 1Ki (e.g. 10Mi)"),
+                        ));
+                    }
+                },
+                None => DEFAULT_LOG_MAX_SIZE,
+            },
+            container_log_max_files: match &flags.container_log_max_files {
+                Some(n) => match n.trim().parse::<u32>() {
+                    Ok(n) if n >= 2 => n,
+                    _ => {
+                        return Err(invalid(
+                            "container-log-max-files",
+                            format!("{n:?} must be an integer of at least 2"),
+                        ));
+                    }
+                },
+                None => DEFAULT_LOG_MAX_FILES,
             },
             data_dir,
         })

@@ -29,6 +29,7 @@ fn defaults_come_from_the_host() {
     assert_eq!(c.port, 10250);
     assert_eq!(c.max_pods, 110);
     assert!(c.node_labels.is_empty());
+    assert_eq!((c.healthz_port, c.container_log_max_size, c.container_log_max_files), (10248, 10 << 20, 5));
 }
 
 #[test]

@@ -11,4 +11,5 @@ pub mod logs;
 pub mod node;
 pub mod oci;
 pub mod pods;
+pub mod server;
 pub mod volumes;

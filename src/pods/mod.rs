@@ -1,9 +1,10 @@
 //! Pods bound to this node: one watch on `spec.nodeName`, one worker per pod that owns
 //! the pod's state (see `worker.rs`), admission by `--max-pods`.
 
+pub mod directory;
 pub mod env;
 mod prepare;
-mod quantity;
+pub(crate) mod quantity;
 mod recover;
 pub mod runtime;
 mod start;
@@ -40,6 +41,8 @@ pub struct Shared<R> {
     /// The node's allocatable (CPU millicores, memory bytes): what `resourceFieldRef`
     /// reports for a container without limits.
     pub allocatable: (u64, u64),
+    /// What the kubelet API can see of the pods.
+    pub directory: directory::Directory,
 }
 
 impl<R> Shared<R> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::logs::LogWriter;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// What a container needs pulled: the image, the pod's pull policy and pull secrets.
 #[derive(Debug, Clone, Default)]
@@ -56,8 +56,10 @@ pub struct ContainerRun {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub mounts: Vec<MountSpec>,
-    pub stdout: LogWriter,
-    pub stderr: LogWriter,
+    /// Where the guest's stdin comes from (none: empty).
+    pub stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    pub stdout: Box<dyn AsyncWrite + Send + Unpin>,
+    pub stderr: Box<dyn AsyncWrite + Send + Unpin>,
     pub memory_limit: Option<u64>,
 }
 

@@ -13,6 +13,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::Shared;
+use super::directory::{ContainerEntry, ExecFn};
 use super::runtime::{ContainerRun, ContainerRuntime, Exit, MountSpec};
 use super::status::{self, ContainerView, PodView, State};
 use super::worker::{BACKOFF_RESET_AFTER, Phase, Run, Slot, Track, Worker, backoff};
@@ -147,18 +148,35 @@ impl<R: ContainerRuntime> Worker<R> {
         let memory_limit = (container.resources.as_ref().and_then(|r| r.limits.as_ref()))
             .and_then(|l| l.get("memory"))
             .and_then(|q| quantity::bytes(&q.0));
+        let mounts: Vec<MountSpec> = mounts.collect();
+        let entry = ContainerEntry {
+            run: number,
+            running: true,
+            exec: None,
+            env: env.clone(),
+            mounts: mounts.clone(),
+            memory_limit,
+        };
         let run = ContainerRun {
             argv,
             env,
-            mounts: mounts.collect(),
-            stdout: log.writer(Stream::Stdout),
-            stderr: log.writer(Stream::Stderr),
+            mounts,
+            stdin: None,
+            stdout: Box::new(log.writer(Stream::Stdout)),
+            stderr: Box::new(log.writer(Stream::Stderr)),
             memory_limit,
         };
         let mut running = match self.shared.runtime.start(&prepared, run) {
             Ok(r) => r,
             Err(message) => return self.cannot_start(slot, "CreateContainerError", message),
         };
+        let (runtime, image) = (self.shared.runtime.clone(), prepared.clone());
+        let exec: ExecFn = Arc::new(move |run| runtime.start(&image, run));
+        self.shared.directory.set_container(
+            &self.pod,
+            &container.name,
+            ContainerEntry { exec: Some(exec), ..entry },
+        );
         let uid = self.uid();
         let (view, track) = self.slot_mut(slot);
         view.state = State::Running { started_at: now_rfc3339() };
@@ -180,6 +198,9 @@ impl<R: ContainerRuntime> Worker<R> {
             return; // a stale exit of a run we already replaced
         }
         let ran = track.run.take().map(|r| r.started.elapsed()).unwrap_or_default();
+        let name = view.name.clone();
+        self.shared.directory.container_stopped(&self.pod, &name);
+        let (view, _) = self.slot_mut(slot);
         let started_at = match &view.state {
             State::Running { started_at } => started_at.clone(),
             _ => now_rfc3339(),
@@ -302,6 +323,7 @@ impl<R: ContainerRuntime> Worker<R> {
         }
         let _ = std::fs::remove_dir_all(self.pod_dir());
         let _ = std::fs::remove_dir_all(self.log_dir());
+        self.shared.directory.remove_pod(&self.pod);
         self.exit = true;
     }
 

@@ -82,6 +82,9 @@ impl ContainerRuntime for WasmRuntime {
                 Preopen::read_write(m.host, m.guest)
             });
         }
+        if let Some(stdin) = run.stdin {
+            spec = spec.stdin(stdin);
+        }
         if let Some(limit) = run.memory_limit {
             spec = spec.memory_limit(limit);
         }

@@ -117,6 +117,7 @@ impl<R: ContainerRuntime> Worker<R> {
         async move {
             let mut w = Worker::new(shared, pod);
             rx.borrow_and_update();
+            w.shared.directory.upsert_pod(w.pod.clone(), w.log_dir());
             w.begin();
             if w.phase == Phase::Terminating {
                 w.delete_from_api().await;
@@ -150,10 +151,12 @@ impl<R: ContainerRuntime> Worker<R> {
         match event {
             Event::Msg(None) | Event::Msg(Some(Msg::Gone)) => {
                 self.stop_all(false);
+                self.shared.directory.remove_pod(&self.pod);
                 self.exit = true;
             }
             Event::Msg(Some(Msg::Update(pod))) => {
                 self.pod = pod;
+                self.shared.directory.upsert_pod(self.pod.clone(), self.log_dir());
                 if self.pod.metadata.deletion_timestamp.is_some() && self.phase != Phase::Terminating {
                     self.terminate().await;
                 }

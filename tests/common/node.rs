@@ -46,6 +46,8 @@ impl TestNode {
             &bootstrap.to_string_lossy(),
             "--insecure-registries",
             registry,
+            "--healthz-port",
+            &(port + 1000).to_string(),
         ]
         .iter()
         .chain(extra)

@@ -1,0 +1,99 @@
+//! What the kubelet API may know about running pods: workers publish each pod, its log
+//! directory, each container's current run, and how to start an exec instance of it.
+//! Workers write; the server only reads.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::Pod;
+
+use super::runtime::{ContainerRun, Running};
+
+/// Starts a new instance of a container's module (same image, env and mounts) with the
+/// given argv and streams: what `kubectl exec` runs.
+pub type ExecFn = Arc<dyn Fn(ContainerRun) -> Result<Box<dyn Running>, String> + Send + Sync>;
+
+/// One container as the API sees it.
+#[derive(Clone)]
+pub struct ContainerEntry {
+    /// The current (or last) run's number: its restart count.
+    pub run: u32,
+    pub running: bool,
+    /// Present once the container has started at least once.
+    pub exec: Option<ExecFn>,
+    /// The env and mounts of the container, for exec instances.
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<super::runtime::MountSpec>,
+    pub memory_limit: Option<u64>,
+}
+
+/// One pod as the API sees it.
+#[derive(Clone)]
+pub struct PodEntry {
+    pub pod: Arc<Pod>,
+    /// `<data-dir>/logs/<ns>_<pod>_<uid>`.
+    pub log_dir: PathBuf,
+    pub containers: HashMap<String, ContainerEntry>,
+}
+
+/// Pods known to this node, by (namespace, name).
+#[derive(Clone, Default)]
+pub struct Directory(Arc<Mutex<HashMap<(String, String), PodEntry>>>);
+
+impl Directory {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<(String, String), PodEntry>) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Adds or refreshes a pod (keeping what is known of its containers).
+    pub fn upsert_pod(&self, pod: Arc<Pod>, log_dir: PathBuf) {
+        let key = key_of(&pod);
+        self.with(|m| {
+            let containers = m.remove(&key).map(|e| e.containers).unwrap_or_default();
+            m.insert(key, PodEntry { pod, log_dir, containers });
+        });
+    }
+
+    pub fn remove_pod(&self, pod: &Pod) {
+        let key = key_of(pod);
+        self.with(|m| m.remove(&key));
+    }
+
+    /// Records a container's state; `exec` is kept from before when `None`.
+    pub fn set_container(&self, pod: &Pod, name: &str, entry: ContainerEntry) {
+        let key = key_of(pod);
+        self.with(|m| {
+            if let Some(p) = m.get_mut(&key) {
+                let exec = entry.exec.clone().or_else(|| p.containers.get(name).and_then(|c| c.exec.clone()));
+                p.containers.insert(name.to_string(), ContainerEntry { exec, ..entry });
+            }
+        });
+    }
+
+    /// Marks a container's current run as ended.
+    pub fn container_stopped(&self, pod: &Pod, name: &str) {
+        let key = key_of(pod);
+        self.with(|m| {
+            if let Some(c) = m.get_mut(&key).and_then(|p| p.containers.get_mut(name)) {
+                c.running = false;
+            }
+        });
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<PodEntry> {
+        self.with(|m| m.get(&(namespace.to_string(), name.to_string())).cloned())
+    }
+
+    /// Every known pod.
+    pub fn pods(&self) -> Vec<Arc<Pod>> {
+        self.with(|m| m.values().map(|e| e.pod.clone()).collect())
+    }
+}
+
+fn key_of(pod: &Pod) -> (String, String) {
+    (
+        pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
+}

@@ -1,0 +1,203 @@
+//! TLS of the kubelet API: the serving certificate (reloaded when its file changes, so a
+//! renewed certificate is used without a restart) and client certificates, which the
+//! handshake only requires to be *possessed*; whether the cluster CA signed them is
+//! decided per request (`authenticate`), so a foreign certificate gets a 401, not a reset.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+
+/// Errors building the TLS configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {path}: {why}")]
+    Read { path: PathBuf, why: String },
+    #[error("the cluster CA is not usable: {0}")]
+    Ca(String),
+    #[error("the serving key does not fit rustls: {0}")]
+    Key(String),
+}
+
+/// Who a verified client certificate says the caller is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// The certificate's CN.
+    pub user: String,
+    /// The certificate's O values.
+    pub groups: Vec<String>,
+}
+
+/// Verifies client certificates against the cluster CA, per request.
+#[derive(Clone)]
+pub struct Authenticator {
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl Authenticator {
+    /// The caller's identity, or why there is none (no certificate, another CA, expired).
+    pub fn authenticate(&self, peer: &[CertificateDer<'static>]) -> Result<Identity, String> {
+        let (end, intermediates) = peer.split_first().ok_or("no client certificate")?;
+        self.verifier
+            .verify_client_cert(end, intermediates, UnixTime::now())
+            .map_err(|e| format!("client certificate not accepted: {e}"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(end.as_ref()).map_err(|e| e.to_string())?;
+        let subject = cert.subject();
+        let user = subject.iter_common_name().next().and_then(|c| c.as_str().ok()).unwrap_or("").to_string();
+        let groups = subject.iter_organization().filter_map(|o| o.as_str().ok()).map(String::from).collect();
+        if user.is_empty() {
+            return Err("client certificate has no common name".into());
+        }
+        Ok(Identity { user, groups })
+    }
+}
+
+/// The server TLS configuration and the matching per-request authenticator.
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    ca_pem: &[u8],
+) -> Result<(Arc<ServerConfig>, Authenticator), TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.map_err(|e| TlsError::Ca(e.to_string()))?).map_err(|e| TlsError::Ca(e.to_string()))?;
+    }
+    let hints = roots.subjects();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Ca(e.to_string()))?;
+    let resolver = ReloadingCert::new(cert_file, key_file, provider.clone())?;
+    let mut config = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Key(e.to_string()))?
+        .with_client_cert_verifier(Arc::new(PossessionOnly {
+            hints,
+            algs: provider.signature_verification_algorithms,
+        }))
+        .with_cert_resolver(Arc::new(resolver));
+    // Upgrades (exec over SPDY and WebSocket) are HTTP/1.1.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((Arc::new(config), Authenticator { verifier }))
+}
+
+/// Asks for a client certificate and checks the client holds its key; the chain is
+/// checked later, per request, so the answer can be an HTTP 401.
+#[derive(Debug)]
+struct PossessionOnly {
+    hints: Vec<DistinguishedName>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for PossessionOnly {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// The serving certificate, re-read when the certificate file's mtime changes.
+#[derive(Debug)]
+struct ReloadingCert {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: Mutex<(Arc<CertifiedKey>, Option<SystemTime>)>,
+}
+
+impl ReloadingCert {
+    fn new(
+        cert_file: &Path,
+        key_file: &Path,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Self, TlsError> {
+        let key = load(cert_file, key_file, &provider)?;
+        Ok(ReloadingCert {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+            provider,
+            current: Mutex::new((Arc::new(key), mtime(cert_file))),
+        })
+    }
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn load(
+    cert_file: &Path,
+    key_file: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| TlsError::Read { path: p.into(), why: e.to_string() });
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert_file)?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Read { path: cert_file.into(), why: e.to_string() })?;
+    let key = PrivateKeyDer::from_pem_slice(&read(key_file)?)
+        .map_err(|e| TlsError::Read { path: key_file.into(), why: e.to_string() })?;
+    CertifiedKey::from_der(chain, key, provider).map_err(|e| TlsError::Key(e.to_string()))
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let now = mtime(&self.cert_file);
+        if now != current.1 {
+            match load(&self.cert_file, &self.key_file, &self.provider) {
+                Ok(key) => {
+                    tracing::info!(cert_file = %self.cert_file.display(), "serving certificate changed; using the new one");
+                    *current = (Arc::new(key), now);
+                }
+                // Half-written or mismatched files: keep serving the old one.
+                Err(e) => tracing::warn!(error = %e, "serving certificate changed but cannot be loaded yet"),
+            }
+        }
+        Some(current.0.clone())
+    }
+}
