@@ -63,6 +63,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         data_dir: cfg.data_dir.clone(),
         allocatable: (u64::from(machine.cpus) * 1000, machine.memory_bytes),
         directory: pods::directory::Directory::default(),
+        metrics: Arc::new(crate::metrics::Metrics::default()),
     });
     let recorder = Recorder::new(creds.client.clone(), &cfg.node_name);
     let node = tokio::select! {
@@ -77,6 +78,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         authn,
         authz: server::authz::Authorizer::new(creds.client.clone(), &cfg.node_name),
         pods: shared.directory.clone(),
+        metrics: shared.metrics.clone(),
     });
     let mut tasks = vec![
         tokio::spawn(server::run(listener, tls, api, stop.subscribe())),

@@ -8,6 +8,7 @@ pub mod events;
 pub mod files;
 pub mod host;
 pub mod logs;
+pub mod metrics;
 pub mod node;
 pub mod oci;
 pub mod pods;

@@ -85,6 +85,15 @@ impl Directory {
         self.with(|m| m.get(&(namespace.to_string(), name.to_string())).cloned())
     }
 
+    /// (pods with a running container, running containers).
+    pub fn running_counts(&self) -> (usize, usize) {
+        self.with(|m| {
+            let per_pod: Vec<usize> =
+                m.values().map(|p| p.containers.values().filter(|c| c.running).count()).collect();
+            (per_pod.iter().filter(|n| **n > 0).count(), per_pod.iter().sum())
+        })
+    }
+
     /// Every known pod.
     pub fn pods(&self) -> Vec<Arc<Pod>> {
         self.with(|m| m.values().map(|e| e.pod.clone()).collect())

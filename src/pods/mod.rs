@@ -43,6 +43,7 @@ pub struct Shared<R> {
     pub allocatable: (u64, u64),
     /// What the kubelet API can see of the pods.
     pub directory: directory::Directory,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl<R> Shared<R> {

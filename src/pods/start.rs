@@ -20,6 +20,7 @@ use super::worker::{BACKOFF_RESET_AFTER, Phase, Run, Slot, Track, Worker, backof
 use super::{env, quantity};
 use crate::events::Kind;
 use crate::logs::{self, LogFile, Stream};
+use crate::metrics::Counted;
 
 /// RFC 3339 (seconds) of now, the format of `metav1.Time`.
 pub fn now_rfc3339() -> String {
@@ -58,6 +59,7 @@ impl<R: ContainerRuntime> Worker<R> {
             preparing: None,
             published: None,
             publish_retry_at: None,
+            seen: Instant::now(),
             frozen: false,
             exit: false,
         }
@@ -162,8 +164,14 @@ impl<R: ContainerRuntime> Worker<R> {
             env,
             mounts,
             stdin: None,
-            stdout: Box::new(log.writer(Stream::Stdout)),
-            stderr: Box::new(log.writer(Stream::Stderr)),
+            stdout: Box::new(Counted {
+                inner: log.writer(Stream::Stdout),
+                metrics: self.shared.metrics.clone(),
+            }),
+            stderr: Box::new(Counted {
+                inner: log.writer(Stream::Stderr),
+                metrics: self.shared.metrics.clone(),
+            }),
             memory_limit,
         };
         let mut running = match self.shared.runtime.start(&prepared, run) {
@@ -183,6 +191,11 @@ impl<R: ContainerRuntime> Worker<R> {
         view.container_id = format!("wasmtime://{uid}/{}/{number}", container.name);
         view.image_id = prepared.image_id.clone();
         track.run = Some(Run { stop: running.stopper(), started: Instant::now(), number });
+        let metrics = &self.shared.metrics;
+        metrics.container_starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if number == 0 && matches!(slot, Slot::Main(_)) {
+            metrics.start_latency.observe(self.seen.elapsed());
+        }
         self.tasks.push(Box::pin(async move {
             let exit = running.wait().await;
             super::worker::Event::Exited { slot, run: number, exit }
@@ -213,6 +226,7 @@ impl<R: ContainerRuntime> Worker<R> {
             finished_at: now_rfc3339(),
         };
         info!(container = %view.name, code = exit.code, reason = exit.reason, "container exited");
+        self.shared.metrics.exited(exit.reason);
         if self.phase == Phase::Terminating {
             self.slot_mut(slot).0.state = term;
             return;

@@ -101,6 +101,8 @@ pub struct Worker<R: ContainerRuntime> {
     pub(super) published: Option<serde_json::Value>,
     /// A failed status patch is retried at this instant.
     pub(super) publish_retry_at: Option<Instant>,
+    /// When this worker first saw the pod (start latency is measured from here).
+    pub(super) seen: Instant,
     /// Adopted in a final phase from an earlier agent: its status is left as it is.
     pub(super) frozen: bool,
     pub(super) exit: bool,
@@ -196,6 +198,7 @@ impl<R: ContainerRuntime> Worker<R> {
         match result {
             Ok(p) => {
                 for (image, secs) in &p.pulls {
+                    self.shared.metrics.image_pull.observe(Duration::from_secs_f64(*secs));
                     self.event(
                         None,
                         Kind::Normal,

@@ -36,6 +36,7 @@ pub struct ServerState {
     pub authn: Authenticator,
     pub authz: authz::Authorizer,
     pub pods: Directory,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The caller of one connection: who its certificate says it is, or why it is nobody.
@@ -93,6 +94,7 @@ pub async fn run(
 fn router(state: Arc<ServerState>) -> Router {
     Router::new()
         .route("/pods", get(pods))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found") })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -135,6 +137,13 @@ async fn pods(State(state): State<Arc<ServerState>>) -> Response {
         state.pods.pods().iter().map(|p| serde_json::to_value(p.as_ref()).unwrap_or_default()).collect();
     let list = serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items});
     axum::Json(list).into_response()
+}
+
+/// `/metrics`: Prometheus text.
+async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
+    let (pods, containers) = state.pods.running_counts();
+    let body = state.metrics.render(pods, containers);
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// Plain-HTTP `/healthz` for local probes, as the kubelet's 10248.

@@ -1,0 +1,164 @@
+//! Node metrics in the Prometheus text format (`/metrics`): container starts, start
+//! latency, image pull duration, exits by reason, log bytes written. Lock-free counters
+//! that pod workers bump; the server renders them with the current pod counts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::AsyncWrite;
+
+/// Upper bounds (seconds) of the latency histograms.
+const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// A Prometheus histogram with fixed buckets.
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    /// Sum in microseconds.
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if s <= *le {
+                self.counts[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, le) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", self.counts[i].load(Ordering::Relaxed));
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Everything `/metrics` reports besides the pod counts.
+#[derive(Default)]
+pub struct Metrics {
+    pub container_starts: AtomicU64,
+    /// From the pod being seen to its container running (first run only).
+    pub start_latency: Histogram,
+    pub image_pull: Histogram,
+    pub log_bytes: AtomicU64,
+    exits: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    pub fn exited(&self, reason: &'static str) {
+        *self.exits.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, running_pods: usize, running_containers: usize) -> String {
+        let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, v: u64, kind: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        gauge(
+            &mut out,
+            "krustlet_running_pods",
+            "Pods with at least one running container.",
+            running_pods as u64,
+            "gauge",
+        );
+        gauge(
+            &mut out,
+            "krustlet_running_containers",
+            "Containers running now.",
+            running_containers as u64,
+            "gauge",
+        );
+        let starts = self.container_starts.load(Ordering::Relaxed);
+        gauge(&mut out, "krustlet_container_starts_total", "Container runs started.", starts, "counter");
+        self.start_latency.render(
+            &mut out,
+            "krustlet_pod_start_seconds",
+            "Pod seen to first container running.",
+        );
+        self.image_pull.render(&mut out, "krustlet_image_pull_seconds", "Image pull (and compile) duration.");
+        let _ = writeln!(
+            out,
+            "# HELP krustlet_container_exits_total Container runs ended, by reason.\n# TYPE krustlet_container_exits_total counter"
+        );
+        for (reason, n) in self.exits.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "krustlet_container_exits_total{{reason=\"{reason}\"}} {n}");
+        }
+        let bytes = self.log_bytes.load(Ordering::Relaxed);
+        gauge(
+            &mut out,
+            "krustlet_log_bytes_total",
+            "Bytes containers wrote to their logs.",
+            bytes,
+            "counter",
+        );
+        out
+    }
+}
+
+/// Counts the bytes written through it into `Metrics::log_bytes`.
+pub struct Counted<W> {
+    pub inner: W,
+    pub metrics: Arc<Metrics>,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.metrics.log_bytes.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.container_starts.fetch_add(3, Ordering::Relaxed);
+        m.start_latency.observe(Duration::from_millis(12));
+        m.exited("OOMKilled");
+        m.exited("Completed");
+        m.exited("Completed");
+        let text = m.render(2, 5);
+        assert!(text.contains("krustlet_running_pods 2\n"), "{text}");
+        assert!(text.contains("krustlet_running_containers 5\n"));
+        assert!(text.contains("krustlet_container_starts_total 3\n"));
+        assert!(text.contains("krustlet_pod_start_seconds_bucket{le=\"0.01\"} 0\n"));
+        assert!(text.contains("krustlet_pod_start_seconds_bucket{le=\"0.025\"} 1\n"));
+        assert!(text.contains("krustlet_pod_start_seconds_count 1\n"));
+        assert!(text.contains("krustlet_container_exits_total{reason=\"Completed\"} 2\n"));
+        assert!(text.contains("krustlet_container_exits_total{reason=\"OOMKilled\"} 1\n"));
+    }
+}
