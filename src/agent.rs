@@ -64,6 +64,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         allocatable: (u64::from(machine.cpus) * 1000, machine.memory_bytes),
         directory: pods::directory::Directory::default(),
         metrics: Arc::new(crate::metrics::Metrics::default()),
+        logs: crate::logs::LogRegistry::new(),
+        log_limits: crate::logs::LogLimits {
+            max_size: cfg.container_log_max_size,
+            max_files: cfg.container_log_max_files,
+        },
     });
     let recorder = Recorder::new(creds.client.clone(), &cfg.node_name);
     let node = tokio::select! {
@@ -79,6 +84,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         authz: server::authz::Authorizer::new(creds.client.clone(), &cfg.node_name),
         pods: shared.directory.clone(),
         metrics: shared.metrics.clone(),
+        logs: shared.logs.clone(),
     });
     let mut tasks = vec![
         tokio::spawn(server::run(listener, tls, api, stop.subscribe())),

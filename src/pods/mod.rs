@@ -44,6 +44,10 @@ pub struct Shared<R> {
     /// What the kubelet API can see of the pods.
     pub directory: directory::Directory,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The runs' log files, shared with the kubelet API's readers.
+    pub logs: crate::logs::LogRegistry,
+    /// Rotation limits of each run's log (`--container-log-max-size`, `-max-files`).
+    pub log_limits: crate::logs::LogLimits,
 }
 
 impl<R> Shared<R> {

@@ -137,15 +137,9 @@ impl<R: ContainerRuntime> Worker<R> {
         let argv = env::argv(&container, &prepared.entrypoint, &prepared.cmd, &prepared.module_path, &env);
         let number = self.container_view(slot).restart_count;
         let log_path = logs::container_log(&self.log_dir(), &container.name, number);
-        let log = match LogFile::create(&log_path) {
+        let log = match LogFile::create(&self.shared.logs, &log_path, self.shared.log_limits) {
             Ok(l) => l,
-            Err(e) => {
-                return self.cannot_start(
-                    slot,
-                    "CreateContainerError",
-                    format!("{}: {e}", log_path.display()),
-                );
-            }
+            Err(e) => return self.cannot_start(slot, "CreateContainerError", e.to_string()),
         };
         let memory_limit = (container.resources.as_ref().and_then(|r| r.limits.as_ref()))
             .and_then(|l| l.get("memory"))

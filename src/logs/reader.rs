@@ -1,0 +1,176 @@
+//! Reading a run's log as `kubectl logs` shows it ([`stream`], with every option the
+//! kubelet implements in `pkg/kubelet/kuberuntime/logs`) and as records ([`read_lines`]).
+
+use std::io::Read;
+use std::path::Path;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::jiff::Timestamp;
+
+use super::follow::{Cursor, Step};
+use super::segments::{self, read_failed};
+use super::{LogError, LogRegistry, Result, Stream, cri};
+
+/// The `kubectl logs` options, as the kubelet's `containerLogs` handler receives them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Keep streaming what the run writes until it ends.
+    pub follow: bool,
+    /// Start with the last N full lines (across rotated files); `None`: from the start.
+    pub tail_lines: Option<u64>,
+    /// Only records stamped at or after this time (`sinceSeconds`/`sinceTime`).
+    pub since: Option<SystemTime>,
+    /// Prefix each line with its record's RFC3339Nano time and a space.
+    pub timestamps: bool,
+    /// End the output after this many bytes.
+    pub limit_bytes: Option<u64>,
+}
+
+/// The output of [`stream`]: chunks of log text, ready for `axum::body::Body::from_stream`.
+pub type LogStream = BoxStream<'static, Result<Bytes>>;
+
+/// The log of the run whose current file is `path`, as `kubectl logs` prints it: the text
+/// of each record of stdout and stderr in order (a `P` record without a newline, an `F`
+/// record with one). With `follow` and a live run, the stream goes on with each append and
+/// ends once the run's writer is gone and everything is read. File reads run on tokio's
+/// blocking pool.
+///
+/// Fails with [`LogError::NotFound`] before any output when the run has no log file.
+pub async fn stream(registry: &LogRegistry, path: &Path, opts: LogOptions) -> Result<LogStream> {
+    let (registry, path) = (registry.clone(), path.to_path_buf());
+    let cursor = blocking(move || Cursor::open(&registry, path, &opts)).await??;
+    Ok(futures::stream::unfold(Some(cursor), next_chunk).boxed())
+}
+
+/// One item of [`stream`]: reads on, waiting for the writer when caught up.
+async fn next_chunk(cursor: Option<Cursor>) -> Option<(Result<Bytes>, Option<Cursor>)> {
+    let mut cursor = cursor?;
+    loop {
+        let step = blocking(move || {
+            let step = cursor.step();
+            (cursor, step)
+        })
+        .await;
+        let step = match step {
+            Ok((back, step)) => {
+                cursor = back;
+                step
+            }
+            Err(e) => return Some((Err(e), None)),
+        };
+        match step {
+            Ok(Step::Data(out)) => return Some((Ok(Bytes::from(out)), Some(cursor))),
+            Ok(Step::Wait) => cursor.wait().await,
+            Ok(Step::Done) => return None,
+            Err(e) => return Some((Err(e), None)),
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| LogError::ReaderTask(e.to_string()))
+}
+
+/// Turns records into output under the options: `since`, `timestamps`, `limit_bytes`.
+pub(super) struct Output {
+    timestamps: bool,
+    since: Option<Timestamp>,
+    /// Bytes still allowed out (`None`: no limit).
+    remaining: Option<u64>,
+    /// The last record ended a line, so the next one gets a timestamp prefix.
+    at_line_start: bool,
+}
+
+impl Output {
+    pub(super) fn new(opts: &LogOptions) -> Output {
+        // A `since` beyond what jiff represents filters nothing out or everything.
+        let since = opts.since.map(|t| {
+            Timestamp::try_from(t).unwrap_or(if t < SystemTime::UNIX_EPOCH {
+                Timestamp::MIN
+            } else {
+                Timestamp::MAX
+            })
+        });
+        Output { timestamps: opts.timestamps, since, remaining: opts.limit_bytes, at_line_start: true }
+    }
+
+    /// The byte limit is reached.
+    pub(super) fn exhausted(&self) -> bool {
+        self.remaining == Some(0)
+    }
+
+    /// Moves the whole records at the start of `carry` into `out` as output.
+    pub(super) fn records(&mut self, carry: &mut Vec<u8>, out: &mut Vec<u8>) {
+        let mut start = 0;
+        while !self.exhausted()
+            && let Some(len) = carry[start..].iter().position(|b| *b == b'\n')
+        {
+            self.record(&carry[start..start + len], out);
+            start += len + 1;
+        }
+        carry.drain(..start);
+    }
+
+    /// One record, as the kubelet's log writer: skip it if before `since` (or not a record),
+    /// prefix a line's first record with its time, cut at the byte limit.
+    fn record(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        let Some(record) = cri::parse(line) else { return };
+        let at_line_start = std::mem::replace(&mut self.at_line_start, record.full);
+        let time = match (self.since, self.timestamps && at_line_start) {
+            (None, false) => None,
+            _ => match cri::parse_time(record.time) {
+                Some(time) => Some(time),
+                None => return,
+            },
+        };
+        if let (Some(since), Some(time)) = (self.since, time)
+            && time < since
+        {
+            return;
+        }
+        let start = out.len();
+        if let Some(time) = time.filter(|_| self.timestamps && at_line_start) {
+            out.extend_from_slice(cri::format_output_time(time).as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(record.text);
+        if record.full {
+            out.push(b'\n');
+        }
+        if let Some(remaining) = &mut self.remaining {
+            let written = (out.len() - start) as u64;
+            if written >= *remaining {
+                out.truncate(start + *remaining as usize);
+                *remaining = 0;
+            } else {
+                *remaining -= written;
+            }
+        }
+    }
+}
+
+/// The text of each line of the run whose current file is `path` — rotated files first,
+/// `P` records joined to the `F` record that ends them, per stream — for tests and tools.
+/// Not synchronized with a live writer: a rotation while it reads may hide a file.
+pub fn read_lines(path: &Path) -> Result<Vec<(Stream, String)>> {
+    let (segments, _) = segments::open(None, path, None)?;
+    let mut lines = Vec::new();
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    for mut seg in segments {
+        let mut bytes = Vec::new();
+        seg.file.read_to_end(&mut bytes).map_err(|e| read_failed(&seg.path, e))?;
+        // Bytes after the last newline are not a whole record.
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        for record in bytes[..whole].split(|b| *b == b'\n').filter_map(cri::parse) {
+            let partial = if record.stream == Stream::Stdout { &mut stdout } else { &mut stderr };
+            partial.extend_from_slice(record.text);
+            if record.full {
+                lines.push((record.stream, String::from_utf8_lossy(&std::mem::take(partial)).into_owned()));
+            }
+        }
+    }
+    Ok(lines)
+}
