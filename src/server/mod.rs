@@ -3,7 +3,10 @@
 //! `/healthz` on 127.0.0.1:`--healthz-port`.
 
 pub mod authz;
+mod exec;
+mod logs;
 mod names;
+pub mod remotecommand;
 pub mod tls;
 
 use std::sync::Arc;
@@ -37,6 +40,7 @@ pub struct ServerState {
     pub authz: authz::Authorizer,
     pub pods: Directory,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub logs: crate::logs::LogRegistry,
 }
 
 /// The caller of one connection: who its certificate says it is, or why it is nobody.
@@ -95,6 +99,8 @@ fn router(state: Arc<ServerState>) -> Router {
     Router::new()
         .route("/pods", get(pods))
         .route("/metrics", get(metrics))
+        .route("/exec/{namespace}/{pod}/{container}", get(exec::exec).post(exec::exec))
+        .route("/containerLogs/{namespace}/{pod}/{container}", get(logs::container_logs))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found") })
         .layer(middleware::from_fn_with_state(state.clone(), guard))

@@ -18,7 +18,6 @@ pub fn check_raw_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-#[allow(dead_code)] // see check_names
 fn is_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -28,7 +27,6 @@ fn is_label(s: &str) -> bool {
 }
 
 /// Checks namespace (DNS label), pod (DNS subdomain) and container (DNS label) names.
-#[allow(dead_code)] // used by the containerLogs and exec handlers, which land next
 pub fn check_names(namespace: &str, pod: &str, container: &str) -> Result<(), (StatusCode, String)> {
     let bad = |what: &str, v: &str| (StatusCode::BAD_REQUEST, format!("invalid {what} name {v:?}"));
     if !is_label(namespace) {
