@@ -120,6 +120,18 @@ fn only_cluster_certificates_with_rbac_get_in() {
     let (code, body) = get("/pods", Some(&admin));
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"kind\":\"PodList\""), "{body}");
+    let (code, body) = get("/containerLogs/default/no-such-pod/main", Some(&admin));
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("default/no-such-pod"), "the message names the pod: {body}");
+    assert_eq!(get("/containerLogs/default/p/c?tailLines=minus-one", Some(&admin)).0, 400, "malformed query");
+    let (code, body) = get("/metrics", Some(&admin));
+    assert_eq!(code, 200, "{body}");
+    for metric in
+        ["krustlet_running_pods ", "krustlet_container_starts_total ", "krustlet_pod_start_seconds_bucket"]
+    {
+        assert!(body.contains(metric), "missing {metric}: {body}");
+    }
+    assert_eq!(get("/metrics", Some(&nobody)).0, 403, "metrics need nodes/metrics");
     for path in [
         "/containerLogs/default/../../../etc/passwd",
         "/containerLogs/default%2F..%2F/p/c",

@@ -1,0 +1,56 @@
+# Shared by the bench scripts: a release-build node joined to the local control plane.
+# After start_node: $PID (agent), $NAME (node), $DIR (temp dir), $BIN, registry env.
+
+bench_setup() {
+  bash bootstrap/cluster.sh up >/dev/null
+  eval "$(bash bootstrap/cluster.sh env)"
+  cargo build --release --quiet --bin krustlet-wasi "$@"
+  BIN=target/release/krustlet-wasi
+  DIR=$(mktemp -d)
+  mkdir -p target/guests
+}
+
+# publish GUEST: compiles examples/guests/GUEST.c and pushes it as bench/GUEST:v1.
+publish() {
+  clang --target=wasm32-wasi --sysroot=/usr -O2 -Wl,--strip-all -o "target/guests/$1.wasm" "examples/guests/$1.c"
+  "$BIN" push --insecure-registries "$KRUSTLET_TEST_REGISTRY" "target/guests/$1.wasm" "$KRUSTLET_TEST_REGISTRY/bench/$1:v1" >/dev/null
+}
+
+# start_node NAME PORT [extra agent flags...]: bootstraps, approves, waits for the Node.
+start_node() {
+  NAME=$1 PORT=$2
+  shift 2
+  CONFIG_DIR="$DIR" FILE_NAME=bootstrap.conf bash bootstrap/bootstrap.sh >/dev/null
+  env -u KUBECONFIG RUST_LOG=warn "$BIN" --node-ip 127.0.0.1 --node-name "$NAME" --hostname "$NAME" --port "$PORT" \
+    --healthz-port 0 --data-dir "$DIR/data" --bootstrap-file "$DIR/bootstrap.conf" \
+    --insecure-registries "$KRUSTLET_TEST_REGISTRY" "$@" >"$DIR/out" 2>"$DIR/err" &
+  PID=$!
+  until grep -q "BOOTSTRAP:" "$DIR/out"; do sleep 0.05; done
+  kubectl certificate approve "$NAME-tls" >/dev/null
+  until kubectl get node "$NAME" >/dev/null 2>&1; do sleep 0.1; done
+}
+
+stop_node() {
+  kill "$PID" 2>/dev/null || true
+  kubectl delete node "$NAME" --ignore-not-found >/dev/null
+  kubectl delete csr "$NAME" "$NAME-tls" --ignore-not-found >/dev/null
+  rm -rf "$DIR"
+}
+
+# cpu_ticks: user+system clock ticks the agent has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+
+# bench_pod NAME IMAGE POLICY ARGS-JSON: a pod for this node.
+bench_pod() {
+  kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, labels: {bench: krustlet}}
+spec:
+  restartPolicy: $3
+  automountServiceAccountToken: false
+  nodeSelector: {kubernetes.io/hostname: $NAME}
+  tolerations: [{key: kubernetes.io/arch, operator: Exists}]
+  containers: [{name: main, image: "$2", args: $4}]
+YAML
+}
