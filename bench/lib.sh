@@ -21,7 +21,7 @@ start_node() {
   NAME=$1 PORT=$2
   shift 2
   CONFIG_DIR="$DIR" FILE_NAME=bootstrap.conf bash bootstrap/bootstrap.sh >/dev/null
-  env -u KUBECONFIG RUST_LOG=warn "$BIN" --node-ip 127.0.0.1 --node-name "$NAME" --hostname "$NAME" --port "$PORT" \
+  env -u KUBECONFIG RUST_LOG=${RUST_LOG:-warn} "$BIN" --node-ip 127.0.0.1 --node-name "$NAME" --hostname "$NAME" --port "$PORT" \
     --healthz-port 0 --data-dir "$DIR/data" --bootstrap-file "$DIR/bootstrap.conf" \
     --insecure-registries "$KRUSTLET_TEST_REGISTRY" "$@" >"$DIR/out" 2>"$DIR/err" &
   PID=$!

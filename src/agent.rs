@@ -1,5 +1,6 @@
-//! The agent's life: bootstrap -> register -> heartbeat and pods (and, later, the kubelet
-//! API), then a shutdown that reaches every task and waits for them.
+//! The agent's life: bootstrap -> register -> heartbeat, pods and the kubelet API (or, with
+//! no cluster, standalone: static pods and the API only), then a shutdown that reaches
+//! every task and waits for them.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,25 +12,33 @@ use tracing::{info, warn};
 use crate::config::{Config, SHUTDOWN_GRACE};
 use crate::events::Recorder;
 use crate::pods::wasm::WasmRuntime;
-use crate::{bootstrap, files, host, node, oci, pods, server};
+use crate::{bootstrap, certs, files, host, node, oci, pods, server};
 
 /// Why the agent stopped before it was asked to.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("--data-dir {path}: cannot create it: {source}")]
     DataDir { path: std::path::PathBuf, source: std::io::Error },
-    #[error(transparent)]
-    Bootstrap(#[from] bootstrap::BootstrapError),
-    #[error(transparent)]
-    Node(#[from] node::NodeError),
-    #[error(transparent)]
-    File(#[from] files::FileError),
+    #[error("--pod-manifest-path {path}: not a readable directory: {why}")]
+    ManifestDir { path: std::path::PathBuf, why: String },
+    #[error(
+        "nothing to run: no kubeconfig at {kubeconfig} and no bootstrap file at {bootstrap}; join a cluster with --bootstrap-file (bootstrap/bootstrap.sh writes one) or run static pods without one with --pod-manifest-path DIR"
+    )]
+    NothingToRun { kubeconfig: std::path::PathBuf, bootstrap: std::path::PathBuf },
     #[error("--addr/--port {addr}: cannot listen: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("kubelet API TLS: {0}")]
     Tls(#[from] crate::server::tls::TlsError),
     #[error("starting the Wasmtime runtime failed: {0}")]
     Runtime(#[from] krustlet_wasi_provider::Error),
+    #[error(transparent)]
+    Bootstrap(#[from] bootstrap::BootstrapError),
+    #[error(transparent)]
+    Node(#[from] node::NodeError),
+    #[error(transparent)]
+    File(#[from] files::FileError),
+    #[error(transparent)]
+    Cert(#[from] certs::CertError),
 }
 
 /// Runs until `shutdown` resolves (then returns `Ok`) or a step fails for good.
@@ -39,26 +48,58 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     tokio::pin!(shutdown);
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|source| AgentError::DataDir { path: cfg.data_dir.clone(), source })?;
+    if let Some(dir) = &cfg.pod_manifest_path {
+        std::fs::read_dir(dir)
+            .map_err(|e| AgentError::ManifestDir { path: dir.clone(), why: e.to_string() })?;
+    }
     info!(node = %cfg.node_name, node_ip = %cfg.node_ip, data_dir = %cfg.data_dir.display(), "starting krustlet-wasi");
 
-    let creds = tokio::select! {
-        r = bootstrap::run(&cfg) => r?,
-        _ = &mut shutdown => return Ok(()),
+    // Standalone when there is nothing to join with and nobody asked to join.
+    let standalone = !cfg.kubeconfig.exists() && !cfg.bootstrap_explicit && !cfg.bootstrap_file.exists();
+    let (client, ca_pem) = if standalone {
+        if cfg.pod_manifest_path.is_none() {
+            return Err(AgentError::NothingToRun {
+                kubeconfig: cfg.kubeconfig.clone(),
+                bootstrap: cfg.bootstrap_file.clone(),
+            });
+        }
+        info!("no cluster to join: running standalone (static pods only, no node registration)");
+        (None, standalone_certificate(&cfg)?)
+    } else {
+        let creds = tokio::select! {
+            r = bootstrap::run(&cfg) => r?,
+            _ = &mut shutdown => return Ok(()),
+        };
+        (Some(creds.client), creds.ca_pem)
     };
+
     // Listen before the node is announced: the API server may call us right away.
     let addr = std::net::SocketAddr::new(cfg.addr, cfg.port);
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { addr, source })?;
-    let (tls, authn) = server::tls::server_config(&cfg.cert_file, &cfg.private_key_file, &creds.ca_pem)?;
+    let (tls, authn) = server::tls::server_config(&cfg.cert_file, &cfg.private_key_file, &ca_pem)?;
     let machine = host::machine();
     // Ready to run pods before the node is announced, so the first pod waits for nothing.
     let wasm =
         krustlet_wasi_provider::Runtime::builder().cache_dir(cfg.data_dir.join("wasm-cache")).build()?;
     let store = oci::Store::new(cfg.data_dir.join("images"), cfg.insecure_registries.clone());
+    let recorder = match &client {
+        Some(c) => Recorder::new(c.clone(), &cfg.node_name),
+        None => Recorder::local(&cfg.node_name),
+    };
+    let node = match &client {
+        Some(c) => Some(tokio::select! {
+            r = node::register(c, &cfg, &machine, &recorder) => r?,
+            _ = &mut shutdown => return Ok(()),
+        }),
+        None => None,
+    };
     let shared = Arc::new(pods::Shared {
         runtime: Arc::new(WasmRuntime::new(store, wasm)),
-        client: creds.client.clone(),
-        recorder: Recorder::new(creds.client.clone(), &cfg.node_name),
+        client: client.clone(),
+        recorder,
+        node_name: cfg.node_name.clone(),
+        node_uid: node.as_ref().and_then(|n| n.metadata.uid.clone()),
         node_ip: cfg.node_ip,
         data_dir: cfg.data_dir.clone(),
         allocatable: (u64::from(machine.cpus) * 1000, machine.memory_bytes),
@@ -70,27 +111,31 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             max_files: cfg.container_log_max_files,
         },
     });
-    let recorder = Recorder::new(creds.client.clone(), &cfg.node_name);
-    let node = tokio::select! {
-        r = node::register(&creds.client, &cfg, &machine, &recorder) => r?,
-        _ = &mut shutdown => return Ok(()),
-    };
-    info!(node = %cfg.node_name, elapsed_ms = started.elapsed().as_millis() as u64, "node registered and Ready");
+    info!(node = %cfg.node_name, elapsed_ms = started.elapsed().as_millis() as u64, standalone, "node registered and Ready");
 
     let (stop, _) = broadcast::channel::<()>(1);
     let api = Arc::new(server::ServerState {
         node_name: cfg.node_name.clone(),
         authn,
-        authz: server::authz::Authorizer::new(creds.client.clone(), &cfg.node_name),
+        authz: server::authz::Authorizer::new(client.clone(), &cfg.node_name),
         pods: shared.directory.clone(),
         metrics: shared.metrics.clone(),
         logs: shared.logs.clone(),
+        allow_anonymous_localhost: standalone && cfg.allow_anonymous_localhost,
     });
     let mut tasks = vec![
         tokio::spawn(server::run(listener, tls, api, stop.subscribe())),
-        tokio::spawn(node::heartbeat(creds.client.clone(), cfg.clone(), machine, node, stop.subscribe())),
-        tokio::spawn(pods::run(shared, cfg.node_name.clone(), cfg.max_pods, stop.subscribe())),
+        tokio::spawn(pods::run(
+            shared,
+            cfg.node_name.clone(),
+            cfg.max_pods,
+            cfg.pod_manifest_path.clone(),
+            stop.subscribe(),
+        )),
     ];
+    if let (Some(c), Some(n)) = (client, node) {
+        tasks.push(tokio::spawn(node::heartbeat(c, cfg.clone(), machine, n, stop.subscribe())));
+    }
     if cfg.healthz_port != 0 {
         let healthz = std::net::SocketAddr::from(([127, 0, 0, 1], cfg.healthz_port));
         match tokio::net::TcpListener::bind(healthz).await {
@@ -108,4 +153,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "tasks did not stop in time; exiting anyway");
     }
     Ok(())
+}
+
+/// Standalone: the serving certificate is self-signed (made once, kept in the files of
+/// `--cert-file`/`--private-key-file`); it is also the only "CA" clients could chain to.
+fn standalone_certificate(cfg: &Config) -> Result<Vec<u8>, AgentError> {
+    if cfg.cert_file.exists() && cfg.private_key_file.exists() {
+        return Ok(files::read(&cfg.cert_file)?);
+    }
+    let (cert_pem, key_pem) = certs::self_signed(&cfg.hostname, &[cfg.node_ip])?;
+    files::write_atomic(&cfg.private_key_file, key_pem.as_bytes(), 0o600)?;
+    files::write_atomic(&cfg.cert_file, cert_pem.as_bytes(), 0o644)?;
+    info!(cert_file = %cfg.cert_file.display(), "wrote a self-signed serving certificate");
+    Ok(cert_pem.into_bytes())
 }

@@ -54,6 +54,24 @@ pub fn node_csr_for_key(
     Ok(params.serialize_request(key)?.pem()?)
 }
 
+/// A self-signed serving certificate for standalone mode, naming `hostname`, `localhost`,
+/// the given IPs and 127.0.0.1: (certificate PEM, key PEM).
+pub fn self_signed(hostname: &str, ips: &[IpAddr]) -> Result<(String, String), CertError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, format!("{hostname}@krustlet-wasi"));
+    for name in [hostname, "localhost"] {
+        let ia5 = name.to_string().try_into().map_err(|_| CertError::BadDnsName(name.to_string()))?;
+        params.subject_alt_names.push(SanType::DnsName(ia5));
+    }
+    let mut all: Vec<IpAddr> = ips.to_vec();
+    all.push(IpAddr::from([127, 0, 0, 1]));
+    all.dedup();
+    params.subject_alt_names.extend(all.into_iter().map(SanType::IpAddress));
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 /// What the bootstrap needs to know about an issued certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {

@@ -115,6 +115,17 @@ pub struct Flags {
     /// Log files kept per container run, the current one included (at least 2). Default: 5.
     #[arg(long, env = "KRUSTLET_CONTAINER_LOG_MAX_FILES", value_name = "N")]
     pub container_log_max_files: Option<String>,
+
+    /// Directory of static pod manifests (Pod YAML/JSON), run by this node and watched for
+    /// changes. With no kubeconfig and no bootstrap file the node runs standalone with
+    /// only these. Default: none.
+    #[arg(long, env = "KRUSTLET_POD_MANIFEST_PATH", value_name = "DIR")]
+    pub pod_manifest_path: Option<PathBuf>,
+
+    /// Standalone only: let clients on 127.0.0.1/::1 use the kubelet API without a client
+    /// certificate (there is no cluster CA or RBAC to ask). Default: off.
+    #[arg(long, env = "KRUSTLET_ALLOW_ANONYMOUS_LOCALHOST")]
+    pub allow_anonymous_localhost: bool,
 }
 
 /// Tools besides running the node.
@@ -175,6 +186,10 @@ pub struct Config {
     pub healthz_port: u16,
     pub container_log_max_size: u64,
     pub container_log_max_files: u32,
+    pub pod_manifest_path: Option<PathBuf>,
+    pub allow_anonymous_localhost: bool,
+    /// `--bootstrap-file` was given (a missing file is then an error, not standalone mode).
+    pub bootstrap_explicit: bool,
 }
 
 /// A flag whose value cannot be used. Displays as one line naming the flag.
@@ -226,6 +241,12 @@ impl Config {
             node_ip,
             node_name,
             hostname,
+            bootstrap_explicit: flags.bootstrap_file.is_some(),
+            pod_manifest_path: match &flags.pod_manifest_path {
+                Some(p) => Some(non_empty_path("pod-manifest-path", p)?),
+                None => None,
+            },
+            allow_anonymous_localhost: flags.allow_anonymous_localhost,
             bootstrap_file: flags
                 .bootstrap_file
                 .clone()

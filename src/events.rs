@@ -17,18 +17,28 @@ pub enum Kind {
 /// Creates Events on behalf of this node.
 #[derive(Clone)]
 pub struct Recorder {
-    client: Client,
+    /// None in standalone mode: events are only logged.
+    client: Option<Client>,
     node_name: String,
 }
 
 impl Recorder {
     pub fn new(client: Client, node_name: &str) -> Self {
-        Recorder { client, node_name: node_name.to_string() }
+        Recorder { client: Some(client), node_name: node_name.to_string() }
+    }
+
+    /// A recorder for a node without an API server: events go to the log only.
+    pub fn local(node_name: &str) -> Self {
+        Recorder { client: None, node_name: node_name.to_string() }
     }
 
     /// Publishes one event about `object`. Failing to publish is logged, never fatal:
     /// an event is a notice, and the work it reports has already happened.
     pub async fn publish(&self, object: &ObjectReference, kind: Kind, reason: &str, message: &str) {
+        let Some(client) = self.client.clone() else {
+            tracing::info!(object = object.name.as_deref().unwrap_or(""), ?kind, reason, message, "event");
+            return;
+        };
         // Node events live in "default", as the kubelet puts them.
         let namespace = object.namespace.clone().unwrap_or_else(|| "default".into());
         let now = k8s_openapi::jiff::Timestamp::now();
@@ -64,7 +74,7 @@ impl Recorder {
             reporting_instance: Some(self.node_name.clone()),
             ..Event::default()
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        let api: Api<Event> = Api::namespaced(client, &namespace);
         if let Err(e) = api.create(&PostParams::default(), &event).await {
             warn!(reason, error = %e, "could not publish event");
         }

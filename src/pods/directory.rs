@@ -50,21 +50,28 @@ impl Directory {
     pub fn upsert_pod(&self, pod: Arc<Pod>, log_dir: PathBuf) {
         let key = key_of(&pod);
         self.with(|m| {
-            let containers = m.remove(&key).map(|e| e.containers).unwrap_or_default();
+            let containers =
+                m.remove(&key).filter(|e| same_pod(&e.pod, &pod)).map(|e| e.containers).unwrap_or_default();
             m.insert(key, PodEntry { pod, log_dir, containers });
         });
     }
 
+    /// Removes the pod, unless the entry is already another pod of the same name (a
+    /// replaced static pod, or a pod recreated under its old name).
     pub fn remove_pod(&self, pod: &Pod) {
         let key = key_of(pod);
-        self.with(|m| m.remove(&key));
+        self.with(|m| {
+            if m.get(&key).is_some_and(|e| same_pod(&e.pod, pod)) {
+                m.remove(&key);
+            }
+        });
     }
 
     /// Records a container's state; `exec` is kept from before when `None`.
     pub fn set_container(&self, pod: &Pod, name: &str, entry: ContainerEntry) {
         let key = key_of(pod);
         self.with(|m| {
-            if let Some(p) = m.get_mut(&key) {
+            if let Some(p) = m.get_mut(&key).filter(|p| same_pod(&p.pod, pod)) {
                 let exec = entry.exec.clone().or_else(|| p.containers.get(name).and_then(|c| c.exec.clone()));
                 p.containers.insert(name.to_string(), ContainerEntry { exec, ..entry });
             }
@@ -75,7 +82,9 @@ impl Directory {
     pub fn container_stopped(&self, pod: &Pod, name: &str) {
         let key = key_of(pod);
         self.with(|m| {
-            if let Some(c) = m.get_mut(&key).and_then(|p| p.containers.get_mut(name)) {
+            if let Some(c) =
+                m.get_mut(&key).filter(|p| same_pod(&p.pod, pod)).and_then(|p| p.containers.get_mut(name))
+            {
                 c.running = false;
             }
         });
@@ -98,6 +107,10 @@ impl Directory {
     pub fn pods(&self) -> Vec<Arc<Pod>> {
         self.with(|m| m.values().map(|e| e.pod.clone()).collect())
     }
+}
+
+fn same_pod(a: &Pod, b: &Pod) -> bool {
+    a.metadata.uid == b.metadata.uid
 }
 
 fn key_of(pod: &Pod) -> (String, String) {

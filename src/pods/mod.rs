@@ -3,10 +3,13 @@
 
 pub mod directory;
 pub mod env;
+pub mod manifests;
 mod prepare;
 pub(crate) mod quantity;
 mod recover;
+pub mod report;
 pub mod runtime;
+pub mod source;
 mod start;
 pub mod status;
 pub mod wasm;
@@ -34,8 +37,12 @@ pub use worker::{INITIAL_BACKOFF, MAX_BACKOFF};
 /// What every pod worker shares.
 pub struct Shared<R> {
     pub runtime: Arc<R>,
-    pub client: Client,
+    /// None in standalone mode (static pods only).
+    pub client: Option<Client>,
     pub recorder: Recorder,
+    pub node_name: String,
+    /// The Node's UID when connected (mirror pods are owned by the Node).
+    pub node_uid: Option<String>,
     pub node_ip: IpAddr,
     pub data_dir: PathBuf,
     /// The node's allocatable (CPU millicores, memory bytes): what `resourceFieldRef`
@@ -51,6 +58,11 @@ pub struct Shared<R> {
 }
 
 impl<R> Shared<R> {
+    /// Where ConfigMaps, Secrets and tokens come from.
+    pub fn source(&self) -> source::ApiSource {
+        source::ApiSource(self.client.clone())
+    }
+
     /// The context env and volumes are resolved in, for one pod.
     pub fn context<'a>(&self, pod: &'a Pod) -> env::PodContext<'a> {
         env::PodContext { pod, node_ip: self.node_ip, allocatable: self.allocatable }
@@ -60,79 +72,133 @@ impl<R> Shared<R> {
 /// The latest state of a pod, as the worker receives it (`None`: gone from the API).
 pub type PodSlot = watch::Sender<Option<Arc<Pod>>>;
 
-/// Watches the pods bound to `node_name` and runs a worker for each until shutdown.
+/// How often `--pod-manifest-path` is rescanned (the kubelet: 20 s; we want edits to
+/// show quickly, and a rescan only stats the files).
+pub const MANIFEST_RESCAN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The pods of this node and their workers.
+struct Controller<R> {
+    shared: Arc<Shared<R>>,
+    max_pods: u32,
+    workers: HashMap<String, PodSlot>,
+    /// Pods that count against `--max-pods` (not finished).
+    active: HashSet<String>,
+    /// UIDs of pods that came from the API (a re-list only concerns those).
+    from_api: HashSet<String>,
+}
+
+impl<R: ContainerRuntime> Controller<R> {
+    /// A pod appeared or changed: hand it to its worker, or admit it and start one.
+    async fn apply(&mut self, pod: Pod) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        self.workers.retain(|_, slot| !slot.is_closed());
+        let workers = &self.workers;
+        self.active.retain(|u| workers.contains_key(u));
+        let finished =
+            matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
+        if finished {
+            self.active.remove(&uid);
+        }
+        if let Some(slot) = self.workers.get(&uid) {
+            let _ = slot.send(Some(Arc::new(pod)));
+            return;
+        }
+        if !finished
+            && pod.metadata.deletion_timestamp.is_none()
+            && self.active.len() >= self.max_pods as usize
+        {
+            reject(self.shared.client.as_ref(), &pod, self.active.len(), self.max_pods).await;
+            return;
+        }
+        let pod = Arc::new(pod);
+        let (tx, rx) = watch::channel(Some(pod.clone()));
+        tokio::spawn(worker::Worker::run(self.shared.clone(), pod, rx));
+        if !finished {
+            self.active.insert(uid.clone());
+        }
+        self.workers.insert(uid, tx);
+    }
+
+    /// A pod is gone (deleted from the API, or its manifest removed).
+    fn gone(&mut self, uid: &str) {
+        if let Some(slot) = self.workers.remove(uid) {
+            let _ = slot.send(None);
+        }
+        self.active.remove(uid);
+        self.from_api.remove(uid);
+    }
+}
+
+/// Runs the pods of `node_name` until shutdown: those bound to it in the API (one watch on
+/// `spec.nodeName`, when connected) and the static pods of `manifests` (when given).
 pub async fn run<R: ContainerRuntime>(
     shared: Arc<Shared<R>>,
     node_name: String,
     max_pods: u32,
+    manifests: Option<PathBuf>,
     mut shutdown: broadcast::Receiver<()>,
 ) {
-    let api: Api<Pod> = Api::all(shared.client.clone());
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
-    let mut events = watcher(api.clone(), config).default_backoff().boxed();
-    let mut workers: HashMap<String, PodSlot> = HashMap::new();
-    let mut active: HashSet<String> = HashSet::new();
+    let mut events = match &shared.client {
+        Some(client) => {
+            let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
+            watcher(Api::<Pod>::all(client.clone()), config).default_backoff().boxed()
+        }
+        None => futures::stream::pending().boxed(),
+    };
+    let mut statics = manifests.as_deref().map(|dir| manifests::Manifests::new(dir, &node_name));
+    let mut rescan = tokio::time::interval(MANIFEST_RESCAN);
+    let mut ctl = Controller {
+        shared,
+        max_pods,
+        workers: HashMap::new(),
+        active: HashSet::new(),
+        from_api: HashSet::new(),
+    };
     let mut relisted: HashSet<String> = HashSet::new();
     loop {
-        let event = tokio::select! {
-            e = events.next() => e,
+        tokio::select! {
             _ = shutdown.recv() => break,
-        };
-        match event {
-            Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
-                let uid = pod.metadata.uid.clone().unwrap_or_default();
-                relisted.insert(uid.clone());
-                workers.retain(|_, slot| !slot.is_closed());
-                active.retain(|u| workers.contains_key(u));
-                let finished = matches!(
-                    pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-                    Some("Succeeded" | "Failed")
-                );
-                if finished {
-                    active.remove(&uid);
+            _ = rescan.tick(), if statics.is_some() => {
+                for change in statics.as_mut().map(|m| m.rescan()).unwrap_or_default() {
+                    match change {
+                        manifests::Change::Upsert(pod) => ctl.apply(pod).await,
+                        manifests::Change::Remove(uid) => ctl.gone(&uid),
+                    }
                 }
-                if let Some(slot) = workers.get(&uid) {
-                    let _ = slot.send(Some(Arc::new(pod)));
-                    continue;
-                }
-                if !finished && pod.metadata.deletion_timestamp.is_none() && active.len() >= max_pods as usize
-                {
-                    reject(&api, &pod, active.len(), max_pods).await;
-                    continue;
-                }
-                let pod = Arc::new(pod);
-                let (tx, rx) = watch::channel(Some(pod.clone()));
-                tokio::spawn(worker::Worker::run(shared.clone(), pod, rx));
-                if !finished {
-                    active.insert(uid.clone());
-                }
-                workers.insert(uid, tx);
             }
-            Some(Ok(Event::Delete(pod))) => {
-                let uid = pod.metadata.uid.unwrap_or_default();
-                if let Some(slot) = workers.remove(&uid) {
-                    let _ = slot.send(None);
+            event = events.next() => match event {
+                // Mirror pods are our own reflections of static pods: not pods to run.
+                Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) if report::is_mirror(&pod) => {}
+                Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
+                    let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    relisted.insert(uid.clone());
+                    ctl.from_api.insert(uid);
+                    ctl.apply(pod).await;
                 }
-                active.remove(&uid);
-            }
-            Some(Ok(Event::Init)) => relisted.clear(),
-            Some(Ok(Event::InitDone)) => {
-                // Pods that vanished while the watch was down.
-                for (uid, slot) in workers.iter().filter(|(uid, _)| !relisted.contains(*uid)) {
-                    info!(%uid, "pod vanished while the watch was re-listing");
-                    let _ = slot.send(None);
+                Some(Ok(Event::Delete(pod))) => {
+                    if !report::is_mirror(&pod) {
+                        ctl.gone(&pod.metadata.uid.unwrap_or_default());
+                    }
                 }
-                workers.retain(|uid, _| relisted.contains(uid));
-            }
-            Some(Err(e)) => warn!(error = %e, "pod watch failed; retrying with back-off"),
-            None => break,
+                Some(Ok(Event::Init)) => relisted.clear(),
+                Some(Ok(Event::InitDone)) => {
+                    // API pods that vanished while the watch was down.
+                    let vanished: Vec<String> = ctl.from_api.iter().filter(|u| !relisted.contains(*u)).cloned().collect();
+                    for uid in vanished {
+                        info!(%uid, "pod vanished while the watch was re-listing");
+                        ctl.gone(&uid);
+                    }
+                }
+                Some(Err(e)) => warn!(error = %e, "pod watch failed; retrying with back-off"),
+                None => break,
+            },
         }
     }
     info!("pod controller stopped");
 }
 
 /// Kubelet-style admission failure: the node is full.
-async fn reject(api: &Api<Pod>, pod: &Pod, used: usize, capacity: u32) {
+async fn reject(client: Option<&Client>, pod: &Pod, used: usize, capacity: u32) {
     let (ns, name) =
         (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default());
     let message = format!(
@@ -140,7 +206,8 @@ async fn reject(api: &Api<Pod>, pod: &Pod, used: usize, capacity: u32) {
     );
     warn!(pod = %name, "{message}");
     let patch = json!({"status": {"phase": "Failed", "reason": "OutOfpods", "message": message}});
-    let api = Api::<Pod>::namespaced(api.clone().into_client(), &ns);
+    let Some(client) = client else { return };
+    let api = Api::<Pod>::namespaced(client.clone(), &ns);
     if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
         warn!(pod = %name, error = %e, "could not mark the pod OutOfpods");
     }

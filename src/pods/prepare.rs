@@ -39,9 +39,9 @@ pub async fn prepare<R: ContainerRuntime>(
     pod_dir: PathBuf,
     on_pull: impl Fn(&str) + Send,
 ) -> Result<PreparedPod, Failure> {
-    let (runtime, client) = (shared.runtime.clone(), shared.client.clone());
+    let runtime = shared.runtime.clone();
     let ctx = shared.context(&pod);
-    let volumes = match PodVolumes::prepare(&client, &ctx, &pod_dir).await {
+    let volumes = match PodVolumes::prepare(&shared.source(), &ctx, &pod_dir).await {
         Ok(v) => v,
         Err(e @ VolumeError::MissingConfig { .. }) => return Err(Failure::Config { message: e.to_string() }),
         Err(e @ VolumeError::Unsupported { .. }) => {
@@ -53,7 +53,10 @@ pub async fn prepare<R: ContainerRuntime>(
         Some(s) => s.init_containers.iter().flatten().chain(&s.containers).cloned().collect(),
         None => Vec::new(),
     };
-    let secrets = pull_secrets(&client, &pod).await;
+    let secrets = match &shared.client {
+        Some(client) => pull_secrets(client, &pod).await,
+        None => Vec::new(),
+    };
     let mut images: HashMap<String, Prepared> = HashMap::new();
     let mut pulls = Vec::new();
     for c in containers {

@@ -7,15 +7,12 @@ use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
-use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use serde_json::json;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::Shared;
 use super::directory::{ContainerEntry, ExecFn};
 use super::runtime::{ContainerRun, ContainerRuntime, Exit, MountSpec};
-use super::status::{self, ContainerView, PodView, State};
+use super::status::{ContainerView, PodView, State};
 use super::worker::{BACKOFF_RESET_AFTER, Phase, Run, Slot, Track, Worker, backoff};
 use super::{env, quantity};
 use crate::events::Kind;
@@ -124,7 +121,7 @@ impl<R: ContainerRuntime> Worker<R> {
             return;
         };
         let ctx = self.shared.context(&self.pod);
-        let env = match env::resolve_env(&self.shared.client, &ctx, &container).await {
+        let env = match env::resolve_env(&self.shared.source(), &ctx, &container).await {
             Ok(env) => env,
             Err(e) => return self.cannot_start(slot, "CreateContainerConfigError", e.to_string()),
         };
@@ -289,52 +286,6 @@ impl<R: ContainerRuntime> Worker<R> {
         }
     }
 
-    /// Patches the pod status if it changed since the last successful patch.
-    pub(super) async fn publish(&mut self) {
-        if self.frozen || self.exit || self.phase == Phase::Terminating {
-            return;
-        }
-        let comparable = status::status_json(&self.view, "");
-        if self.published.as_ref() == Some(&comparable) {
-            return;
-        }
-        let mut status = status::status_json(&self.view, &now_rfc3339());
-        keep_transition_times(&mut status, &self.pod);
-        let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), &self.namespace());
-        let patch = json!({"status": status});
-        match api.patch_status(&self.name(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(pod) => {
-                self.pod = Arc::new(pod);
-                self.published = Some(comparable);
-                self.publish_retry_at = None;
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 => self.exit = true,
-            Err(e) => {
-                warn!(error = %e, "patching pod status failed; retrying in 1 s");
-                self.publish_retry_at = Some(Instant::now() + Duration::from_secs(1));
-            }
-        }
-    }
-
-    /// All runs have stopped after a deletion: remove the pod (grace 0) and its files.
-    pub(super) async fn delete_from_api(&mut self) {
-        let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), &self.namespace());
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: Some(self.uid()), resource_version: None }),
-            ..DeleteParams::default()
-        };
-        match api.delete(&self.name(), &params).await {
-            Ok(_) => info!("pod deleted"),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => warn!(error = %e, "deleting the pod failed; it will be retried when it is seen again"),
-        }
-        let _ = std::fs::remove_dir_all(self.pod_dir());
-        let _ = std::fs::remove_dir_all(self.log_dir());
-        self.shared.directory.remove_pod(&self.pod);
-        self.exit = true;
-    }
-
     /// Publishes an event about the pod (or one of its containers) without waiting.
     pub(super) fn event(&self, slot: Option<Slot>, kind: Kind, reason: &'static str, message: String) {
         let (recorder, object) = (self.shared.recorder.clone(), self.object_ref(slot));
@@ -376,20 +327,5 @@ impl<R: ContainerRuntime> Worker<R> {
 
     pub(super) fn log_dir(&self) -> PathBuf {
         logs::pod_dir(&self.shared.data_dir, &self.namespace(), &self.name(), &self.uid())
-    }
-}
-
-/// Keeps a condition's `lastTransitionTime` from the stored pod while its status holds.
-fn keep_transition_times(status: &mut serde_json::Value, pod: &Pod) {
-    let old = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
-    let Some(conds) = status["conditions"].as_array_mut() else { return };
-    for c in conds {
-        let same = old.into_iter().flatten().find(|o| Some(o.type_.as_str()) == c["type"].as_str());
-        if let Some(o) = same
-            && Some(o.status.as_str()) == c["status"].as_str()
-            && let Some(t) = &o.last_transition_time
-        {
-            c["lastTransitionTime"] = json!(crate::node::rfc3339(&t.0));
-        }
     }
 }

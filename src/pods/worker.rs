@@ -151,10 +151,19 @@ impl<R: ContainerRuntime> Worker<R> {
     /// The single transition function: one event in, state (and side effects) out.
     pub(super) async fn step(&mut self, event: Event) {
         match event {
-            Event::Msg(None) | Event::Msg(Some(Msg::Gone)) => {
+            Event::Msg(None) => {
+                // The agent is going away: leave the pod and its files for the next start.
                 self.stop_all(false);
-                self.shared.directory.remove_pod(&self.pod);
                 self.exit = true;
+            }
+            Event::Msg(Some(Msg::Gone)) => {
+                self.stop_all(false);
+                if super::report::is_static(&self.pod) {
+                    // Manifest removed: the mirror pod goes too.
+                    self.delete_from_api().await;
+                } else {
+                    self.forget();
+                }
             }
             Event::Msg(Some(Msg::Update(pod))) => {
                 self.pod = pod;

@@ -1,0 +1,74 @@
+//! Unit tests of the static pod manifest scan in `manifests.rs`.
+
+use super::*;
+
+const HELLO: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: hello}\nspec:\n  containers: [{name: main, image: 'file:///w/hello.wasm'}]\n";
+
+fn uid(c: &Change) -> String {
+    match c {
+        Change::Upsert(p) => p.metadata.uid.clone().unwrap(),
+        Change::Remove(u) => u.clone(),
+    }
+}
+
+#[test]
+fn a_manifest_becomes_a_static_pod_of_this_node() {
+    let p = static_pod(HELLO, Path::new("/m/hello.yaml"), "edge-1").unwrap();
+    assert_eq!(p.metadata.name.as_deref(), Some("hello-edge-1"));
+    assert_eq!(p.metadata.namespace.as_deref(), Some("default"));
+    assert_eq!(p.spec.as_ref().unwrap().node_name.as_deref(), Some("edge-1"));
+    assert_eq!(p.metadata.annotations.as_ref().unwrap()[SOURCE_ANNOTATION], "file");
+    let tolerations = p.spec.as_ref().unwrap().tolerations.clone().unwrap();
+    let effects: Vec<_> = tolerations.iter().filter_map(|t| t.effect.clone()).collect();
+    assert_eq!(effects, ["NoSchedule", "NoExecute"], "static pods tolerate this node's taints");
+    let u = p.metadata.uid.clone().unwrap();
+    assert_eq!(u.len(), 36);
+    let again = static_pod(HELLO, Path::new("/m/hello.yaml"), "edge-1").unwrap();
+    assert_eq!(again.metadata.uid.unwrap(), u, "same file, same content: same pod");
+    let edited = static_pod(&HELLO.replace("main", "app"), Path::new("/m/hello.yaml"), "edge-1").unwrap();
+    assert_ne!(edited.metadata.uid.unwrap(), u, "an edit is a new pod");
+}
+
+#[test]
+fn malformed_manifests_say_what_is_wrong() {
+    let p = Path::new("/m/x.yaml");
+    assert!(static_pod("{{{", p, "n").unwrap_err().contains("not YAML"));
+    assert!(static_pod("apiVersion: v1\nkind: Service\n", p, "n").unwrap_err().contains("kind Pod"));
+    assert!(
+        static_pod("apiVersion: v1\nkind: Pod\nspec: {containers: []}\n", p, "n")
+            .unwrap_err()
+            .contains("name")
+    );
+    let no_containers = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: []}\n";
+    assert!(static_pod(no_containers, p, "n").unwrap_err().contains("containers"));
+}
+
+#[test]
+fn rescans_report_added_changed_removed_and_skip_broken_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Manifests::new(dir.path(), "n1");
+    assert!(m.rescan().is_empty());
+    std::fs::write(dir.path().join("hello.yaml"), HELLO).unwrap();
+    std::fs::write(dir.path().join("broken.yaml"), "kind: [").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
+    let first = m.rescan();
+    assert_eq!(first.len(), 1, "only the valid manifest: {first:?}");
+    assert!(matches!(&first[0], Change::Upsert(p) if p.metadata.name.as_deref() == Some("hello-n1")));
+    assert!(m.rescan().is_empty(), "nothing changed");
+
+    // Edit: the old pod goes, the new one comes.
+    std::fs::write(dir.path().join("hello.yaml"), HELLO.replace("main", "app-container")).unwrap();
+    let edit = m.rescan();
+    assert_eq!(edit.len(), 2, "{edit:?}");
+    assert!(matches!(&edit[0], Change::Remove(u) if *u == uid(&first[0])));
+    assert!(matches!(&edit[1], Change::Upsert(_)));
+
+    // A valid file turning invalid stops its pod; removing a file stops its pod.
+    std::fs::write(dir.path().join("other.json"), r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"o"},"spec":{"containers":[{"name":"c","image":"i"}]}}"#).unwrap();
+    let added = m.rescan();
+    assert_eq!(added.len(), 1);
+    std::fs::remove_file(dir.path().join("other.json")).unwrap();
+    assert_eq!(m.rescan(), vec![Change::Remove(uid(&added[0]))]);
+    std::fs::write(dir.path().join("hello.yaml"), "kind: [broken").unwrap();
+    assert_eq!(m.rescan(), vec![Change::Remove(uid(&edit[1]))]);
+}

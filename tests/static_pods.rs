@@ -1,0 +1,180 @@
+//! End to end: static pods from `--pod-manifest-path`. Standalone (no cluster at all):
+//! the first README path, manifest add/change/remove, a malformed manifest skipped with its
+//! name, and the kubelet API for localhost. Connected: mirror pods in the API.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Agent, guests, wait_for};
+use serde_json::Value;
+
+fn manifest(name: &str, wasm: &Path, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{extra}  containers:\n  - name: main\n    image: file://{}\n",
+        wasm.display()
+    )
+}
+
+/// status.json of every static pod in the data dir, by pod name.
+fn statuses(data: &Path) -> Vec<Value> {
+    let Ok(dirs) = std::fs::read_dir(data.join("pods")) else { return vec![] };
+    dirs.filter_map(|d| std::fs::read(d.ok()?.path().join("status.json")).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect()
+}
+
+fn status_of(data: &Path, name: &str) -> Option<Value> {
+    statuses(data).into_iter().find(|s| s["name"] == name)
+}
+
+fn phase_of(data: &Path, name: &str) -> Option<String> {
+    status_of(data, name).and_then(|s| s["status"]["phase"].as_str().map(String::from))
+}
+
+fn log_text(data: &Path, ns_pod: &str) -> String {
+    let Ok(dirs) = std::fs::read_dir(data.join("logs")) else { return String::new() };
+    dirs.filter_map(|d| d.ok().map(|d| d.path()))
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{ns_pod}_")))
+        .filter_map(|p| std::fs::read_to_string(p.join("main/0.log")).ok())
+        .collect()
+}
+
+#[test]
+fn standalone_runs_static_pods_and_follows_the_manifest_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifests, data) = (dir.path().join("manifests"), dir.path().join("data"));
+    std::fs::create_dir_all(&manifests).unwrap();
+    let hello = guests::build("hello");
+    std::fs::write(manifests.join("hello.yaml"), manifest("hello", &hello, "")).unwrap();
+    std::fs::write(manifests.join("broken.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: [oops\n")
+        .unwrap();
+    let port = 10321;
+    let args: Vec<String> = [
+        "--pod-manifest-path",
+        &manifests.to_string_lossy(),
+        "--data-dir",
+        &data.to_string_lossy(),
+        "--node-ip",
+        "127.0.0.1",
+        "--hostname",
+        "standalone",
+        "--node-name",
+        "standalone",
+        "--port",
+        &port.to_string(),
+        "--healthz-port",
+        "0",
+        "--allow-anonymous-localhost",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut agent = Agent::start(&dir.path().join("logs"), &args);
+    agent.wait_output("running standalone", Duration::from_secs(30));
+
+    // The seed's hello-world runs, with its output in the log store.
+    wait_for("hello Running", Duration::from_secs(60), || {
+        (phase_of(&data, "hello-standalone")? == "Running").then_some(())
+    });
+    wait_for("Hello, World! in the log", Duration::from_secs(10), || {
+        log_text(&data, "default_hello-standalone").contains("stdout F Hello, World!").then_some(())
+    });
+    // The malformed manifest is named and skipped; the others keep running.
+    agent.wait_output("skipping malformed static pod manifest", Duration::from_secs(5));
+    assert!(agent.logs().contains("broken.yaml"), "{}", agent.logs());
+
+    // Added: a pod that completes under Never.
+    let exit = guests::build("exit");
+    std::fs::write(manifests.join("exit.yaml"), manifest("exiter", &exit, "  restartPolicy: Never\n"))
+        .unwrap();
+    wait_for("exiter Succeeded", Duration::from_secs(60), || {
+        (phase_of(&data, "exiter-standalone")? == "Succeeded").then_some(())
+    });
+    let s = status_of(&data, "exiter-standalone").unwrap();
+    assert_eq!(s["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 0);
+
+    // Changed: the old pod is replaced by the new version.
+    let old_uid = status_of(&data, "hello-standalone").unwrap()["uid"].clone();
+    std::fs::write(manifests.join("hello.yaml"), manifest("hello", &hello, "  restartPolicy: OnFailure\n"))
+        .unwrap();
+    wait_for("hello replaced", Duration::from_secs(30), || {
+        let s = status_of(&data, "hello-standalone")?;
+        (s["uid"] != old_uid && s["status"]["phase"] == "Running").then_some(())
+    });
+    assert_eq!(
+        statuses(&data).iter().filter(|s| s["name"] == "hello-standalone").count(),
+        1,
+        "the old one is gone"
+    );
+
+    // The kubelet API answers localhost without a certificate in this mode.
+    let out = Command::new("curl").args(["-sk", &format!("https://127.0.0.1:{port}/pods")]).output().unwrap();
+    let pods: Value = serde_json::from_slice(&out.stdout).expect("a PodList");
+    assert!(pods["items"].as_array().unwrap().iter().any(|p| p["metadata"]["name"] == "hello-standalone"));
+    let logs = Command::new("curl")
+        .args([
+            "-sk",
+            &format!("https://127.0.0.1:{port}/containerLogs/default/hello-standalone/main?tailLines=1"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "Hello, World!\n");
+
+    // Removed: the pod stops and its files go.
+    std::fs::remove_file(manifests.join("hello.yaml")).unwrap();
+    wait_for("hello removed", Duration::from_secs(30), || {
+        status_of(&data, "hello-standalone").is_none().then_some(())
+    });
+    let (status, _) = agent.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn standalone_without_manifests_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(common::AGENT)
+        .args(["--data-dir", &dir.path().to_string_lossy(), "--node-ip", "127.0.0.1", "--hostname", "x"])
+        .env_remove("KUBECONFIG")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--bootstrap-file") && err.contains("--pod-manifest-path"), "{err}");
+}
+
+#[test]
+fn connected_static_pods_are_mirrored_into_the_api() {
+    let cluster = require_cluster!();
+    let dir = tempfile::tempdir().unwrap();
+    let manifests: PathBuf = dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let hello = guests::build("hello");
+    std::fs::write(manifests.join("hello.yaml"), manifest("mirrored", &hello, "")).unwrap();
+    let node = common::node::TestNode::join_with(
+        cluster,
+        "mirror",
+        10322,
+        &cluster.registry,
+        &["--pod-manifest-path", &manifests.to_string_lossy()],
+    );
+    let name = format!("mirrored-{}", node.name);
+    let pod = cluster.wait_pod(&name, "a Running mirror pod", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Running"
+    });
+    assert!(pod["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string(), "{}", pod["metadata"]);
+    assert_eq!(pod["spec"]["nodeName"], node.name.as_str());
+    assert_eq!(pod["status"]["containerStatuses"][0]["ready"], true);
+    // kubectl logs works on the mirror pod, through the API server.
+    wait_for("kubectl logs of the static pod", Duration::from_secs(10), || {
+        let out = cluster.kubectl(&["logs", "-n", "default", &name, "--tail=1"]);
+        (String::from_utf8_lossy(&out.stdout) == "Hello, World!\n").then_some(())
+    });
+    std::fs::remove_file(manifests.join("hello.yaml")).unwrap();
+    wait_for("the mirror pod to go", Duration::from_secs(30), || {
+        cluster.get_json(&["pod", &name, "-n", "default"]).is_none().then_some(())
+    });
+}
