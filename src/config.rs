@@ -78,9 +78,9 @@ pub struct Flags {
     #[arg(long, env = "KRUSTLET_PRIVATE_KEY_FILE", value_name = "FILE")]
     pub private_key_file: Option<PathBuf>,
 
-    /// Directory for credentials, images, compiled modules, volumes and logs.
-    /// Default: ~/.krustlet.
-    #[arg(long, env = "KRUSTLET_DATA_DIR", value_name = "DIR")]
+    /// Directory for credentials, images, compiled modules, volumes and logs; also where
+    /// `pods` and `logs` read the node's state. Default: ~/.krustlet.
+    #[arg(long, global = true, env = "KRUSTLET_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
     /// Address the kubelet API listens on. Default: 0.0.0.0.
@@ -134,6 +134,12 @@ pub enum Command {
     /// Publish a .wasm module to an OCI registry, e.g.
     /// `krustlet-wasi push app.wasm 127.0.0.1:5000/apps/app:v1 --insecure-registries 127.0.0.1:5000`.
     Push(PushArgs),
+    /// List the pods this node runs, as `kubectl get pods -A` shows them, from the state
+    /// under --data-dir (works without a cluster and without the agent running).
+    Pods,
+    /// Print a container's log from the state under --data-dir, e.g.
+    /// `krustlet-wasi logs hello-mynode -f --tail 5`.
+    Logs(crate::cli::LogsArgs),
 }
 
 /// Arguments of `krustlet-wasi push`.
@@ -204,6 +210,18 @@ fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError { flag, problem: problem.into() }
 }
 
+/// `--data-dir`, else `~/.krustlet` (shared by the agent and the local commands).
+pub fn resolve_data_dir(flags: &Flags, host: &HostFacts) -> Result<PathBuf, ConfigError> {
+    match &flags.data_dir {
+        Some(d) => non_empty_path("data-dir", d),
+        None => host
+            .home
+            .as_ref()
+            .map(|h| h.join(".krustlet"))
+            .ok_or_else(|| invalid("data-dir", "not set and $HOME is not set; pass one")),
+    }
+}
+
 impl Config {
     /// Resolves flags and host facts into a validated configuration.
     pub fn resolve(flags: &Flags, host: &HostFacts) -> Result<Config, ConfigError> {
@@ -223,14 +241,7 @@ impl Config {
             None => validate_dns_name("node-name", &host.hostname.to_lowercase())
                 .map_err(|e| invalid("node-name", format!("not set and the hostname {}", e.problem)))?,
         };
-        let data_dir = match &flags.data_dir {
-            Some(d) => non_empty_path("data-dir", d)?,
-            None => host
-                .home
-                .as_ref()
-                .map(|h| h.join(".krustlet"))
-                .ok_or_else(|| invalid("data-dir", "not set and $HOME is not set; pass one"))?,
-        };
+        let data_dir = resolve_data_dir(flags, host)?;
         let config_dir = data_dir.join("config");
         let kubeconfig = match (&flags.kubeconfig, &host.kubeconfig_env) {
             (Some(k), _) => non_empty_path("kubeconfig", k)?,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use clap::error::ErrorKind;
 use krustlet_wasi::config::{Command, Config, Flags, PushArgs};
-use krustlet_wasi::{agent, host};
+use krustlet_wasi::{agent, cli, host};
 
 fn main() -> ExitCode {
     let flags = match Flags::try_parse() {
@@ -22,6 +22,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match &flags.command {
+        Some(Command::Pods) => return local(&flags, |dir, mut out| async move { cli::pods(&dir, &mut out) }),
+        Some(Command::Logs(args)) => {
+            return local(&flags, |dir, mut out| async move { cli::logs(&dir, args, &mut out).await });
+        }
+        _ => {}
+    }
     init_tracing();
     // rustls needs one process-wide crypto provider; we build with ring only.
     if rustls::crypto::ring::default_provider().install_default().is_err() {
@@ -46,6 +53,37 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(agent::run(cfg, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `krustlet-wasi pods` / `logs`: read the state under the data dir and print to stdout.
+/// A closed stdout (`| head`) ends the command quietly.
+fn local<F, Fut>(flags: &Flags, command: F) -> ExitCode
+where
+    F: FnOnce(std::path::PathBuf, std::io::StdoutLock<'static>) -> Fut,
+    Fut: std::future::Future<Output = cli::Result<()>>,
+{
+    let dir = match krustlet_wasi::config::resolve_data_dir(flags, &host::facts()) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command(dir, std::io::stdout().lock())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(cli::CliError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
