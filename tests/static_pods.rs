@@ -154,7 +154,7 @@ fn connected_static_pods_are_mirrored_into_the_api() {
     std::fs::create_dir_all(&manifests).unwrap();
     let hello = guests::build("hello");
     std::fs::write(manifests.join("hello.yaml"), manifest("mirrored", &hello, "")).unwrap();
-    let node = common::node::TestNode::join_with(
+    let mut node = common::node::TestNode::join_with(
         cluster,
         "mirror",
         10322,
@@ -172,6 +172,46 @@ fn connected_static_pods_are_mirrored_into_the_api() {
     wait_for("kubectl logs of the static pod", Duration::from_secs(10), || {
         let out = cluster.kubectl(&["logs", "-n", "default", &name, "--tail=1"]);
         (String::from_utf8_lossy(&out.stdout) == "Hello, World!\n").then_some(())
+    });
+
+    // Deleted by a user: the deletion completes at once (no Terminating) and the node makes
+    // a new mirror, as the kubelet does.
+    let first_uid = pod["metadata"]["uid"].clone();
+    let started = std::time::Instant::now();
+    cluster.kubectl_ok(&["delete", "pod", "-n", "default", &name, "--timeout=20s"]);
+    assert!(started.elapsed() < Duration::from_secs(15), "kubectl delete took {:?}", started.elapsed());
+    let again = cluster.wait_pod(&name, "a new mirror pod", Duration::from_secs(30), |p| {
+        p["metadata"]["uid"] != first_uid && p["status"]["phase"] == "Running"
+    });
+    assert!(again["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string());
+
+    // Edited: the mirror is replaced by one of the new version.
+    let hash = again["metadata"]["annotations"]["kubernetes.io/config.mirror"].clone();
+    std::fs::write(
+        manifests.join("hello.yaml"),
+        manifest("mirrored", &hello, "  restartPolicy: OnFailure\n"),
+    )
+    .unwrap();
+    cluster.wait_pod(&name, "the mirror of the edited manifest", Duration::from_secs(30), |p| {
+        let m = &p["metadata"]["annotations"]["kubernetes.io/config.mirror"];
+        m.is_string()
+            && *m != hash
+            && p["spec"]["restartPolicy"] == "OnFailure"
+            && p["status"]["phase"] == "Running"
+    });
+
+    // Removed while the agent is down: the mirror is removed when it comes back.
+    node.agent.terminate();
+    std::fs::remove_file(manifests.join("hello.yaml")).unwrap();
+    node.agent = common::Agent::start(&node.dir.path().join("logs"), &node.args);
+    wait_for("the orphaned mirror pod to go", Duration::from_secs(30), || {
+        cluster.get_json(&["pod", &name, "-n", "default"]).is_none().then_some(())
+    });
+
+    // Removed while running: the mirror goes with the static pod.
+    std::fs::write(manifests.join("hello.yaml"), manifest("mirrored", &hello, "")).unwrap();
+    cluster.wait_pod(&name, "a Running mirror pod", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Running"
     });
     std::fs::remove_file(manifests.join("hello.yaml")).unwrap();
     wait_for("the mirror pod to go", Duration::from_secs(30), || {

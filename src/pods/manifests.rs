@@ -16,7 +16,7 @@ use super::report::SOURCE_ANNOTATION;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// A pod to run (new, or the new version of a changed file).
-    Upsert(Pod),
+    Upsert(Box<Pod>),
     /// A pod whose file was removed, changed or broken: stop it (by UID).
     Remove(String),
 }
@@ -81,7 +81,7 @@ impl Manifests {
             }
             if let Some(pod) = new.filter(|_| changed) {
                 info!(file = %path.display(), pod = pod.metadata.name.as_deref().unwrap_or(""), "static pod manifest loaded");
-                changes.push(Change::Upsert(pod));
+                changes.push(Change::Upsert(Box::new(pod)));
             }
             self.seen.insert(path, Seen { stamp, uid });
         }

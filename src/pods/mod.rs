@@ -119,6 +119,31 @@ impl<R: ContainerRuntime> Controller<R> {
         self.workers.insert(uid, tx);
     }
 
+    /// A mirror pod as the API shows it. One being deleted (`kubectl delete`) is removed at
+    /// once, as the kubelet does, and its worker makes a new one (see `mirror_gone`); a
+    /// mirror of no static pod this node runs (its manifest changed or went away while the
+    /// agent was down) is removed.
+    fn mirror_seen(&self, pod: &Pod) {
+        let ours =
+            report::mirror_hash(pod).and_then(|h| self.workers.get(&h)).is_some_and(|s| !s.is_closed());
+        if ours && pod.metadata.deletion_timestamp.is_none() {
+            return;
+        }
+        if let Some(client) = self.shared.client.clone() {
+            tokio::spawn(report::delete_mirror(client, pod.clone()));
+        }
+    }
+
+    /// A mirror pod is gone from the API: if its static pod still runs, its worker gets the
+    /// pod again and reports it, which creates a new mirror.
+    fn mirror_gone(&self, pod: &Pod) {
+        let Some(slot) = report::mirror_hash(pod).and_then(|h| self.workers.get(&h)) else { return };
+        let current = slot.borrow().clone();
+        if current.is_some() {
+            let _ = slot.send(current);
+        }
+    }
+
     /// A pod is gone (deleted from the API, or its manifest removed).
     fn gone(&mut self, uid: &str) {
         if let Some(slot) = self.workers.remove(uid) {
@@ -154,6 +179,13 @@ pub async fn run<R: ContainerRuntime>(
         active: HashSet::new(),
         from_api: HashSet::new(),
     };
+    // The static pods start before the watch reports mirror pods, so that a mirror of no
+    // static pod is known to be one.
+    for change in statics.as_mut().map(|m| m.rescan()).unwrap_or_default() {
+        if let manifests::Change::Upsert(pod) = change {
+            ctl.apply(*pod).await;
+        }
+    }
     let mut relisted: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
@@ -161,25 +193,24 @@ pub async fn run<R: ContainerRuntime>(
             _ = rescan.tick(), if statics.is_some() => {
                 for change in statics.as_mut().map(|m| m.rescan()).unwrap_or_default() {
                     match change {
-                        manifests::Change::Upsert(pod) => ctl.apply(pod).await,
+                        manifests::Change::Upsert(pod) => ctl.apply(*pod).await,
                         manifests::Change::Remove(uid) => ctl.gone(&uid),
                     }
                 }
             }
             event = events.next() => match event {
                 // Mirror pods are our own reflections of static pods: not pods to run.
-                Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) if report::is_mirror(&pod) => {}
+                Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) if report::is_mirror(&pod) => {
+                    ctl.mirror_seen(&pod);
+                }
+                Some(Ok(Event::Delete(pod))) if report::is_mirror(&pod) => ctl.mirror_gone(&pod),
                 Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
                     let uid = pod.metadata.uid.clone().unwrap_or_default();
                     relisted.insert(uid.clone());
                     ctl.from_api.insert(uid);
                     ctl.apply(pod).await;
                 }
-                Some(Ok(Event::Delete(pod))) => {
-                    if !report::is_mirror(&pod) {
-                        ctl.gone(&pod.metadata.uid.unwrap_or_default());
-                    }
-                }
+                Some(Ok(Event::Delete(pod))) => ctl.gone(&pod.metadata.uid.unwrap_or_default()),
                 Some(Ok(Event::Init)) => relisted.clear(),
                 Some(Ok(Event::InitDone)) => {
                     // API pods that vanished while the watch was down.

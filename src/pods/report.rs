@@ -130,11 +130,22 @@ impl<R: ContainerRuntime> Worker<R> {
     pub(super) async fn delete_from_api(&mut self) {
         if let Some(client) = self.shared.client.clone() {
             let api: Api<Pod> = Api::namespaced(client, &self.namespace());
+            // The pod must still be ours; for a static pod, the mirror must still reflect
+            // this version of it (a new version's mirror may already have replaced it).
+            let uid = match is_static(&self.pod) {
+                false => Some(self.uid()),
+                true => match api.get_opt(&self.name()).await {
+                    Ok(Some(mirror)) if mirror_hash(&mirror) == Some(self.uid()) => mirror.metadata.uid,
+                    Ok(_) => return self.forget(),
+                    Err(e) => {
+                        warn!(error = %e, "reading the mirror pod failed; deleting it by name");
+                        None
+                    }
+                },
+            };
             let params = DeleteParams {
                 grace_period_seconds: Some(0),
-                // A mirror pod has its own UID; a regular pod must still be ours.
-                preconditions: (!is_static(&self.pod))
-                    .then(|| Preconditions { uid: Some(self.uid()), resource_version: None }),
+                preconditions: uid.map(|uid| Preconditions { uid: Some(uid), resource_version: None }),
                 ..DeleteParams::default()
             };
             match api.delete(&self.name(), &params).await {
@@ -178,8 +189,24 @@ async fn create_mirror(api: &Api<Pod>, mut mirror: Pod) -> Result<(), kube::Erro
     Err(kube::Error::Service("the old mirror pod did not go away".into()))
 }
 
-fn mirror_hash(pod: &Pod) -> Option<String> {
+/// The UID of the static pod a mirror pod reflects.
+pub fn mirror_hash(pod: &Pod) -> Option<String> {
     pod.metadata.annotations.as_ref()?.get(MIRROR_ANNOTATION).cloned()
+}
+
+/// Deletes this very mirror pod (grace 0, by UID: a newer mirror of the same name stays).
+pub async fn delete_mirror(client: Client, pod: Pod) {
+    let (ns, name) = (pod.metadata.namespace.unwrap_or_default(), pod.metadata.name.unwrap_or_default());
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions { uid: pod.metadata.uid, resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match Api::<Pod>::namespaced(client, &ns).delete(&name, &params).await {
+        Ok(_) => info!(pod = %name, "removed mirror pod"),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+        Err(e) => warn!(pod = %name, error = %e, "removing the mirror pod failed"),
+    }
 }
 
 /// Keeps a condition's `lastTransitionTime` from the stored pod while its status holds.

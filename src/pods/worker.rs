@@ -167,6 +167,11 @@ impl<R: ContainerRuntime> Worker<R> {
             }
             Event::Msg(Some(Msg::Update(pod))) => {
                 self.pod = pod;
+                if super::report::is_static(&self.pod) {
+                    // Sent again because its mirror pod was deleted: report anew, which
+                    // creates a new mirror.
+                    self.published = None;
+                }
                 self.shared.directory.upsert_pod(self.pod.clone(), self.log_dir());
                 if self.pod.metadata.deletion_timestamp.is_some() && self.phase != Phase::Terminating {
                     self.terminate().await;
