@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# The whole cluster flow on the local control plane, each step shown as the command it runs:
+# cluster up, bootstrap.sh, start the node, approve its serving CSR, push the hello-world
+# guest, `kubectl apply -f examples/pods/hello.yaml`, then `kubectl get nodes -o wide`,
+# `kubectl get pods -o wide` and `kubectl logs hello`.
+#
+#   examples/demo.sh [--keep]
+#
+# As root on Debian 12, with Rust >= 1.95 on PATH. The first run builds the control plane
+# (`bootstrap/cluster.sh install`, about 7 minutes) and the release agent. Without --keep
+# the pod, the node and the agent are removed at the end (the control plane stays up:
+# `bootstrap/cluster.sh down` stops it); with --keep they stay and the commands to look at
+# them are printed. Exits non-zero with a message saying what failed.
+#
+# Env: KRUSTLET_WASI_BIN  an agent binary to use instead of building the release one
+#      DEMO_NODE          node name (default krustlet-demo)
+#      DEMO_PORT          kubelet API port (default 10250, else a free one)
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NODE="${DEMO_NODE:-krustlet-demo}"
+REGISTRY=127.0.0.1:5000
+IMAGE="$REGISTRY/examples/hello:v1" # what examples/pods/hello.yaml runs
+KEEP=0
+for arg in "$@"; do
+  case "$arg" in
+    --keep) KEEP=1 ;;
+    -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) printf 'demo.sh: unknown argument %s (try --help)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '\n[demo] %s\n' "$*" >&2; }
+die() { printf '[demo] ERROR: %s\n' "$*" >&2; exit 1; }
+# show CMD...: prints the command as a user would type it, then runs it.
+show() { printf '$ %s\n' "$*"; "$@"; }
+
+WORK="" PID=""
+cleanup() {
+  local code=$?
+  if ((code != 0)) && [[ -n "$WORK" && -f "$WORK/agent.log" ]]; then
+    printf '[demo] ---- last lines of the agent log (%s) ----\n' "$WORK/agent.log" >&2
+    tail -n 30 "$WORK/agent.log" >&2 || true
+  fi
+  if ((KEEP == 0 || code != 0)); then
+    if [[ -n "$PID" ]]; then
+      kubectl delete pod hello --ignore-not-found --wait=true --timeout=20s >/dev/null 2>&1 || true
+      kill "$PID" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+      kubectl delete node "$NODE" --ignore-not-found >/dev/null 2>&1 || true
+    fi
+    [[ -z "$WORK" ]] || rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+
+# 1. The control plane (built once, then cached) and an admin kubeconfig.
+if ! "$REPO/bootstrap/cluster.sh" status >/dev/null 2>&1; then
+  if [[ ! -x /var/cache/krustlet-wasi/k8s-1.20.2/bin/kube-apiserver && -z "${KRUSTLET_CP_CACHE:-}" ]]; then
+    log "installing the control plane (first time only: about 7 minutes)"
+    show "$REPO/bootstrap/cluster.sh" install || die "bootstrap/cluster.sh install failed"
+  fi
+  log "starting the control plane"
+  show "$REPO/bootstrap/cluster.sh" up || die "bootstrap/cluster.sh up failed"
+fi
+eval "$("$REPO/bootstrap/cluster.sh" env)"
+command -v kubectl >/dev/null || die "kubectl not found on PATH"
+
+# 2. The agent and the guest.
+WORK="$(mktemp -d /tmp/krustlet-demo.XXXXXX)"
+BIN="${KRUSTLET_WASI_BIN:-}"
+if [[ -z "$BIN" ]]; then
+  command -v cargo >/dev/null || die "cargo not found: install Rust >= 1.95 (https://rustup.rs) and put it on PATH"
+  log "building krustlet-wasi (release; the first build takes a few minutes)"
+  (cd "$REPO" && cargo build --release --quiet --bin krustlet-wasi) || die "cargo build --release failed"
+  BIN="$REPO/target/release/krustlet-wasi"
+fi
+[[ -x "$BIN" ]] || die "$BIN is not an executable"
+WASM_DIR="$("$REPO/examples/build.sh" 2>"$WORK/build.log" | tail -n 1)" ||
+  { cat "$WORK/build.log" >&2; die "building the guests failed"; }
+
+# 3. A bootstrap kubeconfig (token + RBAC), written into the demo's own directory.
+log "preparing TLS bootstrap"
+CONFIG_DIR="$WORK/config" show "$REPO/bootstrap/bootstrap.sh" >/dev/null || die "bootstrap/bootstrap.sh failed"
+
+# 4. The node. A previous demo's node of the same name would hold the name: remove it.
+kubectl delete node "$NODE" --ignore-not-found >/dev/null
+kubectl delete csr "$NODE" "$NODE-tls" --ignore-not-found >/dev/null
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+PORT="${DEMO_PORT:-10250}"
+if ! port_free "$PORT"; then
+  [[ -z "${DEMO_PORT:-}" ]] || die "port $PORT is in use (DEMO_PORT)"
+  for _ in $(seq 50); do PORT=$((20000 + RANDOM % 40000)); port_free "$PORT" && break; done
+fi
+log "starting the node"
+printf '$ %s\n' "krustlet-wasi --bootstrap-file $WORK/config/bootstrap.conf --data-dir $WORK/data --node-name $NODE --node-ip 127.0.0.1 --port $PORT --insecure-registries $REGISTRY"
+env -u KUBECONFIG RUST_LOG="${RUST_LOG:-info}" "$BIN" --bootstrap-file "$WORK/config/bootstrap.conf" \
+  --data-dir "$WORK/data" --node-name "$NODE" --hostname "$NODE" --node-ip 127.0.0.1 --port "$PORT" \
+  --insecure-registries "$REGISTRY" >"$WORK/agent.log" 2>&1 &
+PID=$!
+
+# wait_for SECONDS WHAT CMD...: runs CMD every 0.2 s until it succeeds.
+wait_for() {
+  local seconds=$1 what=$2
+  shift 2
+  for _ in $(seq $((seconds * 5))); do
+    kill -0 "$PID" 2>/dev/null || die "the agent exited while waiting for $what (see its log below)"
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  die "no $what within $seconds s"
+}
+
+# 5. Its client certificate is approved automatically (bootstrap RBAC); the serving one
+# needs an admin, as the agent's BOOTSTRAP line says.
+wait_for 60 "BOOTSTRAP line from the agent" grep -q 'BOOTSTRAP: TLS certificate requires manual approval' "$WORK/agent.log"
+grep 'BOOTSTRAP:' "$WORK/agent.log" | sed 's/.*\(BOOTSTRAP:\)/\1/' | head -n 2
+show kubectl certificate approve "$NODE-tls"
+wait_for 60 "Ready node $NODE" grep -q 'node registered and Ready' "$WORK/agent.log"
+
+# 6. The guest, published where the example manifest looks for it.
+log "publishing the hello-world guest"
+show "$BIN" push --insecure-registries "$REGISTRY" "$WASM_DIR/hello.wasm" "$IMAGE" || die "push failed"
+
+# 7. The seed's pod.
+log "running the pod"
+kubectl delete pod hello --ignore-not-found --wait=true --timeout=30s >/dev/null
+show kubectl apply -f "$REPO/examples/pods/hello.yaml"
+running() { [[ "$(kubectl get pod hello -o 'jsonpath={.status.phase}')" == Running ]]; }
+wait_for 60 "Running pod hello" running
+on="$(kubectl get pod hello -o 'jsonpath={.spec.nodeName}')"
+[[ "$on" == "$NODE" ]] ||
+  die "pod hello was scheduled to $on, another wasm32-wasi node (delete stale nodes: kubectl delete node $on)"
+printed() { [[ "$(kubectl logs hello | grep -c '^Hello, World!$')" -ge 3 ]]; }
+wait_for 20 "three lines from the pod" printed
+
+log "what the cluster shows"
+show kubectl get nodes -o wide
+echo
+show kubectl get pods -o wide
+echo
+show kubectl logs hello --tail 3
+
+if ((KEEP)); then
+  log "the node keeps running (agent pid $PID, files in $WORK). Try:"
+  printf '  eval "$(%s env)"\n  kubectl logs -f hello\n' "$REPO/bootstrap/cluster.sh" >&2
+  printf '  %s pods --data-dir %s\n' "$BIN" "$WORK/data" >&2
+  printf 'Stop it with: kubectl delete pod hello; kill %s; kubectl delete node %s; rm -rf %s\n' "$PID" "$NODE" "$WORK" >&2
+else
+  log "cleaning up: the pod, the agent, the node (the control plane stays up)"
+  show kubectl delete pod hello --wait=true --timeout=20s || die "deleting pod hello failed"
+  kill "$PID"
+  for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$PID" 2>/dev/null && die "the agent did not stop within 10 s of SIGTERM"
+  wait "$PID" || die "the agent exited with status $? on SIGTERM (expected 0)"
+  PID=""
+  kubectl delete node "$NODE" >/dev/null || die "deleting node $NODE failed"
+  log "done"
+fi
