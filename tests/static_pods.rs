@@ -86,6 +86,18 @@ fn standalone_runs_static_pods_and_follows_the_manifest_directory() {
     agent.wait_output("skipping malformed static pod manifest", Duration::from_secs(5));
     assert!(agent.logs().contains("broken.yaml"), "{}", agent.logs());
 
+    // A ConfigMap cannot exist without an API server: the pod says so and waits.
+    let needs_cm = "  restartPolicy: Never\n  volumes:\n  - {name: c, configMap: {name: settings}}\n";
+    std::fs::write(manifests.join("cm.yaml"), manifest("needs-cm", &hello, needs_cm)).unwrap();
+    let waiting = wait_for("needs-cm waiting", Duration::from_secs(30), || {
+        let s = status_of(&data, "needs-cm-standalone")?;
+        let w = s["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "CreateContainerConfigError").then_some(w)
+    });
+    let message = waiting["message"].as_str().unwrap();
+    assert!(message.contains("\"settings\" not found") && message.contains("runs standalone"), "{message}");
+    std::fs::remove_file(manifests.join("cm.yaml")).unwrap();
+
     // Added: a pod that completes under Never.
     let exit = guests::build("exit");
     std::fs::write(manifests.join("exit.yaml"), manifest("exiter", &exit, "  restartPolicy: Never\n"))

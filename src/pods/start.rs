@@ -103,6 +103,16 @@ impl<R: ContainerRuntime> Worker<R> {
     }
 
     /// A container cannot be created now: show why and try again after a back-off.
+    /// A missing ConfigMap or Secret, said so; standalone, also why it cannot be there.
+    pub(super) fn config_message(&self, message: String) -> String {
+        match self.shared.client {
+            Some(_) => message,
+            None => format!(
+                "{message} (this node runs standalone: without an API server, static pods cannot use ConfigMaps, Secrets or service account tokens)"
+            ),
+        }
+    }
+
     fn cannot_start(&mut self, slot: Slot, reason: &str, message: String) {
         self.event(Some(slot), Kind::Warning, "Failed", format!("Error: {message}"));
         let (view, track) = self.slot_mut(slot);
@@ -123,7 +133,10 @@ impl<R: ContainerRuntime> Worker<R> {
         let ctx = self.shared.context(&self.pod);
         let env = match env::resolve_env(&self.shared.source(), &ctx, &container).await {
             Ok(env) => env,
-            Err(e) => return self.cannot_start(slot, "CreateContainerConfigError", e.to_string()),
+            Err(e) => {
+                let message = self.config_message(e.to_string());
+                return self.cannot_start(slot, "CreateContainerConfigError", message);
+            }
         };
         let mounts = match prepared_pod.volumes.mounts(&container) {
             Ok(m) => {

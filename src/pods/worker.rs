@@ -236,6 +236,7 @@ impl<R: ContainerRuntime> Worker<R> {
                 self.phase = Phase::Retry { until: now + delay, flip_at: flip };
             }
             Err(Failure::Config { message }) => {
+                let message = self.config_message(message);
                 self.event(None, Kind::Warning, "Failed", format!("Error: {message}"));
                 for c in self.view.init.iter_mut().chain(self.view.main.iter_mut()) {
                     c.state = State::waiting("CreateContainerConfigError", Some(message.clone()));
