@@ -81,10 +81,14 @@ fn start_cluster() -> Option<Cluster> {
         })
     };
     match var("KUBECONFIG") {
-        Some(k) => Some(Cluster {
-            kubeconfig: PathBuf::from(k),
-            registry: var("KRUSTLET_TEST_REGISTRY").unwrap_or_else(|| "127.0.0.1:5000".into()),
-        }),
+        Some(k) => {
+            let cluster = Cluster {
+                kubeconfig: PathBuf::from(k),
+                registry: var("KRUSTLET_TEST_REGISTRY").unwrap_or_else(|| "127.0.0.1:5000".into()),
+            };
+            cluster.forget_dead_test_nodes();
+            Some(cluster)
+        }
         None => fail(format!("bootstrap/cluster.sh env printed no KUBECONFIG: {text}")),
     }
 }
@@ -127,6 +131,24 @@ impl Cluster {
             .expect("bootstrap.sh runs");
         assert!(out.status.success(), "bootstrap.sh failed: {}", String::from_utf8_lossy(&out.stderr));
         dir.join("bootstrap.conf")
+    }
+
+    /// Deletes the test nodes (`kw-*`) of earlier test processes whose Lease is no longer
+    /// renewed (every 10 s by a live agent): shared nodes outlive their tests, and a dead
+    /// node counts as Ready for a while, where the scheduler could put a test's pod.
+    fn forget_dead_test_nodes(&self) {
+        let Some(leases) = self.get_json(&["leases", "-n", "kube-node-lease"]) else { return };
+        let now = chrono::Utc::now();
+        for lease in leases["items"].as_array().into_iter().flatten() {
+            let name = lease["metadata"]["name"].as_str().unwrap_or("");
+            let renewed = lease["spec"]["renewTime"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            let dead = renewed.is_none_or(|t| now.signed_duration_since(t) > chrono::Duration::seconds(20));
+            if name.starts_with("kw-") && dead {
+                self.forget_node(name);
+            }
+        }
     }
 
     /// Deletes what a test node left behind (ignores what is already gone).
