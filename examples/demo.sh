@@ -17,42 +17,17 @@
 #      DEMO_PORT          kubelet API port (default 10250, else a free one)
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TAG=demo HELP_LINES='2,17p'
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" "$@"
 NODE="${DEMO_NODE:-krustlet-demo}"
 REGISTRY=127.0.0.1:5000
 IMAGE="$REGISTRY/examples/hello:v1" # what examples/pods/hello.yaml runs
-KEEP=0
-for arg in "$@"; do
-  case "$arg" in
-    --keep) KEEP=1 ;;
-    -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) printf 'demo.sh: unknown argument %s (try --help)\n' "$arg" >&2; exit 2 ;;
-  esac
-done
 
-log() { printf '\n[demo] %s\n' "$*" >&2; }
-die() { printf '[demo] ERROR: %s\n' "$*" >&2; exit 1; }
 # show CMD...: prints the command as a user would type it, then runs it.
 show() { printf '$ %s\n' "$*"; "$@"; }
-
-WORK="" PID=""
-cleanup() {
-  local code=$?
-  if ((code != 0)) && [[ -n "$WORK" && -f "$WORK/agent.log" ]]; then
-    printf '[demo] ---- last lines of the agent log (%s) ----\n' "$WORK/agent.log" >&2
-    tail -n 30 "$WORK/agent.log" >&2 || true
-  fi
-  if ((KEEP == 0 || code != 0)); then
-    if [[ -n "$PID" ]]; then
-      kubectl delete pod hello --ignore-not-found --wait=true --timeout=20s >/dev/null 2>&1 || true
-      kill "$PID" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-      kubectl delete node "$NODE" --ignore-not-found >/dev/null 2>&1 || true
-    fi
-    [[ -z "$WORK" ]] || rm -rf "$WORK"
-  fi
-}
-trap cleanup EXIT
+# What the agent made in the cluster goes with it (lib.sh's cleanup calls these).
+before_cleanup() { kubectl delete pod hello --ignore-not-found --wait=true --timeout=20s >/dev/null 2>&1; }
+after_cleanup() { kubectl delete node "$NODE" --ignore-not-found >/dev/null 2>&1; }
 
 # 1. The control plane (built once, then cached) and an admin kubeconfig.
 if ! "$REPO/bootstrap/cluster.sh" status >/dev/null 2>&1; then
@@ -68,16 +43,8 @@ command -v kubectl >/dev/null || die "kubectl not found on PATH"
 
 # 2. The agent and the guest.
 WORK="$(mktemp -d /tmp/krustlet-demo.XXXXXX)"
-BIN="${KRUSTLET_WASI_BIN:-}"
-if [[ -z "$BIN" ]]; then
-  command -v cargo >/dev/null || die "cargo not found: install Rust >= 1.95 (https://rustup.rs) and put it on PATH"
-  log "building krustlet-wasi (release; the first build takes a few minutes)"
-  (cd "$REPO" && cargo build --release --quiet --bin krustlet-wasi) || die "cargo build --release failed"
-  BIN="$REPO/target/release/krustlet-wasi"
-fi
-[[ -x "$BIN" ]] || die "$BIN is not an executable"
-WASM_DIR="$("$REPO/examples/build.sh" 2>"$WORK/build.log" | tail -n 1)" ||
-  { cat "$WORK/build.log" >&2; die "building the guests failed"; }
+agent_binary
+build_guests
 
 # 3. A bootstrap kubeconfig (token + RBAC), written into the demo's own directory.
 log "preparing TLS bootstrap"
@@ -86,11 +53,11 @@ CONFIG_DIR="$WORK/config" show "$REPO/bootstrap/bootstrap.sh" >/dev/null || die 
 # 4. The node. A previous demo's node of the same name would hold the name: remove it.
 kubectl delete node "$NODE" --ignore-not-found >/dev/null
 kubectl delete csr "$NODE" "$NODE-tls" --ignore-not-found >/dev/null
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-PORT="${DEMO_PORT:-10250}"
-if ! port_free "$PORT"; then
-  [[ -z "${DEMO_PORT:-}" ]] || die "port $PORT is in use (DEMO_PORT)"
-  for _ in $(seq 50); do PORT=$((20000 + RANDOM % 40000)); port_free "$PORT" && break; done
+if [[ -n "${DEMO_PORT:-}" ]]; then
+  free_port "$DEMO_PORT"
+  [[ "$PORT" == "$DEMO_PORT" ]] || die "port $DEMO_PORT is in use (DEMO_PORT)"
+else
+  free_port 10250
 fi
 log "starting the node"
 printf '$ %s\n' "krustlet-wasi --bootstrap-file $WORK/config/bootstrap.conf --data-dir $WORK/data --node-name $NODE --node-ip 127.0.0.1 --port $PORT --insecure-registries $REGISTRY"
@@ -149,11 +116,7 @@ if ((KEEP)); then
 else
   log "cleaning up: the pod, the agent, the node (the control plane stays up)"
   show kubectl delete pod hello --wait=true --timeout=20s || die "deleting pod hello failed"
-  kill "$PID"
-  for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$PID" 2>/dev/null && die "the agent did not stop within 10 s of SIGTERM"
-  wait "$PID" || die "the agent exited with status $? on SIGTERM (expected 0)"
-  PID=""
+  stop_agent
   kubectl delete node "$NODE" >/dev/null || die "deleting node $NODE failed"
   log "done"
 fi

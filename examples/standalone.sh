@@ -15,36 +15,11 @@
 # (the tests run this script with their build).
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TAG=standalone HELP_LINES='2,15p'
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" "$@"
 APT_PACKAGES=(clang lld wasi-libc libclang-rt-14-dev-wasm32)
 NODE=standalone
 POD="hello-$NODE" # a static pod is named <name>-<node-name>
-KEEP=0
-for arg in "$@"; do
-  case "$arg" in
-    --keep) KEEP=1 ;;
-    -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) printf 'standalone.sh: unknown argument %s (try --help)\n' "$arg" >&2; exit 2 ;;
-  esac
-done
-
-log() { printf '[standalone] %s\n' "$*" >&2; }
-die() { printf '[standalone] ERROR: %s\n' "$*" >&2; exit 1; }
-
-WORK="" PID=""
-cleanup() {
-  local code=$?
-  if [[ -n "$PID" ]] && ((KEEP == 0 || code != 0)); then
-    kill "$PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-  fi
-  if ((code != 0)) && [[ -n "$WORK" && -f "$WORK/agent.log" ]]; then
-    printf '[standalone] ---- last lines of the agent log (%s) ----\n' "$WORK/agent.log" >&2
-    tail -n 30 "$WORK/agent.log" >&2 || true
-  fi
-  if [[ -n "$WORK" ]] && ((KEEP == 0 || code != 0)); then rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
 
 # 1. Packages for the guests (C -> wasm32-wasi), only when missing.
 missing=()
@@ -61,30 +36,14 @@ fi
 
 # 2. Build the guests and the agent.
 WORK="$(mktemp -d /tmp/krustlet-standalone.XXXXXX)"
-log "building the example guests"
-WASM_DIR="$("$REPO/examples/build.sh" 2>"$WORK/build.log" | tail -n 1)" ||
-  { cat "$WORK/build.log" >&2; die "building the guests failed"; }
-[[ -f "$WASM_DIR/hello.wasm" ]] || die "examples/build.sh did not produce $WASM_DIR/hello.wasm"
-BIN="${KRUSTLET_WASI_BIN:-}"
-if [[ -z "$BIN" ]]; then
-  command -v cargo >/dev/null || die "cargo not found: install Rust >= 1.95 (https://rustup.rs) and put it on PATH"
-  log "building krustlet-wasi (release; the first build takes a few minutes)"
-  (cd "$REPO" && cargo build --release --quiet --bin krustlet-wasi) || die "cargo build --release failed"
-  BIN="$REPO/target/release/krustlet-wasi"
-fi
-[[ -x "$BIN" ]] || die "$BIN is not an executable"
+build_guests
+agent_binary
 
 # 3. A manifest dir with the hello pod, a data dir, a free port.
 MANIFESTS="$WORK/manifests" DATA="$WORK/data"
 mkdir -p "$MANIFESTS" "$DATA"
 sed "s#@WASM_DIR@#$WASM_DIR#g" "$REPO/examples/static/hello.yaml.in" >"$MANIFESTS/hello.yaml"
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-PORT=""
-for _ in $(seq 50); do
-  candidate=$((20000 + RANDOM % 40000))
-  if port_free "$candidate"; then PORT=$candidate; break; fi
-done
-[[ -n "$PORT" ]] || die "found no free port on 127.0.0.1"
+free_port
 
 # 4. The agent: no kubeconfig and no bootstrap file, so it runs standalone.
 [[ ! -e /etc/kubernetes/bootstrap-kubelet.conf ]] ||
@@ -129,10 +88,6 @@ if ((KEEP)); then
   log "stop it with: kill $PID && rm -rf $WORK"
 else
   log "stopping the agent"
-  kill "$PID"
-  for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$PID" 2>/dev/null; then die "the agent did not stop within 10 s of SIGTERM"; fi
-  wait "$PID" || die "the agent exited with status $? on SIGTERM (expected 0)"
-  PID=""
+  stop_agent
   log "done"
 fi

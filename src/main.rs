@@ -44,12 +44,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match async_runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the async runtime failed: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(agent::run(cfg, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,12 +71,9 @@ where
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match async_runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the async runtime failed: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(command(dir, std::io::stdout().lock())) {
         Ok(()) => ExitCode::SUCCESS,
@@ -103,12 +97,9 @@ fn push(args: &PushArgs) -> ExitCode {
         None => Vec::new(),
     };
     let format = if args.format == "wasm-to-oci" { PushFormat::WasmToOci } else { PushFormat::Cncf };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match async_runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the async runtime failed: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let auth = RegistryAuth::anonymous();
     let pushed = krustlet_wasi::oci::push(&args.file, &args.reference, format, &insecure, &auth);
@@ -122,6 +113,14 @@ fn push(args: &PushArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Builds a tokio runtime with I/O and timers; a failure is printed and becomes the exit code.
+fn async_runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("error: starting the async runtime failed: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn init_tracing() {
