@@ -15,3 +15,4 @@ pub mod oci;
 pub mod pods;
 pub mod server;
 pub mod volumes;
+pub mod wake;

@@ -16,8 +16,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::state::{self, PodRecord};
-use super::wake::Wake;
 use super::{CliError, Result};
+use crate::wake::Wake;
 
 /// Bytes read per call.
 const READ_CHUNK: u64 = 64 * 1024;

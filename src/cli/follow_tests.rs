@@ -15,9 +15,9 @@ use tokio::task::JoinHandle;
 use super::follow::{FollowedRun, follow, is_live};
 use super::state::read_pod;
 use super::testdata::*;
-use super::wake::Wake;
 use super::{LogsArgs, Result, logs};
 use crate::logs::{LogFile, LogLimits, LogRegistry, Stream};
+use crate::wake::Wake;
 
 /// Output shared between the command (writing) and the test (reading).
 #[derive(Clone, Default)]

@@ -9,9 +9,9 @@ use futures::StreamExt;
 
 use super::follow::{self, FollowedRun};
 use super::state::{self, PodRecord};
-use super::wake::Wake;
 use super::{CliError, LogsArgs, Result};
 use crate::logs::{self as store, LogOptions, LogRegistry};
+use crate::wake::Wake;
 
 /// Prints the log of a container run of the pod `args.pod` under `data_dir`, as
 /// `kubectl logs` does: the whole log or its last `tail` lines; with `follow`, and the run

@@ -11,13 +11,13 @@
 //!
 //! - `state.rs`: reading and finding pods; `table.rs`: the `pods` table as kubectl prints it.
 //! - `logs.rs`: choosing the container and run, printing with the crate's reader.
-//! - `follow.rs` + `wake.rs`: `logs -f` from a separate process (see [`follow`](follow)).
+//! - `follow.rs`: `logs -f` from a separate process (see [`follow`](follow)), woken by
+//!   [`crate::wake`].
 
 mod follow;
 mod logs;
 mod state;
 mod table;
-mod wake;
 
 #[cfg(test)]
 mod follow_tests;

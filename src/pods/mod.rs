@@ -72,9 +72,11 @@ impl<R> Shared<R> {
 /// The latest state of a pod, as the worker receives it (`None`: gone from the API).
 pub type PodSlot = watch::Sender<Option<Arc<Pod>>>;
 
-/// How often `--pod-manifest-path` is rescanned (the kubelet: 20 s; we want edits to
-/// show quickly, and a rescan only stats the files).
-pub const MANIFEST_RESCAN: std::time::Duration = std::time::Duration::from_secs(1);
+/// After inotify reports a change in `--pod-manifest-path`, how long to let the writer
+/// finish before reading the files (an editor may write a file in several steps). Without
+/// events the directory is rescanned every second (see [`crate::wake`]); the kubelet
+/// rescans every 20 s.
+pub const MANIFEST_SETTLE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The pods of this node and their workers.
 struct Controller<R> {
@@ -171,7 +173,7 @@ pub async fn run<R: ContainerRuntime>(
         None => futures::stream::pending().boxed(),
     };
     let mut statics = manifests.as_deref().map(|dir| manifests::Manifests::new(dir, &node_name));
-    let mut rescan = tokio::time::interval(MANIFEST_RESCAN);
+    let mut wake = manifests.as_deref().map(|dir| crate::wake::Wake::watch(&[dir]));
     let mut ctl = Controller {
         shared,
         max_pods,
@@ -190,7 +192,8 @@ pub async fn run<R: ContainerRuntime>(
     loop {
         tokio::select! {
             _ = shutdown.recv() => break,
-            _ = rescan.tick(), if statics.is_some() => {
+            _ = async { wake.as_mut()?.wait().await; Some(()) }, if wake.is_some() => {
+                tokio::time::sleep(MANIFEST_SETTLE).await;
                 for change in statics.as_mut().map(|m| m.rescan()).unwrap_or_default() {
                     match change {
                         manifests::Change::Upsert(pod) => ctl.apply(*pod).await,

@@ -1,8 +1,8 @@
-//! When `logs -f` looks again: inotify on the run's log directory (appends, rotations,
-//! deletions) and the pod's state directory (each new `status.json` is a rename into it;
-//! its removal ends the pod), with a slow tick as a safety net. Where inotify cannot be
-//! had (no instances left, a directory already gone) it polls. Needs a tokio runtime with
-//! I/O enabled.
+//! Waiting for a change in a few directories: inotify on them (creations, writes, renames,
+//! deletions), with a slow tick as a safety net. Used by `logs -f` (a run's log directory
+//! and its pod's state directory) and by static pods (`--pod-manifest-path`). Where
+//! inotify cannot be had (no instances left, a directory not there) it polls. Needs a
+//! tokio runtime with I/O enabled.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -19,13 +19,13 @@ const POLL: Duration = Duration::from_millis(100);
 const SAFETY_TICK: Duration = Duration::from_secs(1);
 
 /// Waits for a change in a few directories.
-pub(super) struct Wake {
+pub struct Wake {
     inotify: Option<AsyncFd<OwnedFd>>,
 }
 
 impl Wake {
     /// Watches `dirs`; polls every 100 ms if any cannot be watched.
-    pub(super) fn watch(dirs: &[&Path]) -> Wake {
+    pub fn watch(dirs: &[&Path]) -> Wake {
         let watched = || -> Result<AsyncFd<OwnedFd>, std::io::Error> {
             let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
             let events = WatchFlags::CREATE
@@ -48,18 +48,18 @@ impl Wake {
 
     /// Looks every 100 ms.
     #[cfg(test)]
-    pub(super) fn polling() -> Wake {
+    pub fn polling() -> Wake {
         Wake { inotify: None }
     }
 
     /// Whether changes are pushed by inotify (else polled).
     #[cfg(test)]
-    pub(super) fn is_pushed(&self) -> bool {
+    pub fn is_pushed(&self) -> bool {
         self.inotify.is_some()
     }
 
     /// Returns after a change (or the safety tick); every pending event is consumed.
-    pub(super) async fn wait(&mut self) {
+    pub async fn wait(&mut self) {
         let Some(fd) = &self.inotify else {
             tokio::time::sleep(POLL).await;
             return;
