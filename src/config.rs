@@ -44,7 +44,7 @@ pub const CERT_RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
 )]
 pub struct Flags {
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<crate::cli::Command>,
 
     /// IP address the node reports as its InternalIP (and puts in its serving certificate).
     /// Default: the first non-loopback address of the host.
@@ -126,37 +126,6 @@ pub struct Flags {
     /// certificate (there is no cluster CA or RBAC to ask). Default: off.
     #[arg(long, env = "KRUSTLET_ALLOW_ANONYMOUS_LOCALHOST")]
     pub allow_anonymous_localhost: bool,
-}
-
-/// Tools besides running the node.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum Command {
-    /// Publish a .wasm module to an OCI registry, e.g.
-    /// `krustlet-wasi push app.wasm 127.0.0.1:5000/apps/app:v1 --insecure-registries 127.0.0.1:5000`.
-    Push(PushArgs),
-    /// List the pods this node runs, as `kubectl get pods -A` shows them, from the state
-    /// under --data-dir (works without a cluster and without the agent running).
-    Pods,
-    /// Print a container's log from the state under --data-dir, e.g.
-    /// `krustlet-wasi logs hello-mynode -f --tail 5`.
-    Logs(crate::cli::LogsArgs),
-}
-
-/// Arguments of `krustlet-wasi push`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct PushArgs {
-    /// The .wasm module (core module or component) to publish.
-    pub file: PathBuf,
-    /// Where to publish it: REGISTRY/REPOSITORY:TAG.
-    pub reference: String,
-    /// Artifact format: `cncf` (the CNCF Wasm OCI artifact: config
-    /// application/vnd.wasm.config.v0+json, layer application/wasm) or `wasm-to-oci`
-    /// (layer application/vnd.wasm.content.layer.v1+wasm, what Krustlet ran). Default: cncf.
-    #[arg(long, default_value = "cncf", value_parser = ["cncf", "wasm-to-oci"])]
-    pub format: String,
-    /// Registries (`host[:port]`, comma-separated) reached over plain HTTP. Default: none.
-    #[arg(long, env = "KRUSTLET_INSECURE_REGISTRIES", value_name = "HOST[:PORT],...")]
-    pub insecure_registries: Option<String>,
 }
 
 /// Facts about the host that defaults depend on, gathered by the caller (see `host.rs`).

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use krustlet_wasi::config::{Command, Config, Flags, PushArgs};
+use krustlet_wasi::cli::{Command, PushArgs};
+use krustlet_wasi::config::{Config, Flags};
 use krustlet_wasi::{agent, cli, host};
 
 fn main() -> ExitCode {
@@ -16,9 +17,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // One line naming the flag and the problem; clap's hints follow on later lines.
+            // One line naming the flag and the problem (clap's hints follow after a blank
+            // line), or, when that line ends in ':', the list it introduces on one line.
             let text = e.to_string();
-            eprintln!("{}", text.lines().next().unwrap_or("error: invalid arguments"));
+            let said: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            eprintln!("{}", if said.is_empty() { "error: invalid arguments".into() } else { said.join(" ") });
             return ExitCode::from(2);
         }
     };

@@ -1,4 +1,5 @@
-//! The local commands `krustlet-wasi pods` and `krustlet-wasi logs`: what the node runs,
+//! The subcommands (`Command`): `push` (run from main.rs with `crate::oci`), and the local
+//! commands `krustlet-wasi pods` and `krustlet-wasi logs`: what the node runs,
 //! read from the state the agent keeps under its data dir — no API server, no agent
 //! process needed, so they work the same for cluster and standalone (static) pods.
 //!
@@ -102,4 +103,35 @@ pub struct LogsArgs {
     /// The run before the current one (`--previous` of kubectl).
     #[arg(short = 'p', long)]
     pub previous: bool,
+}
+
+/// Tools besides running the node.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Publish a .wasm module to an OCI registry, e.g.
+    /// `krustlet-wasi push app.wasm 127.0.0.1:5000/apps/app:v1 --insecure-registries 127.0.0.1:5000`.
+    Push(PushArgs),
+    /// List the pods this node runs, as `kubectl get pods -A` shows them, from the state
+    /// under --data-dir (works without a cluster and without the agent running).
+    Pods,
+    /// Print a container's log from the state under --data-dir, e.g.
+    /// `krustlet-wasi logs hello-mynode -f --tail 5`.
+    Logs(LogsArgs),
+}
+
+/// Arguments of `krustlet-wasi push`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PushArgs {
+    /// The .wasm module (core module or component) to publish.
+    pub file: PathBuf,
+    /// Where to publish it: REGISTRY/REPOSITORY:TAG.
+    pub reference: String,
+    /// Artifact format: `cncf` (the CNCF Wasm OCI artifact: config
+    /// application/vnd.wasm.config.v0+json, layer application/wasm) or `wasm-to-oci`
+    /// (layer application/vnd.wasm.content.layer.v1+wasm, what Krustlet ran). Default: cncf.
+    #[arg(long, default_value = "cncf", value_parser = ["cncf", "wasm-to-oci"])]
+    pub format: String,
+    /// Registries (`host[:port]`, comma-separated) reached over plain HTTP. Default: none.
+    #[arg(long, env = "KRUSTLET_INSECURE_REGISTRIES", value_name = "HOST[:PORT],...")]
+    pub insecure_registries: Option<String>,
 }
