@@ -108,6 +108,23 @@ fn standalone_runs_static_pods_and_follows_the_manifest_directory() {
     let s = status_of(&data, "exiter-standalone").unwrap();
     assert_eq!(s["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 0);
 
+    // A hostPath volume, read by the guest.
+    let host_dir = dir.path().join("host");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("greeting"), "from the host\n").unwrap();
+    let reader = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: reader}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: file://{}\n    args: [\"@/host/greeting\"]\n    volumeMounts: [{{name: h, mountPath: /host, readOnly: true}}]\n  volumes:\n  - {{name: h, hostPath: {{path: {}, type: Directory}}}}\n",
+        guests::build("show").display(),
+        host_dir.display()
+    );
+    std::fs::write(manifests.join("reader.yaml"), reader).unwrap();
+    wait_for("reader Succeeded", Duration::from_secs(60), || {
+        (phase_of(&data, "reader-standalone")? == "Succeeded").then_some(())
+    });
+    assert!(
+        log_text(&data, "default_reader-standalone").contains("stdout F file:/host/greeting:from the host\n")
+    );
+
     // Changed: the old pod is replaced by the new version.
     let old_uid = status_of(&data, "hello-standalone").unwrap()["uid"].clone();
     std::fs::write(manifests.join("hello.yaml"), manifest("hello", &hello, "  restartPolicy: OnFailure\n"))
