@@ -155,6 +155,7 @@ fn static_templates_run_standalone_and_local_commands_show_them() {
     // Mistakes get one line naming what was wrong, and exit 1.
     for (args, says) in [
         (&["logs", "nothere"][..], "pod \"nothere\" not found"),
+        (&["logs", "hello"], "did you mean hello-laptop? a static pod is named <name>-<node-name>"),
         (&["logs", "show-laptop", "-c", "nope"], "container nope is not valid for pod show-laptop"),
         (&["logs", "hello-laptop", "--previous"], "previous terminated container \"hello\""),
     ] {

@@ -45,10 +45,10 @@ pub enum CliError {
     ReadStatus { path: PathBuf, source: std::io::Error },
     #[error("parsing {}: {source}", path.display())]
     ParseStatus { path: PathBuf, source: serde_json::Error },
-    #[error("pod \"{pod}\" not found in {}", data_dir.display())]
-    PodNotFound { pod: String, data_dir: PathBuf },
-    #[error("pod \"{pod}\" not found in namespace \"{namespace}\" in {}", data_dir.display())]
-    PodNotFoundInNamespace { pod: String, namespace: String, data_dir: PathBuf },
+    #[error("pod \"{pod}\" not found in {}{hint}", data_dir.display())]
+    PodNotFound { pod: String, data_dir: PathBuf, hint: String },
+    #[error("pod \"{pod}\" not found in namespace \"{namespace}\" in {}{hint}", data_dir.display())]
+    PodNotFoundInNamespace { pod: String, namespace: String, data_dir: PathBuf, hint: String },
     #[error("pod \"{pod}\" exists in several namespaces ({}): choose one with -n", namespaces.join(", "))]
     AmbiguousPod { pod: String, namespaces: Vec<String> },
     #[error("{}", container_required(pod, containers, init))]

@@ -166,23 +166,41 @@ pub(super) fn read_pods(data_dir: &Path) -> Result<Vec<PodRecord>> {
 /// namespace; two pods of one name in one namespace (one being replaced) resolve to the
 /// one whose status was written last.
 pub(super) fn find_pod(data_dir: &Path, name: &str, namespace: Option<&str>) -> Result<PodRecord> {
-    let mut found: Vec<PodRecord> = read_pods(data_dir)?
-        .into_iter()
-        .filter(|p| p.name == name && namespace.is_none_or(|ns| p.namespace == ns))
-        .collect();
+    let all = read_pods(data_dir)?;
+    let in_scope = |p: &&PodRecord| namespace.is_none_or(|ns| p.namespace == ns);
+    let mut found: Vec<PodRecord> = all.iter().filter(in_scope).filter(|p| p.name == name).cloned().collect();
     let mut namespaces: Vec<String> = found.iter().map(|p| p.namespace.clone()).collect();
     namespaces.dedup();
-    match (namespaces.len(), namespace) {
-        (0, None) => Err(CliError::PodNotFound { pod: name.into(), data_dir: data_dir.into() }),
-        (0, Some(ns)) => Err(CliError::PodNotFoundInNamespace {
+    // A static pod is named `<name>-<node>`: a user may well ask for `<name>`.
+    let hint = || {
+        let similar: Vec<&str> = all
+            .iter()
+            .filter(in_scope)
+            .filter(|p| p.name.strip_prefix(name).is_some_and(|rest| rest.starts_with('-')))
+            .map(|p| p.name.as_str())
+            .collect();
+        match similar.as_slice() {
+            [] => String::new(),
+            names => {
+                format!(" (did you mean {}? a static pod is named <name>-<node-name>)", names.join(" or "))
+            }
+        }
+    };
+    let not_found = || match namespace {
+        None => CliError::PodNotFound { pod: name.into(), data_dir: data_dir.into(), hint: hint() },
+        Some(ns) => CliError::PodNotFoundInNamespace {
             pod: name.into(),
             namespace: ns.into(),
             data_dir: data_dir.into(),
-        }),
-        (1, _) => {
+            hint: hint(),
+        },
+    };
+    match namespaces.len() {
+        0 => Err(not_found()),
+        1 => {
             let modified = |p: &PodRecord| std::fs::metadata(&p.status_path).and_then(|m| m.modified()).ok();
             found.sort_by_key(|p| modified(p));
-            found.pop().ok_or_else(|| CliError::PodNotFound { pod: name.into(), data_dir: data_dir.into() })
+            found.pop().ok_or_else(not_found)
         }
         _ => Err(CliError::AmbiguousPod { pod: name.into(), namespaces }),
     }
