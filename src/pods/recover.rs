@@ -49,6 +49,7 @@ impl<R: ContainerRuntime> Worker<R> {
                 // Never ran (or was waiting to be restarted): keep its count and history.
                 view.restart_count = prev.restart_count.max(0) as u32;
                 view.last = prev.last_state.as_ref().and_then(terminated);
+                self.main[i].restart_pending = view.last.is_some();
                 continue;
             };
             let code = match &ended {
@@ -62,7 +63,7 @@ impl<R: ContainerRuntime> Worker<R> {
             };
             view.restart_count = prev.restart_count.max(0) as u32;
             if restart {
-                view.restart_count += 1;
+                self.main[i].restart_pending = true;
                 view.last = Some(ended);
             } else {
                 view.state = ended;

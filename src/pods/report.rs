@@ -3,7 +3,9 @@
 //! a mirror pod (annotation `kubernetes.io/config.mirror`) as the kubelet keeps one.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
@@ -145,7 +147,8 @@ impl<R: ContainerRuntime> Worker<R> {
             Err(e) => return self.cannot_start(slot, "CreateContainerError", e.to_string()),
         };
         let argv = env::argv(&container, &prepared.entrypoint, &prepared.cmd, &prepared.module_path, &env);
-        let number = self.container_view(slot).restart_count;
+        let pending = self.slot_mut(slot).1.restart_pending;
+        let number = self.container_view(slot).restart_count + u32::from(pending);
         let log_path = logs::container_log(&self.log_dir(), &container.name, number);
         let log = match LogFile::create(&self.shared.logs, &log_path, self.shared.log_limits) {
             Ok(l) => l,
@@ -192,6 +195,8 @@ impl<R: ContainerRuntime> Worker<R> {
         let uid = self.uid();
         let (view, track) = self.slot_mut(slot);
         view.state = State::Running { started_at: now_rfc3339() };
+        view.restart_count = number;
+        track.restart_pending = false;
         view.container_id = format!("wasmtime://{uid}/{}/{number}", container.name);
         view.image_id = prepared.image_id.clone();
         track.run = Some(Run { stop: running.stopper(), started: Instant::now(), number });
@@ -275,7 +280,7 @@ impl<R: ContainerRuntime> Worker<R> {
             track.backoff_step = 0;
         }
         view.last = Some(term);
-        view.restart_count += 1;
+        track.restart_pending = true;
         let step = track.backoff_step;
         track.backoff_step += 1;
         if step == 0 {

@@ -2,7 +2,9 @@
 //! and moves through one `Phase` enum by `step()`. Starting containers lives in `start.rs`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -82,6 +84,9 @@ pub(super) struct Track {
     pub backoff_step: u32,
     /// Never started again (finished for good under the restartPolicy).
     pub finished: bool,
+    /// The next run is a restart: starting it adds one to `restartCount` (the kubelet
+    /// counts a restart when the new run starts, not when the old one dies).
+    pub restart_pending: bool,
 }
 
 pub struct Worker<R: ContainerRuntime> {
@@ -138,7 +143,7 @@ impl<R: ContainerRuntime> Worker<R> {
                     }),
                     Some(e) = w.tasks.next(), if !w.tasks.is_empty() => e,
                     e = poll_opt(&mut w.preparing), if w.preparing.is_some() => e,
-                    _ = sleep_until(deadline.into()) => Event::Timer,
+                    _ = sleep_until(deadline) => Event::Timer,
                 };
                 w.step(event).await;
             }
@@ -358,3 +363,7 @@ pub(super) async fn poll_opt(f: &mut Option<BoxFuture<'static, Event>>) -> Event
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;
