@@ -1,11 +1,25 @@
 //! Publishes core/v1 Events, as the kubelet does: `kubectl describe` shows them, and a
-//! node is allowed to create them (1.20's node role grants only core/v1 events).
+//! node is allowed to create them (1.20's node role grants only core/v1 events). An event
+//! that repeats one already published (same object, type, reason and message) bumps that
+//! event's `count` and `lastTimestamp` instead of adding an object, as the kubelet's
+//! recorder does, so a crash loop is one `BackOff` event with a growing count.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use tracing::warn;
+
+/// How many distinct events are remembered for counting repeats (the kubelet's recorder
+/// keeps 4096 too); when full, the memory starts over.
+const REMEMBERED_EVENTS: usize = 4096;
+
+/// What makes two events the same one: object (namespace, name, uid, field path), type,
+/// reason, message.
+type EventKey = (String, String, String, String, &'static str, String, String);
 
 /// `Normal` or `Warning`, as `kubectl describe` prints them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,16 +34,18 @@ pub struct Recorder {
     /// None in standalone mode: events are only logged.
     client: Option<Client>,
     node_name: String,
+    /// Published events by what makes them the same: (event name, count).
+    published: Arc<Mutex<HashMap<EventKey, (String, i32)>>>,
 }
 
 impl Recorder {
     pub fn new(client: Client, node_name: &str) -> Self {
-        Recorder { client: Some(client), node_name: node_name.to_string() }
+        Recorder { client: Some(client), node_name: node_name.to_string(), published: Arc::default() }
     }
 
     /// A recorder for a node without an API server: events go to the log only.
     pub fn local(node_name: &str) -> Self {
-        Recorder { client: None, node_name: node_name.to_string() }
+        Recorder { client: None, node_name: node_name.to_string(), published: Arc::default() }
     }
 
     /// Publishes one event about `object`. Failing to publish is logged, never fatal:
@@ -41,27 +57,51 @@ impl Recorder {
         };
         // Node events live in "default", as the kubelet puts them.
         let namespace = object.namespace.clone().unwrap_or_else(|| "default".into());
+        let type_ = match kind {
+            Kind::Normal => "Normal",
+            Kind::Warning => "Warning",
+        };
+        let key: EventKey = (
+            namespace.clone(),
+            object.name.clone().unwrap_or_default(),
+            object.uid.clone().unwrap_or_default(),
+            object.field_path.clone().unwrap_or_default(),
+            type_,
+            reason.to_string(),
+            message.to_string(),
+        );
         let now = k8s_openapi::jiff::Timestamp::now();
+        let api: Api<Event> = Api::namespaced(client, &namespace);
+        let repeat = {
+            let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            published.get_mut(&key).map(|(name, count)| {
+                *count += 1;
+                (name.clone(), *count)
+            })
+        };
+        if let Some((name, count)) = repeat {
+            let patch = serde_json::json!({"count": count, "lastTimestamp": Time(now)});
+            match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => return,
+                // Expired (events live an hour) or never created: publish it anew.
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    warn!(reason, error = %e, "could not update a repeated event");
+                    return;
+                }
+            }
+        }
+        let name = format!("{}.{:x}", object.name.as_deref().unwrap_or("unknown"), now.as_nanosecond());
         let event = Event {
             metadata: ObjectMeta {
-                name: Some(format!(
-                    "{}.{:x}",
-                    object.name.as_deref().unwrap_or("unknown"),
-                    now.as_nanosecond()
-                )),
+                name: Some(name.clone()),
                 namespace: Some(namespace.clone()),
                 ..ObjectMeta::default()
             },
             involved_object: object.clone(),
             reason: Some(reason.to_string()),
             message: Some(message.to_string()),
-            type_: Some(
-                match kind {
-                    Kind::Normal => "Normal",
-                    Kind::Warning => "Warning",
-                }
-                .to_string(),
-            ),
+            type_: Some(type_.to_string()),
             source: Some(EventSource {
                 component: Some("krustlet-wasi".into()),
                 host: Some(self.node_name.clone()),
@@ -74,9 +114,15 @@ impl Recorder {
             reporting_instance: Some(self.node_name.clone()),
             ..Event::default()
         };
-        let api: Api<Event> = Api::namespaced(client, &namespace);
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
-            warn!(reason, error = %e, "could not publish event");
+        match api.create(&PostParams::default(), &event).await {
+            Ok(_) => {
+                let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+                if published.len() >= REMEMBERED_EVENTS {
+                    published.clear();
+                }
+                published.insert(key, (name, 1));
+            }
+            Err(e) => warn!(reason, error = %e, "could not publish event"),
         }
     }
 }
