@@ -151,3 +151,54 @@ fn healthz_answers_on_plain_http_on_localhost() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok");
 }
+
+/// The subject of the certificate the server at `port` presents.
+fn served_subject(port: u16) -> String {
+    let out = Command::new("curl")
+        .args(["-skv", "-o", "/dev/null", &format!("https://127.0.0.1:{port}/pods")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    err.lines().find_map(|l| l.trim().strip_prefix("*  subject: ").map(String::from)).unwrap_or(err)
+}
+
+#[test]
+fn a_renewed_serving_certificate_is_used_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifests, data) = (dir.path().join("manifests"), dir.path().join("data"));
+    std::fs::create_dir_all(&manifests).unwrap();
+    let port = 10293;
+    let args: Vec<String> = [
+        "--pod-manifest-path",
+        &manifests.to_string_lossy(),
+        "--data-dir",
+        &data.to_string_lossy(),
+        "--node-ip",
+        "127.0.0.1",
+        "--hostname",
+        "before",
+        "--node-name",
+        "before",
+        "--port",
+        &port.to_string(),
+        "--healthz-port",
+        "0",
+        "--allow-anonymous-localhost",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut agent = common::Agent::start(&dir.path().join("logs"), &args);
+    agent.wait_output("running standalone", std::time::Duration::from_secs(30));
+    common::wait_for("the API to answer", std::time::Duration::from_secs(10), || {
+        served_subject(port).contains("before@krustlet-wasi").then_some(())
+    });
+    // Renewed in place (key first, each file replaced whole), as a rotation would.
+    let (cert, key) = krustlet_wasi::certs::self_signed("after", &["127.0.0.1".parse().unwrap()]).unwrap();
+    let config = data.join("config");
+    for (name, pem) in [("krustlet.key", key), ("krustlet.crt", cert)] {
+        std::fs::write(config.join(format!("{name}.new")), pem).unwrap();
+        std::fs::rename(config.join(format!("{name}.new")), config.join(name)).unwrap();
+    }
+    assert!(served_subject(port).contains("after@krustlet-wasi"), "{}", served_subject(port));
+    agent.wait_output("serving certificate changed; using the new one", std::time::Duration::from_secs(5));
+}

@@ -141,13 +141,14 @@ impl ClientCertVerifier for PossessionOnly {
     }
 }
 
-/// The serving certificate, re-read when the certificate file's mtime changes.
+/// The serving certificate, re-read when the certificate file changes (its mtime, inode or
+/// size: a file replaced within the filesystem's mtime granularity is still seen).
 #[derive(Debug)]
 struct ReloadingCert {
     cert_file: PathBuf,
     key_file: PathBuf,
     provider: Arc<rustls::crypto::CryptoProvider>,
-    current: Mutex<(Arc<CertifiedKey>, Option<SystemTime>)>,
+    current: Mutex<(Arc<CertifiedKey>, Option<Stamp>)>,
 }
 
 impl ReloadingCert {
@@ -161,13 +162,18 @@ impl ReloadingCert {
             cert_file: cert_file.into(),
             key_file: key_file.into(),
             provider,
-            current: Mutex::new((Arc::new(key), mtime(cert_file))),
+            current: Mutex::new((Arc::new(key), stamp(cert_file))),
         })
     }
 }
 
-fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What identifies one version of a file: mtime, inode, size.
+type Stamp = (SystemTime, u64, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.ino(), meta.len()))
 }
 
 fn load(
@@ -187,7 +193,7 @@ fn load(
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let now = mtime(&self.cert_file);
+        let now = stamp(&self.cert_file);
         if now != current.1 {
             match load(&self.cert_file, &self.key_file, &self.provider) {
                 Ok(key) => {
