@@ -1,4 +1,4 @@
-//! Unit tests of flag defaults and validation in `config.rs`.
+//! Unit tests of flag defaults and validation in `config/mod.rs`.
 
 use super::*;
 
