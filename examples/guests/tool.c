@@ -5,6 +5,7 @@
 //   tool fail N         print a line to stderr and exit with N
 //   tool lines N        print N numbered lines and exit
 //   tool count N        print N numbered lines 200 ms apart, then exit
+//   tool read FILES...  print each file's content (an error line for one it cannot read)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,23 @@ int main(int argc, char **argv) {
             fwrite(buf, 1, n, stdout);
             fflush(stdout);
         }
+        return 0;
+    }
+    if (strcmp(mode, "read") == 0) {
+        for (int i = 2; i < argc; i++) {
+            FILE *f = fopen(argv[i], "r");
+            if (!f) {
+                printf("%s: cannot open\n", argv[i]);
+                continue;
+            }
+            char buf[4096];
+            size_t n;
+            while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+                fwrite(buf, 1, n, stdout);
+            }
+            fclose(f);
+        }
+        fflush(stdout);
         return 0;
     }
     if (strcmp(mode, "fail") == 0) {

@@ -13,7 +13,9 @@ use clap::Parser;
 
 mod parse;
 
-use parse::{default_node_ip, non_empty_path, parse_ip, parse_max_pods, parse_port, validate_dns_name};
+use parse::{
+    default_node_ip, non_empty_path, parse_duration, parse_ip, parse_max_pods, parse_port, validate_dns_name,
+};
 pub use parse::{parse_labels, parse_registries};
 
 /// Default port of the kubelet API (the port every kubelet listens on).
@@ -24,6 +26,9 @@ pub const DEFAULT_HEALTHZ_PORT: u16 = 10248;
 pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
 /// Default `--container-log-max-files`: rotated files kept per container run (kubelet: 5).
 pub const DEFAULT_LOG_MAX_FILES: u32 = 5;
+/// Default `--sync-frequency`: how often running pods' volumes from the API are refreshed
+/// (the kubelet's default sync period).
+pub const DEFAULT_SYNC_FREQUENCY: Duration = Duration::from_secs(60);
 /// Default `--max-pods`, the kubelet's own default.
 pub const DEFAULT_MAX_PODS: u32 = 110;
 /// Default `--bootstrap-file`, where kubeadm puts a kubelet's bootstrap kubeconfig.
@@ -121,6 +126,12 @@ pub struct Flags {
     #[arg(long, env = "KRUSTLET_CONTAINER_LOG_MAX_FILES", value_name = "N")]
     pub container_log_max_files: Option<String>,
 
+    /// How often a running pod's configMap, secret, downwardAPI and projected volumes are
+    /// rewritten from the API (a Go-style duration: `90s`, `1m30s`; at least 1s).
+    /// Service account tokens are renewed at 80% of their lifetime regardless. Default: 1m.
+    #[arg(long, env = "KRUSTLET_SYNC_FREQUENCY", value_name = "DURATION")]
+    pub sync_frequency: Option<String>,
+
     /// Directory of static pod manifests (Pod YAML/JSON), run by this node and watched for
     /// changes. With no kubeconfig and no bootstrap file the node runs standalone with
     /// only these. Default: none.
@@ -166,6 +177,7 @@ pub struct Config {
     pub healthz_port: u16,
     pub container_log_max_size: u64,
     pub container_log_max_files: u32,
+    pub sync_frequency: Duration,
     pub pod_manifest_path: Option<PathBuf>,
     pub allow_anonymous_localhost: bool,
     /// `--bootstrap-file` was given (a missing file is then an error, not standalone mode).
@@ -292,6 +304,10 @@ impl Config {
                     }
                 },
                 None => DEFAULT_LOG_MAX_FILES,
+            },
+            sync_frequency: match &flags.sync_frequency {
+                Some(d) => parse_duration("sync-frequency", d, Duration::from_secs(1))?,
+                None => DEFAULT_SYNC_FREQUENCY,
             },
             data_dir,
         })

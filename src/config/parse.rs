@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::{ConfigError, invalid};
 
@@ -117,4 +118,33 @@ pub fn parse_registries(raw: &str) -> Result<Vec<String>, ConfigError> {
         out.push(r.to_string());
     }
     Ok(out)
+}
+
+/// A Go-style duration (`500ms`, `90s`, `1m30s`, `2h`) of at least `min`.
+pub(super) fn parse_duration(flag: &'static str, raw: &str, min: Duration) -> Result<Duration, ConfigError> {
+    let bad = || invalid(flag, format!("{raw:?} is not a duration such as 90s or 1m30s (at least {min:?})"));
+    let mut rest = raw.trim();
+    let mut total = Duration::ZERO;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let part = match &rest[..unit] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(part);
+        rest = &rest[unit..];
+    }
+    if total < min {
+        return Err(bad());
+    }
+    Ok(total)
 }

@@ -106,3 +106,16 @@ fn no_usable_address_or_home_is_a_clear_error() {
     let f = Flags { node_ip: Some("127.0.0.1".into()), ..Flags::default() };
     assert_eq!(Config::resolve(&f, &h).unwrap_err().flag, "data-dir");
 }
+
+#[test]
+fn sync_frequency_takes_go_durations_of_at_least_a_second() {
+    let parse = |raw: &str| super::parse::parse_duration("sync-frequency", raw, Duration::from_secs(1));
+    assert_eq!(parse("90s").unwrap(), Duration::from_secs(90));
+    assert_eq!(parse("1m30s").unwrap(), Duration::from_secs(90));
+    assert_eq!(parse("2h").unwrap(), Duration::from_secs(7200));
+    assert_eq!(parse("1500ms").unwrap(), Duration::from_millis(1500));
+    for bad in ["", "10", "s", "500ms", "1d", "1.5s", "-1s"] {
+        let e = parse(bad).unwrap_err().to_string();
+        assert!(e.contains("sync-frequency") && e.contains("duration"), "{bad:?}: {e}");
+    }
+}

@@ -55,6 +55,8 @@ pub struct Shared<R> {
     pub logs: crate::logs::LogRegistry,
     /// Rotation limits of each run's log (`--container-log-max-size`, `-max-files`).
     pub log_limits: crate::logs::LogLimits,
+    /// How often running pods' volumes from the API are rewritten (`--sync-frequency`).
+    pub sync_frequency: std::time::Duration,
 }
 
 impl<R> Shared<R> {

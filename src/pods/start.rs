@@ -58,6 +58,7 @@ impl<R: ContainerRuntime> Worker<R> {
             preparing: None,
             published: None,
             publish_retry_at: None,
+            refresh_at: None,
             seen: Instant::now(),
             frozen: false,
             exit: false,
@@ -295,6 +296,35 @@ impl<R: ContainerRuntime> Worker<R> {
         view.state = State::waiting("CrashLoopBackOff", Some(message));
         track.start_at = Some(Instant::now() + delay);
         self.event(Some(slot), Kind::Warning, "BackOff", "Back-off restarting failed container".into());
+    }
+
+    /// When to rewrite the volumes next: after `--sync-frequency`, spread by the pod's UID
+    /// (up to a tenth more) so a thousand pods do not refresh in the same second; sooner if
+    /// a service account token falls due.
+    pub(super) fn schedule_refresh(&mut self) {
+        let Some(prepared) = &self.prepared else { return };
+        let period = self.shared.sync_frequency;
+        let spread =
+            self.uid().bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 1000;
+        let mut at = Instant::now() + period + period / 10 * spread / 1000;
+        if let Some(due) = prepared.volumes.token_refresh_at() {
+            let wait = due.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            at = at.min(Instant::now() + wait);
+        }
+        self.refresh_at = Some(at);
+    }
+
+    /// Rewrites the configMap, secret, downwardAPI and projected volumes from the API and
+    /// the latest pod, so running guests see changes, as on the kubelet. A failure keeps
+    /// the old files.
+    pub(super) async fn refresh_volumes(&mut self) {
+        let (shared, pod) = (self.shared.clone(), self.pod.clone());
+        if let Some(prepared) = self.prepared.as_mut()
+            && let Err(e) = prepared.volumes.refresh(&shared.source(), &shared.context(&pod)).await
+        {
+            tracing::warn!(error = %e, "refreshing the pod's volumes failed; keeping the old files");
+        }
+        self.schedule_refresh();
     }
 
     /// All main containers finished for good: nothing will run again.

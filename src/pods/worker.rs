@@ -106,6 +106,9 @@ pub struct Worker<R: ContainerRuntime> {
     pub(super) published: Option<serde_json::Value>,
     /// A failed status patch is retried at this instant.
     pub(super) publish_retry_at: Option<Instant>,
+    /// When the pod's volumes from the API are next rewritten (`--sync-frequency`, or a
+    /// service account token falling due, whichever comes first).
+    pub(super) refresh_at: Option<Instant>,
     /// When this worker first saw the pod (start latency is measured from here).
     pub(super) seen: Instant,
     /// Adopted in a final phase from an earlier agent: its status is left as it is.
@@ -227,6 +230,7 @@ impl<R: ContainerRuntime> Worker<R> {
                 }
                 self.pull_attempts = 0;
                 self.prepared = Some(p);
+                self.schedule_refresh();
                 self.begin_containers().await;
             }
             Err(Failure::Pull { image, reason, message }) => {
@@ -266,6 +270,9 @@ impl<R: ContainerRuntime> Worker<R> {
 
     async fn timer(&mut self) {
         let now = Instant::now();
+        if self.refresh_at.is_some_and(|t| t <= now) {
+            self.refresh_volumes().await;
+        }
         match self.phase.clone() {
             Phase::Retry { flip_at: Some(flip), until } if now >= flip && now < until => {
                 for c in self.view.init.iter_mut().chain(self.view.main.iter_mut()) {
@@ -301,7 +308,8 @@ impl<R: ContainerRuntime> Worker<R> {
             Phase::Running => self.main.iter().filter_map(|t| t.start_at).min(),
             _ => None,
         };
-        [phase, self.publish_retry_at].into_iter().flatten().min()
+        let refresh = self.refresh_at.filter(|_| matches!(self.phase, Phase::Init { .. } | Phase::Running));
+        [phase, self.publish_retry_at, refresh].into_iter().flatten().min()
     }
 
     pub(super) fn running(&self) -> usize {
