@@ -73,24 +73,7 @@ fn static_templates_run_standalone_and_local_commands_show_them() {
         let manifest = template.replace("@WASM_DIR@", &wasm.to_string_lossy());
         std::fs::write(manifests.join(format!("{name}.yaml")), manifest).unwrap();
     }
-    let args: Vec<String> = [
-        "--pod-manifest-path",
-        &manifests.to_string_lossy(),
-        "--data-dir",
-        &data.to_string_lossy(),
-        "--node-name",
-        "laptop",
-        "--hostname",
-        "laptop",
-        "--node-ip",
-        "127.0.0.1",
-        "--port",
-        "10331",
-        "--healthz-port",
-        "0",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = common::standalone_args(&manifests, &data, "laptop", 10331);
     let _agent = Agent::start(&dir.path().join("logs"), &args);
 
     // `pods`: the three, each in the state its comment promises.

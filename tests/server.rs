@@ -168,25 +168,7 @@ fn a_renewed_serving_certificate_is_used_without_a_restart() {
     let (manifests, data) = (dir.path().join("manifests"), dir.path().join("data"));
     std::fs::create_dir_all(&manifests).unwrap();
     let port = 10293;
-    let args: Vec<String> = [
-        "--pod-manifest-path",
-        &manifests.to_string_lossy(),
-        "--data-dir",
-        &data.to_string_lossy(),
-        "--node-ip",
-        "127.0.0.1",
-        "--hostname",
-        "before",
-        "--node-name",
-        "before",
-        "--port",
-        &port.to_string(),
-        "--healthz-port",
-        "0",
-        "--allow-anonymous-localhost",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = common::standalone_args(&manifests, &data, "before", port);
     let mut agent = common::Agent::start(&dir.path().join("logs"), &args);
     agent.wait_output("running standalone", std::time::Duration::from_secs(30));
     common::wait_for("the API to answer", std::time::Duration::from_secs(10), || {

@@ -52,26 +52,7 @@ fn standalone_runs_static_pods_and_follows_the_manifest_directory() {
     std::fs::write(manifests.join("broken.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: [oops\n")
         .unwrap();
     let port = 10321;
-    let args: Vec<String> = [
-        "--pod-manifest-path",
-        &manifests.to_string_lossy(),
-        "--data-dir",
-        &data.to_string_lossy(),
-        "--node-ip",
-        "127.0.0.1",
-        "--hostname",
-        "standalone",
-        "--node-name",
-        "standalone",
-        "--port",
-        &port.to_string(),
-        "--healthz-port",
-        "0",
-        "--allow-anonymous-localhost",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = common::standalone_args(&manifests, &data, "standalone", port);
     let mut agent = Agent::start(&dir.path().join("logs"), &args);
     agent.wait_output("running standalone", Duration::from_secs(30));
 

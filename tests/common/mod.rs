@@ -185,6 +185,31 @@ pub fn shared_node(tag: &'static str, port: u16) -> Option<&'static node::TestNo
     Some(n)
 }
 
+/// Flags of a standalone agent (no cluster) named `name` on 127.0.0.1:`port`, running the
+/// static pods of `manifests` with its state in `data`; loopback clients may use its API.
+pub fn standalone_args(manifests: &Path, data: &Path, name: &str, port: u16) -> Vec<String> {
+    let (manifests, data) = (manifests.to_string_lossy(), data.to_string_lossy());
+    let port = port.to_string();
+    let args = [
+        "--pod-manifest-path",
+        &manifests,
+        "--data-dir",
+        &data,
+        "--node-ip",
+        "127.0.0.1",
+        "--hostname",
+        name,
+        "--node-name",
+        name,
+        "--port",
+        &port,
+        "--healthz-port",
+        "0",
+        "--allow-anonymous-localhost",
+    ];
+    args.iter().map(|s| s.to_string()).collect()
+}
+
 /// Polls `f` every 250 ms until it returns `Some`, or panics after `timeout` naming `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
