@@ -233,6 +233,28 @@ fn example_manifests_run_on_the_cluster_as_their_comments_say() {
         assert!(shown.lines().any(|l| l == line), "no line {line:?} in:\n{shown}");
     }
     cluster.kubectl_ok(&["delete", "namespace", &ns, "--wait=false"]);
+
+    // The same files, unchanged but for the registry, are static pods for a node that
+    // pulls from that registry (here a standalone one).
+    let dir = node.dir.path().join("static");
+    let (manifests, data) = (dir.join("manifests"), dir.join("data"));
+    std::fs::create_dir_all(&manifests).unwrap();
+    for file in ["hello.yaml", "exit.yaml", "show.yaml"] {
+        let text = std::fs::read_to_string(Path::new(REPO).join("examples/pods").join(file)).unwrap();
+        std::fs::write(manifests.join(file), text.replace("127.0.0.1:5000", &cluster.registry)).unwrap();
+    }
+    let mut args = common::standalone_args(&manifests, &data, "static", 10334);
+    args.extend(["--insecure-registries".to_string(), cluster.registry.clone()]);
+    let _agent = Agent::start(&dir.join("logs"), &args);
+    wait_for("the example pods as static pods", Duration::from_secs(60), || {
+        let table = String::from_utf8_lossy(&local(&data, &["pods"]).stdout).into_owned();
+        let status =
+            |pod: &str| table.lines().find(|l| l.split_whitespace().nth(1) == Some(pod)).map(String::from);
+        let all = [("hello-static", "Running"), ("exit-static", "Error"), ("show-static", "Completed")];
+        all.iter()
+            .all(|(pod, want)| status(pod).is_some_and(|l| l.split_whitespace().nth(3) == Some(want)))
+            .then_some(())
+    });
 }
 
 #[test]
