@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use super::state::{self, PodRecord};
 use super::{CliError, Result};
+use crate::logs::{self as store, rotated_path};
 use crate::wake::Wake;
 
 /// Bytes read per call.
@@ -214,24 +215,13 @@ impl Files {
 fn records(carry: &mut Vec<u8>, sink: &mut dyn FnMut(&[u8], bool) -> Result<()>) -> Result<()> {
     let mut start = 0;
     while let Some(len) = carry[start..].iter().position(|b| *b == b'\n') {
-        if let Some((text, full)) = parse_record(&carry[start..start + len]) {
-            sink(text, full)?;
+        if let Some(record) = store::parse_record(&carry[start..start + len]) {
+            sink(record.text, record.full)?;
         }
         start += len + 1;
     }
     carry.drain(..start);
     Ok(())
-}
-
-/// `<time> <stdout|stderr> <F|P>[:tags] <text>` → `(text, ends a line)`.
-fn parse_record(line: &[u8]) -> Option<(&[u8], bool)> {
-    let mut fields = line.splitn(4, |b| *b == b' ');
-    let _time = fields.next()?;
-    if !matches!(fields.next()?, b"stdout" | b"stderr") {
-        return None;
-    }
-    let partial = fields.next()?.split(|b| *b == b':').next() == Some(b"P");
-    Some((fields.next().unwrap_or_default(), !partial))
 }
 
 /// Opens a file with its inode; `None` if it does not exist.
@@ -247,38 +237,18 @@ fn open(path: &Path) -> Result<Option<Open>> {
     }
 }
 
-/// `<current>.<k>`.
-fn rotated_path(current: &Path, k: u64) -> PathBuf {
-    let mut name = current.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{k}"));
-    current.with_file_name(name)
-}
-
-/// The rotated files of `current` as `(k, inode)`, by `k`.
+/// The rotated files of `current` as `(k, inode)`, by `k` (the inode as stat reports it,
+/// as an open file's metadata does).
 fn list_rotated(current: &Path) -> Result<Vec<(u64, u64)>> {
-    let failed = |source| CliError::FollowLog { path: current.to_path_buf(), source };
-    let (Some(dir), Some(name)) = (current.parent(), current.file_name().and_then(|n| n.to_str())) else {
-        return Ok(Vec::new());
-    };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(failed(e)),
-    };
     let mut found = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(failed)?;
-        let file_name = entry.file_name();
-        let number = file_name.to_str().and_then(|n| n.strip_prefix(name)).and_then(|r| r.strip_prefix('.'));
-        let Some(k) = number.and_then(|k| k.parse::<u64>().ok()) else { continue };
-        // The inode as stat reports it (what an open file's metadata says; a directory
-        // entry's inode can differ on overlay filesystems).
-        match entry.metadata() {
+    for k in store::list_rotated(current).map_err(CliError::ReadLog)? {
+        let path = rotated_path(current, k);
+        match std::fs::metadata(&path) {
             Ok(meta) => found.push((k, meta.ino())),
+            // Deleted by rotation since the listing.
             Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(failed(e)),
+            Err(source) => return Err(CliError::FollowLog { path, source }),
         }
     }
-    found.sort_unstable();
     Ok(found)
 }

@@ -37,6 +37,8 @@ pub use paths::{container_log, pod_dir, run_paths};
 pub use reader::{LogOptions, LogStream, read_lines, stream};
 pub use registry::LogRegistry;
 pub use writer::{LogFile, LogWriter};
+/// For readers outside the agent process (`krustlet-wasi logs -f`).
+pub(crate) use {cri::parse as parse_record, paths::list_rotated, paths::rotated_path};
 
 /// What went wrong in the log store, by the step that failed.
 #[derive(Debug, thiserror::Error)]

@@ -37,14 +37,14 @@ pub fn run_paths(pod_dir: &Path, container: &str) -> Vec<(u32, PathBuf)> {
 }
 
 /// `<current>.<k>`: the `k`-th file rotated out of a run (higher is newer).
-pub(super) fn rotated_path(current: &Path, k: u64) -> PathBuf {
+pub(crate) fn rotated_path(current: &Path, k: u64) -> PathBuf {
     let mut name = current.file_name().map(OsString::from).unwrap_or_default();
     name.push(format!(".{k}"));
     current.with_file_name(name)
 }
 
 /// The numbers `k` of the rotated files of `current` on disk, oldest first.
-pub(super) fn list_rotated(current: &Path) -> Result<Vec<u64>> {
+pub(crate) fn list_rotated(current: &Path) -> Result<Vec<u64>> {
     let failed = |source| LogError::ListRotated { path: current.to_path_buf(), source };
     let (Some(dir), Some(name)) = (current.parent(), current.file_name().and_then(|n| n.to_str())) else {
         return Ok(Vec::new());
