@@ -148,6 +148,16 @@ impl<R: ContainerRuntime> Controller<R> {
         }
     }
 
+    /// Rescans `--pod-manifest-path` (if given) and starts, replaces or stops static pods.
+    async fn manifests_changed(&mut self, statics: Option<&mut manifests::Manifests>) {
+        for change in statics.map(|m| m.rescan()).unwrap_or_default() {
+            match change {
+                manifests::Change::Upsert(pod) => self.apply(*pod).await,
+                manifests::Change::Remove(uid) => self.gone(&uid),
+            }
+        }
+    }
+
     /// A pod is gone (deleted from the API, or its manifest removed).
     fn gone(&mut self, uid: &str) {
         if let Some(slot) = self.workers.remove(uid) {
@@ -185,23 +195,14 @@ pub async fn run<R: ContainerRuntime>(
     };
     // The static pods start before the watch reports mirror pods, so that a mirror of no
     // static pod is known to be one.
-    for change in statics.as_mut().map(|m| m.rescan()).unwrap_or_default() {
-        if let manifests::Change::Upsert(pod) = change {
-            ctl.apply(*pod).await;
-        }
-    }
+    ctl.manifests_changed(statics.as_mut()).await;
     let mut relisted: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
             _ = shutdown.recv() => break,
             _ = async { wake.as_mut()?.wait().await; Some(()) }, if wake.is_some() => {
                 tokio::time::sleep(MANIFEST_SETTLE).await;
-                for change in statics.as_mut().map(|m| m.rescan()).unwrap_or_default() {
-                    match change {
-                        manifests::Change::Upsert(pod) => ctl.apply(*pod).await,
-                        manifests::Change::Remove(uid) => ctl.gone(&uid),
-                    }
-                }
+                ctl.manifests_changed(statics.as_mut()).await;
             }
             event = events.next() => match event {
                 // Mirror pods are our own reflections of static pods: not pods to run.
