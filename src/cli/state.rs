@@ -138,7 +138,7 @@ pub(super) fn read_pod(status_path: &Path) -> Result<Option<PodRecord>> {
 }
 
 /// Every pod with a status under `data_dir`, by namespace then name (none if the agent has
-/// never run there).
+/// had no pod there yet; an error if `data_dir` does not exist).
 pub(super) fn read_pods(data_dir: &Path) -> Result<Vec<PodRecord>> {
     let dir = data_dir.join("pods");
     let failed = |source| CliError::ListPods { path: dir.clone(), source };

@@ -105,7 +105,6 @@ impl<R: ContainerRuntime> Worker<R> {
         }
     }
 
-    /// A container cannot be created now: show why and try again after a back-off.
     /// A missing ConfigMap or Secret, said so; standalone, also why it cannot be there.
     pub(super) fn config_message(&self, message: String) -> String {
         match self.shared.client {
@@ -116,6 +115,7 @@ impl<R: ContainerRuntime> Worker<R> {
         }
     }
 
+    /// A container cannot be created now: show why and try again after a back-off.
     fn cannot_start(&mut self, slot: Slot, reason: &str, message: String) {
         self.event(Some(slot), Kind::Warning, "Failed", format!("Error: {message}"));
         let (view, track) = self.slot_mut(slot);
