@@ -66,7 +66,8 @@ env -u KUBECONFIG RUST_LOG="${RUST_LOG:-info}" "$BIN" --bootstrap-file "$WORK/co
   --insecure-registries "$REGISTRY" >"$WORK/agent.log" 2>&1 &
 PID=$!
 
-# wait_for SECONDS WHAT CMD...: runs CMD every 0.2 s until it succeeds.
+# wait_for SECONDS WHAT CMD...: runs CMD every 0.2 s until it succeeds. On timeout, runs
+# the function named by $EXPLAIN (if set) before failing.
 wait_for() {
   local seconds=$1 what=$2
   shift 2
@@ -75,8 +76,17 @@ wait_for() {
     "$@" >/dev/null 2>&1 && return 0
     sleep 0.2
   done
+  [[ -z "${EXPLAIN:-}" ]] || "$EXPLAIN" >&2
   die "no $what within $seconds s"
 }
+# What the cluster says of the node and the pod, for a wait that timed out.
+explain() {
+  echo "---- kubectl get node $NODE (taints) ----"
+  kubectl get node "$NODE" -o 'jsonpath={.spec.taints}{"\n"}' 2>&1
+  echo "---- kubectl describe pod hello (last lines) ----"
+  kubectl describe pod hello 2>&1 | tail -n 15
+}
+EXPLAIN=explain
 
 # 5. Its client certificate is approved automatically (bootstrap RBAC); the serving one
 # needs an admin, as the agent's BOOTSTRAP line says.
@@ -84,6 +94,10 @@ wait_for 60 "BOOTSTRAP line from the agent" grep -q 'BOOTSTRAP: TLS certificate 
 grep 'BOOTSTRAP:' "$WORK/agent.log" | sed 's/.*\(BOOTSTRAP:\)/\1/' | head -n 2
 show kubectl certificate approve "$NODE-tls"
 wait_for 60 "Ready node $NODE" grep -q 'node registered and Ready' "$WORK/agent.log"
+# Every new Node starts tainted node.kubernetes.io/not-ready; the controller manager lifts
+# it once it sees the node Ready, and only then can pods be scheduled onto it.
+schedulable() { ! kubectl get node "$NODE" -o 'jsonpath={.spec.taints[*].key}' | grep -q 'node.kubernetes.io/not-ready'; }
+wait_for 60 "lifting of the not-ready taint from $NODE by the controller manager" schedulable
 
 # 6. The guest, published where the example manifest looks for it.
 log "publishing the hello-world guest"

@@ -39,6 +39,11 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(40);
 pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the Node status (conditions, capacity) is re-posted even when nothing changed.
 pub const NODE_STATUS_INTERVAL: Duration = Duration::from_secs(60);
+/// How soon the status is re-posted while the Node is Ready but still carries the
+/// `node.kubernetes.io/not-ready` taint that admission puts on new nodes. The node
+/// lifecycle controller lifts it when it sees the Node change; a 1.20 controller whose
+/// first try failed does not retry until the next change, so the agent makes one sooner.
+pub const NODE_NOT_READY_TAINT_RECHECK: Duration = Duration::from_secs(3);
 /// How long a clean shutdown may take before the agent gives up waiting on its tasks.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 /// A certificate this close to expiry is treated as expired and requested again.

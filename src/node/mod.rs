@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, LEASE_DURATION, LEASE_RENEW_INTERVAL, NODE_STATUS_INTERVAL};
+use crate::config::{
+    Config, LEASE_DURATION, LEASE_RENEW_INTERVAL, NODE_NOT_READY_TAINT_RECHECK, NODE_STATUS_INTERVAL,
+};
 use crate::events::{Kind, Recorder};
 use crate::host::{self, Machine};
 
@@ -125,7 +127,9 @@ async fn post_status(
 }
 
 /// Keeps the node alive until shutdown: renews the Lease every 10 s and re-posts the
-/// status every minute. API errors are logged and retried at the next tick, never fatal.
+/// status every minute, or every few seconds while the Node is Ready yet still tainted
+/// not-ready (see [`NODE_NOT_READY_TAINT_RECHECK`]). API errors are logged and retried at
+/// the next tick, never fatal.
 pub async fn heartbeat(
     client: Client,
     cfg: Config,
@@ -138,8 +142,8 @@ pub async fn heartbeat(
     let uid = node.metadata.uid.clone().unwrap_or_default();
     let mut transitions = object::transitions_of(&node);
     let mut lease_tick = tokio::time::interval(LEASE_RENEW_INTERVAL);
-    let mut status_tick = tokio::time::interval(NODE_STATUS_INTERVAL);
-    status_tick.tick().await; // registration just posted the status
+    // Registration just posted the status.
+    let mut next_status = tokio::time::Instant::now() + next_status_in(&node, true);
     loop {
         tokio::select! {
             _ = lease_tick.tick() => {
@@ -147,17 +151,41 @@ pub async fn heartbeat(
                     warn!(error = %e, "renewing the node Lease failed; retrying in 10 s");
                 }
             }
-            _ = status_tick.tick() => match post_status(&nodes, &cfg, &machine, &transitions).await {
-                Ok(node) => {
-                    transitions = object::transitions_of(&node);
-                    debug!("node status posted");
-                }
-                Err(e) => warn!(error = %e, "posting node status failed; retrying in 60 s"),
-            },
+            _ = tokio::time::sleep_until(next_status) => {
+                let wait = match post_status(&nodes, &cfg, &machine, &transitions).await {
+                    Ok(node) => {
+                        transitions = object::transitions_of(&node);
+                        debug!("node status posted");
+                        next_status_in(&node, false)
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "posting node status failed; retrying in 60 s");
+                        NODE_STATUS_INTERVAL
+                    }
+                };
+                next_status = tokio::time::Instant::now() + wait;
+            }
             _ = shutdown.recv() => break,
         }
     }
     debug!("heartbeat stopped");
+}
+
+/// When to post the status again, given the Node as last stored. Right after registration
+/// the taint is expected (the controller has not seen the Node yet), so that is not logged.
+fn next_status_in(node: &Node, registering: bool) -> std::time::Duration {
+    if object::ready_but_tainted_not_ready(node) {
+        if !registering {
+            info!(
+                taint = object::NOT_READY_TAINT,
+                "Node is Ready but still tainted not-ready, so nothing is scheduled here; posting status again in {}s so the node lifecycle controller looks again",
+                NODE_NOT_READY_TAINT_RECHECK.as_secs()
+            );
+        }
+        NODE_NOT_READY_TAINT_RECHECK
+    } else {
+        NODE_STATUS_INTERVAL
+    }
 }
 
 /// Renews the Lease, creating it (owned by the Node) if it does not exist.

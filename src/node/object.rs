@@ -14,6 +14,8 @@ pub const WASM_ARCH: &str = "wasm32-wasi";
 pub const TAINT_KEY: &str = "kubernetes.io/arch";
 /// The effects of the two taints.
 pub const TAINT_EFFECTS: [&str; 2] = ["NoSchedule", "NoExecute"];
+/// The taint admission puts on every new Node until the node lifecycle controller sees it Ready.
+pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
 /// Free memory below which MemoryPressure is True (the kubelet's default hard eviction).
 const MEMORY_PRESSURE_BYTES: u64 = 100 * 1024 * 1024;
 /// Free share of the data dir's disk below which DiskPressure is True (kubelet: 10%).
@@ -196,3 +198,19 @@ pub fn rfc3339(ts: &k8s_openapi::jiff::Timestamp) -> String {
 #[cfg(test)]
 #[path = "object_tests.rs"]
 mod tests;
+
+/// Whether the Node reports Ready=True but still carries [`NOT_READY_TAINT`], so nothing
+/// can be scheduled onto it.
+pub fn ready_but_tainted_not_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let tainted = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == NOT_READY_TAINT));
+    ready && tainted
+}

@@ -108,3 +108,20 @@ fn pressure_is_reported_with_the_kubelets_reasons() {
     assert_eq!(c[1].reason, "KubeletHasDiskPressure");
     assert_eq!(c[2].reason, "KubeletHasInsufficientPID");
 }
+
+#[test]
+fn a_ready_node_still_tainted_not_ready_is_noticed() {
+    let node = |ready: &str, taints: Value| -> k8s_openapi::api::core::v1::Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": "n"},
+            "spec": {"taints": taints},
+            "status": {"conditions": [{"type": "Ready", "status": ready}]},
+        }))
+        .unwrap()
+    };
+    let not_ready = json!([{"key": NOT_READY_TAINT, "effect": "NoSchedule"}, taints()[0]]);
+    assert!(ready_but_tainted_not_ready(&node("True", not_ready.clone())));
+    // Not Ready: the taint is right, and re-posting would not lift it.
+    assert!(!ready_but_tainted_not_ready(&node("False", not_ready)));
+    assert!(!ready_but_tainted_not_ready(&node("True", json!(taints()))));
+}
