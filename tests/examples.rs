@@ -203,10 +203,15 @@ fn example_manifests_run_on_the_cluster_as_their_comments_say() {
     let logs =
         |pod: &str| String::from_utf8_lossy(&cluster.kubectl(&["logs", "-n", &ns, pod]).stdout).into_owned();
     let settled = |pod: &str, phase: &str| {
-        wait_for(&format!("pod {pod} {phase}"), Duration::from_secs(60), || {
-            let p = get(pod);
-            (p["status"]["phase"] == phase).then_some(p)
-        })
+        common::wait_for_explained(
+            &format!("pod {pod} {phase}"),
+            Duration::from_secs(60),
+            || {
+                let p = get(pod);
+                (p["status"]["phase"] == phase).then_some(p)
+            },
+            || cluster.explain_pod(&ns, pod),
+        )
     };
     settled("hello", "Running");
     wait_for("Hello, World! from hello", Duration::from_secs(10), || {

@@ -24,6 +24,8 @@ pub const AGENT: &str = env!("CARGO_BIN_EXE_krustlet-wasi");
 pub struct Cluster {
     pub kubeconfig: PathBuf,
     pub registry: String,
+    /// Where the control-plane daemons write their logs (`$KRUSTLET_CP_DIR/logs`).
+    pub logs: PathBuf,
 }
 
 /// The control plane, started if needed; `None` (test skipped) only outside CI.
@@ -85,6 +87,7 @@ fn start_cluster() -> Option<Cluster> {
             let cluster = Cluster {
                 kubeconfig: PathBuf::from(k),
                 registry: var("KRUSTLET_TEST_REGISTRY").unwrap_or_else(|| "127.0.0.1:5000".into()),
+                logs: PathBuf::from(var("KRUSTLET_CP_DIR").unwrap_or_default()).join("logs"),
             };
             cluster.forget_dead_test_nodes();
             Some(cluster)
@@ -94,6 +97,36 @@ fn start_cluster() -> Option<Cluster> {
 }
 
 impl Cluster {
+    /// The last `lines` lines of a control-plane daemon's log, for failure messages.
+    pub fn daemon_log_tail(&self, daemon: &str, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.logs.join(format!("{daemon}.log"))).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        format!("---- last lines of {daemon}.log ----\n{}", all[all.len().saturating_sub(lines)..].join("\n"))
+    }
+
+    /// What the control plane says about a pod that is not where a test wants it: its
+    /// status, its events, the nodes' taints, and the scheduler's and controller
+    /// manager's last log lines.
+    pub fn explain_pod(&self, namespace: &str, pod: &str) -> String {
+        let status = self.get_json(&["pod", pod, "-n", namespace]).map(|p| p["status"].clone());
+        let sel = format!("involvedObject.name={pod}");
+        let events = self.kubectl(&["get", "events", "-n", namespace, "--field-selector", &sel]);
+        let taints = self.kubectl(&[
+            "get",
+            "nodes",
+            "-o",
+            "custom-columns=NAME:.metadata.name,READY:.status.conditions[?(@.type=='Ready')].status,TAINTS:.spec.taints[*].key",
+        ]);
+        format!(
+            "pod {namespace}/{pod} status: {:#}\nevents:\n{}\nnodes:\n{}\n{}\n{}",
+            status.unwrap_or(Value::Null),
+            String::from_utf8_lossy(&events.stdout),
+            String::from_utf8_lossy(&taints.stdout),
+            self.daemon_log_tail("kube-scheduler", 15),
+            self.daemon_log_tail("kube-controller-manager", 15),
+        )
+    }
+
     /// Runs kubectl as the cluster admin.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         Command::new("kubectl")
@@ -211,13 +244,25 @@ pub fn standalone_args(manifests: &Path, data: &Path, name: &str, port: u16) -> 
 }
 
 /// Polls `f` every 250 ms until it returns `Some`, or panics after `timeout` naming `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_explained(what, timeout, f, String::new)
+}
+
+/// Like [`wait_for`]; on timeout the panic message also carries `explain()`.
+pub fn wait_for_explained<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        if start.elapsed() >= timeout {
+            panic!("timed out after {timeout:?} waiting for {what}\n{}", explain());
+        }
         std::thread::sleep(Duration::from_millis(250));
     }
 }

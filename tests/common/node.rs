@@ -57,6 +57,7 @@ impl TestNode {
         agent.wait_output("BOOTSTRAP: TLS certificate requires manual approval", Duration::from_secs(90));
         cluster.kubectl_ok(&["certificate", "approve", &format!("{name}-tls")]);
         agent.wait_output("node registered and Ready", Duration::from_secs(60));
+        wait_schedulable(cluster, &name);
         TestNode { name, port, dir, agent, args, kubeconfig: cluster.kubeconfig.clone() }
     }
 
@@ -105,6 +106,30 @@ impl Drop for TestNode {
     }
 }
 
+/// Waits until the node lifecycle controller has lifted `node.kubernetes.io/not-ready`,
+/// which admission puts on every new Node: until then nothing is scheduled onto it.
+pub fn wait_schedulable(cluster: &Cluster, node: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let taints = cluster.get_json(&["node", node]).map(|n| n["spec"]["taints"].clone());
+        let tainted = taints.as_ref().and_then(|t| t.as_array()).is_none_or(|t| {
+            t.iter().any(|t| {
+                t["key"] == "node.kubernetes.io/not-ready" || t["key"] == "node.kubernetes.io/unreachable"
+            })
+        });
+        if !tainted {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "node {node} still not schedulable after 90 s; taints: {}\n{}",
+            taints.unwrap_or(Value::Null),
+            cluster.daemon_log_tail("kube-controller-manager", 30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A pod for `node` running `image`, tolerating the Wasm taints and selecting the node.
 pub fn pod(name: &str, node: &str, image: &str) -> Value {
     json!({
@@ -139,7 +164,7 @@ impl Cluster {
         assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
     }
 
-    /// Waits until the pod satisfies `cond`; panics with its status otherwise.
+    /// Waits until the pod satisfies `cond`; panics with what the cluster says of it otherwise.
     pub fn wait_pod(
         &self,
         name: &str,
@@ -147,20 +172,16 @@ impl Cluster {
         timeout: Duration,
         cond: impl Fn(&Value) -> bool,
     ) -> Value {
-        let mut last = Value::Null;
         let start = std::time::Instant::now();
         loop {
-            if let Some(p) = self.get_json(&["pod", name, "-n", "default"]) {
-                if cond(&p) {
-                    return p;
-                }
-                last = p;
+            if let Some(p) = self.get_json(&["pod", name, "-n", "default"])
+                && cond(&p)
+            {
+                return p;
             }
-            assert!(
-                start.elapsed() < timeout,
-                "pod {name}: timed out waiting for {what}; status: {:#}",
-                last["status"]
-            );
+            if start.elapsed() >= timeout {
+                panic!("pod {name}: timed out waiting for {what}\n{}", self.explain_pod("default", name));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
