@@ -19,7 +19,7 @@ use crate::{bootstrap, certs, files, host, node, oci, pods, server};
 pub enum AgentError {
     #[error("--data-dir {path}: cannot create it: {source}")]
     DataDir { path: std::path::PathBuf, source: std::io::Error },
-    #[error("--pod-manifest-path {path}: not a readable directory: {why}")]
+    #[error("--pod-manifest-path {path}: not a readable directory or file: {why}")]
     ManifestDir { path: std::path::PathBuf, why: String },
     #[error(
         "nothing to run: no kubeconfig at {kubeconfig} and no bootstrap file at {bootstrap}; join a cluster with --bootstrap-file (bootstrap/bootstrap.sh writes one) or run static pods without one with --pod-manifest-path DIR"
@@ -48,9 +48,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     tokio::pin!(shutdown);
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|source| AgentError::DataDir { path: cfg.data_dir.clone(), source })?;
-    if let Some(dir) = &cfg.pod_manifest_path {
-        std::fs::read_dir(dir)
-            .map_err(|e| AgentError::ManifestDir { path: dir.clone(), why: e.to_string() })?;
+    if let Some(path) = &cfg.pod_manifest_path {
+        crate::pods::manifests::check_readable(path)
+            .map_err(|e| AgentError::ManifestDir { path: path.clone(), why: e.to_string() })?;
     }
     info!(node = %cfg.node_name, node_ip = %cfg.node_ip, data_dir = %cfg.data_dir.display(), "starting krustlet-wasi");
 

@@ -143,6 +143,38 @@ fn standalone_runs_static_pods_and_follows_the_manifest_directory() {
 }
 
 #[test]
+fn a_single_manifest_file_is_followed_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (etc, data) = (dir.path().join("etc"), dir.path().join("data"));
+    std::fs::create_dir_all(&etc).unwrap();
+    let hello = guests::build("hello");
+    let file = etc.join("hello.pod"); // the kubelet reads a single file whatever its name
+    std::fs::write(&file, manifest("single", &hello, "")).unwrap();
+    std::fs::write(etc.join("neighbour.yaml"), manifest("neighbour", &hello, "")).unwrap();
+    let args = common::standalone_args(&file, &data, "onefile", 10323);
+    let mut agent = Agent::start(&dir.path().join("logs"), &args);
+    wait_for("single Running", Duration::from_secs(60), || {
+        (phase_of(&data, "single-onefile")? == "Running").then_some(())
+    });
+    // Replaced the way editors save (write aside, rename over): the new version runs.
+    let old_uid = status_of(&data, "single-onefile").unwrap()["uid"].clone();
+    std::fs::write(etc.join(".hello.pod.swp"), manifest("single", &hello, "  restartPolicy: OnFailure\n"))
+        .unwrap();
+    std::fs::rename(etc.join(".hello.pod.swp"), &file).unwrap();
+    wait_for("single replaced", Duration::from_secs(30), || {
+        let s = status_of(&data, "single-onefile")?;
+        (s["uid"] != old_uid && s["status"]["phase"] == "Running").then_some(())
+    });
+    // Only the file given runs, not the other manifests beside it.
+    assert_eq!(statuses(&data).len(), 1, "{:?}", statuses(&data));
+    // Removed: the pod stops and its files go.
+    std::fs::remove_file(&file).unwrap();
+    wait_for("single removed", Duration::from_secs(30), || statuses(&data).is_empty().then_some(()));
+    let (status, _) = agent.terminate();
+    assert!(status.success());
+}
+
+#[test]
 fn standalone_without_manifests_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(common::AGENT)

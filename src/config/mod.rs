@@ -137,10 +137,10 @@ pub struct Flags {
     #[arg(long, env = "KRUSTLET_SYNC_FREQUENCY", value_name = "DURATION")]
     pub sync_frequency: Option<String>,
 
-    /// Directory of static pod manifests (Pod YAML/JSON), run by this node and watched for
-    /// changes. With no kubeconfig and no bootstrap file the node runs standalone with
-    /// only these. Default: none.
-    #[arg(long, env = "KRUSTLET_POD_MANIFEST_PATH", value_name = "DIR")]
+    /// Directory of static pod manifests (Pod YAML/JSON), or one manifest file, run by this
+    /// node and watched for changes. With no kubeconfig and no bootstrap file the node runs
+    /// standalone with only these. Default: none.
+    #[arg(long, env = "KRUSTLET_POD_MANIFEST_PATH", value_name = "DIR|FILE")]
     pub pod_manifest_path: Option<PathBuf>,
 
     /// Standalone only: let clients on 127.0.0.1/::1 use the kubelet API without a client

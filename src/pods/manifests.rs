@@ -1,5 +1,5 @@
-//! Static pods from `--pod-manifest-path`: each Pod YAML/JSON file in the directory is a
-//! pod of this node. A rescan reports what was added, changed (a new UID: the old pod is
+//! Static pods from `--pod-manifest-path`: each Pod YAML/JSON file in the directory (or
+//! the one file, when the path is a file) is a pod of this node. A rescan reports what was added, changed (a new UID: the old pod is
 //! replaced) or removed; a malformed file is reported with its name and skipped.
 
 use std::collections::HashMap;
@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::{Pod, Toleration};
 use sha2::{Digest, Sha256};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::report::SOURCE_ANNOTATION;
 
@@ -28,7 +28,7 @@ struct Seen {
     uid: Option<String>,
 }
 
-/// The manifest directory and what it held at the last scan.
+/// The manifest directory (or file) and what it held at the last scan.
 pub struct Manifests {
     dir: PathBuf,
     node_name: String,
@@ -36,6 +36,7 @@ pub struct Manifests {
 }
 
 impl Manifests {
+    /// `dir` is the `--pod-manifest-path`: a directory or a single manifest file.
     pub fn new(dir: &Path, node_name: &str) -> Self {
         Manifests { dir: dir.to_path_buf(), node_name: node_name.to_string(), seen: HashMap::new() }
     }
@@ -46,8 +47,15 @@ impl Manifests {
         let mut changes = Vec::new();
         let files = match manifest_files(&self.dir) {
             Ok(f) => f,
+            // Gone (as the kubelet treats it): no manifests, so its static pods stop.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !self.seen.is_empty() {
+                    warn!(path = %self.dir.display(), "--pod-manifest-path no longer exists; stopping its static pods");
+                }
+                Vec::new()
+            }
             Err(e) => {
-                error!(dir = %self.dir.display(), error = %e, "--pod-manifest-path: cannot read the directory");
+                error!(path = %self.dir.display(), error = %e, "--pod-manifest-path: cannot read it");
                 return changes;
             }
         };
@@ -89,16 +97,44 @@ impl Manifests {
     }
 }
 
-/// The regular, visible `.yaml`, `.yml` and `.json` files of `dir`, with their stamps.
-fn manifest_files(dir: &Path) -> std::io::Result<Vec<(PathBuf, (SystemTime, u64))>> {
+/// Whether `--pod-manifest-path` can be used: a readable directory or file.
+pub fn check_readable(path: &Path) -> std::io::Result<()> {
+    if std::fs::metadata(path)?.is_dir() {
+        std::fs::read_dir(path).map(|_| ())
+    } else {
+        std::fs::File::open(path).map(|_| ())
+    }
+}
+
+/// What to watch for changes of `path`: the directory itself, or a file's directory (an
+/// editor or `mv` replaces the file, and a watch on the old inode would go quiet).
+pub fn watched_dir(path: &Path) -> PathBuf {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_dir() => match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        },
+        _ => path.to_path_buf(),
+    }
+}
+
+/// The manifests at `path` with their stamps: the file itself when it is a file (whatever
+/// its name, as the kubelet does), else the directory's regular, visible `.yaml`, `.yml`
+/// and `.json` files.
+fn manifest_files(path: &Path) -> std::io::Result<Vec<(PathBuf, (SystemTime, u64))>> {
+    let stamp = |meta: &std::fs::Metadata| (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_dir() {
+        return Ok(vec![(path.to_path_buf(), stamp(&meta))]);
+    }
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
+    for entry in std::fs::read_dir(path)? {
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let wanted = [".yaml", ".yml", ".json"].iter().any(|e| name.ends_with(e)) && !name.starts_with('.');
         let Ok(meta) = std::fs::metadata(&path) else { continue };
         if wanted && meta.is_file() {
-            out.push((path, (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len())));
+            out.push((path, stamp(&meta)));
         }
     }
     out.sort();

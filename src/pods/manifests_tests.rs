@@ -72,3 +72,29 @@ fn rescans_report_added_changed_removed_and_skip_broken_files() {
     std::fs::write(dir.path().join("hello.yaml"), "kind: [broken").unwrap();
     assert_eq!(m.rescan(), vec![Change::Remove(uid(&edit[1]))]);
 }
+
+#[test]
+fn a_single_file_is_a_manifest_path_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.manifest"); // any name, as the kubelet reads it
+    std::fs::write(&file, HELLO).unwrap();
+    std::fs::write(dir.path().join("other.yaml"), HELLO.replace("hello", "other")).unwrap();
+    check_readable(&file).unwrap();
+    assert_eq!(watched_dir(&file), dir.path());
+    assert_eq!(watched_dir(dir.path()), dir.path());
+    let mut m = Manifests::new(&file, "n1");
+    let first = m.rescan();
+    assert_eq!(first.len(), 1, "only the file given, not its neighbours: {first:?}");
+    assert!(matches!(&first[0], Change::Upsert(p) if p.metadata.name.as_deref() == Some("hello-n1")));
+    assert!(m.rescan().is_empty());
+    // Replaced by rename, as editors do: a new version.
+    let tmp = dir.path().join(".app.tmp");
+    std::fs::write(&tmp, HELLO.replace("main", "renamed")).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let edit = m.rescan();
+    assert!(matches!(&edit[..], [Change::Remove(u), Change::Upsert(_)] if *u == uid(&first[0])), "{edit:?}");
+    // Removed: its pod stops, as when a directory's file goes.
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(m.rescan(), vec![Change::Remove(uid(&edit[1]))]);
+    assert!(check_readable(&file).is_err());
+}

@@ -185,7 +185,8 @@ pub async fn run<R: ContainerRuntime>(
         None => futures::stream::pending().boxed(),
     };
     let mut statics = manifests.as_deref().map(|dir| manifests::Manifests::new(dir, &node_name));
-    let mut wake = manifests.as_deref().map(|dir| crate::wake::Wake::watch(&[dir]));
+    let mut wake =
+        manifests.as_deref().map(|path| crate::wake::Wake::watch(&[&manifests::watched_dir(path)]));
     let mut ctl = Controller {
         shared,
         max_pods,
