@@ -107,11 +107,13 @@ show "$BIN" push --insecure-registries "$REGISTRY" "$WASM_DIR/hello.wasm" "$IMAG
 log "running the pod"
 kubectl delete pod hello --ignore-not-found --wait=true --timeout=30s >/dev/null
 show kubectl apply -f "$REPO/examples/pods/hello.yaml"
-running() { [[ "$(kubectl get pod hello -o 'jsonpath={.status.phase}')" == Running ]]; }
-wait_for 60 "Running pod hello" running
+scheduled() { [[ -n "$(kubectl get pod hello -o 'jsonpath={.spec.nodeName}')" ]]; }
+wait_for 30 "scheduling of pod hello" scheduled
 on="$(kubectl get pod hello -o 'jsonpath={.spec.nodeName}')"
 [[ "$on" == "$NODE" ]] ||
   die "pod hello was scheduled to $on, another wasm32-wasi node (delete stale nodes: kubectl delete node $on)"
+running() { [[ "$(kubectl get pod hello -o 'jsonpath={.status.phase}')" == Running ]]; }
+wait_for 60 "Running pod hello" running
 printed() { [[ "$(kubectl logs hello | grep -c '^Hello, World!$')" -ge 3 ]]; }
 wait_for 20 "three lines from the pod" printed
 
