@@ -215,7 +215,34 @@ pub fn shared_node(tag: &'static str, port: u16) -> Option<&'static node::TestNo
     });
     let n = rx.recv().expect("the shared node joined");
     nodes.insert(tag, n);
+    forget_at_exit(cluster, &n.name);
     Some(n)
+}
+
+/// A shared node is never dropped: remove it from the cluster when the test process exits,
+/// so no Ready-looking Node outlives its agent and attracts later pods.
+fn forget_at_exit(cluster: &'static Cluster, name: &str) {
+    static AT_EXIT: OnceLock<std::sync::Mutex<Vec<(&'static Cluster, String)>>> = OnceLock::new();
+    unsafe extern "C" {
+        fn atexit(callback: extern "C" fn()) -> i32;
+    }
+    extern "C" fn forget_all() {
+        if let Some(list) = AT_EXIT.get() {
+            for (cluster, name) in list.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                cluster.forget_node(name);
+            }
+        }
+    }
+    let mut first = false;
+    AT_EXIT.get_or_init(|| {
+        first = true;
+        Default::default()
+    });
+    if first {
+        // SAFETY: registers a plain function with the C library; it runs once at exit.
+        unsafe { atexit(forget_all) };
+    }
+    AT_EXIT.get().unwrap().lock().unwrap_or_else(|p| p.into_inner()).push((cluster, name.to_string()));
 }
 
 /// Flags of a standalone agent (no cluster) named `name` on 127.0.0.1:`port`, running the
