@@ -124,6 +124,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         logs: shared.logs.clone(),
         allow_anonymous_localhost: standalone && cfg.allow_anonymous_localhost,
     });
+    let record = server::endpoint::Endpoint {
+        addr: cfg.addr,
+        port: listener.local_addr().map(|a| a.port()).unwrap_or(cfg.port),
+        cert_file: std::path::absolute(&cfg.cert_file).unwrap_or_else(|_| cfg.cert_file.clone()),
+        anonymous_localhost: standalone && cfg.allow_anonymous_localhost,
+        pid: std::process::id(),
+    };
+    if let Err(e) = record.write(&cfg.data_dir) {
+        warn!(error = %e, "cannot record the kubelet API address; krustlet-wasi exec will not find it");
+    }
     let mut tasks = vec![
         tokio::spawn(server::run(listener, tls, api, stop.subscribe())),
         tokio::spawn(pods::run(

@@ -26,9 +26,20 @@ fn main() -> ExitCode {
         }
     };
     match &flags.command {
-        Some(Command::Pods) => return local(&flags, |dir, mut out| async move { cli::pods(&dir, &mut out) }),
+        Some(Command::Pods) => {
+            return local(&flags, |dir, mut out| async move { cli::pods(&dir, &mut out).map(|()| 0) });
+        }
         Some(Command::Logs(args)) => {
-            return local(&flags, |dir, mut out| async move { cli::logs(&dir, args, &mut out).await });
+            return local(
+                &flags,
+                |dir, mut out| async move { cli::logs(&dir, args, &mut out).await.map(|()| 0) },
+            );
+        }
+        Some(Command::Exec(args)) => {
+            return local(
+                &flags,
+                |dir, _| async move { cli::exec(&dir, args, &mut std::io::stderr()).await },
+            );
         }
         _ => {}
     }
@@ -60,12 +71,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// `krustlet-wasi pods` / `logs`: read the state under the data dir and print to stdout.
-/// A closed stdout (`| head`) ends the command quietly.
+/// `krustlet-wasi pods` / `logs` / `exec`: use the state under the data dir and print to
+/// stdout; the command's result is the exit code. A closed stdout (`| head`) ends the
+/// command quietly.
 fn local<F, Fut>(flags: &Flags, command: F) -> ExitCode
 where
     F: FnOnce(std::path::PathBuf, std::io::StdoutLock<'static>) -> Fut,
-    Fut: std::future::Future<Output = cli::Result<()>>,
+    Fut: std::future::Future<Output = cli::Result<u8>>,
 {
     let dir = match krustlet_wasi::config::resolve_data_dir(flags, &host::facts()) {
         Ok(dir) => dir,
@@ -79,7 +91,7 @@ where
         Err(code) => return code,
     };
     match runtime.block_on(command(dir, std::io::stdout().lock())) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(cli::CliError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -174,6 +174,87 @@ fn a_single_manifest_file_is_followed_too() {
     assert!(status.success());
 }
 
+/// `krustlet-wasi exec ARGS --data-dir DATA`, with `input` on its stdin.
+fn local_exec(data: &Path, args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = Command::new(common::AGENT)
+        .arg("exec")
+        .args(["--data-dir", &data.to_string_lossy()])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn exec_runs_commands_in_a_standalone_pod_without_kubectl() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifests, data) = (dir.path().join("manifests"), dir.path().join("data"));
+    std::fs::create_dir_all(&manifests).unwrap();
+    let tool = guests::build("tool");
+    std::fs::write(manifests.join("tool.yaml"), manifest("tool", &tool, "")).unwrap();
+    let text = |o: &std::process::Output| {
+        (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let running = || (phase_of(&data, "tool-execbox")? == "Running").then_some(());
+
+    // An agent that does not open its API to local clients: exec says how to.
+    let open = common::standalone_args(&manifests, &data, "execbox", 10324);
+    let closed: Vec<String> = open.iter().filter(|a| *a != "--allow-anonymous-localhost").cloned().collect();
+    let mut agent = Agent::start(&dir.path().join("logs-closed"), &closed);
+    wait_for("tool Running", Duration::from_secs(60), running);
+    let out = local_exec(&data, &["tool-execbox", "--", "tool", "echo", "x"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("--allow-anonymous-localhost"), "{:?}", text(&out));
+    assert!(agent.terminate().0.success());
+
+    let mut agent = Agent::start(&dir.path().join("logs"), &open);
+    agent.wait_output("kubelet API listening", Duration::from_secs(30));
+    // Output, and the command's exit code as ours (once the restarted agent has the pod).
+    let out = wait_for("exec in the restarted agent", Duration::from_secs(30), || {
+        let out = local_exec(&data, &["tool-execbox", "--", "tool", "echo", "hello", "from exec"], b"");
+        (out.status.code() == Some(0)).then_some(out)
+    });
+    assert_eq!(
+        (out.status.code(), text(&out).0.as_str()),
+        (Some(0), "hello from exec\n"),
+        "{:?}",
+        text(&out)
+    );
+    let out = local_exec(&data, &["tool-execbox", "-c", "main", "--", "tool", "fail", "7"], b"");
+    assert_eq!(out.status.code(), Some(7), "{:?}", text(&out));
+    assert!(text(&out).1.contains("failing with 7"), "{:?}", text(&out));
+    // stdin reaches the command, and its end ends `cat`.
+    let out = local_exec(&data, &["-i", "tool-execbox", "--", "tool", "cat"], b"line one\nline two\n");
+    assert_eq!(
+        (out.status.code(), text(&out).0.as_str()),
+        (Some(0), "line one\nline two\n"),
+        "{:?}",
+        text(&out)
+    );
+
+    // Mistakes are one line and exit 1.
+    for (args, says) in [
+        (vec!["nope", "--", "tool"], "pod \"nope\" not found"),
+        (
+            vec!["tool-execbox", "-c", "other", "--", "tool"],
+            "container other is not valid for pod tool-execbox",
+        ),
+    ] {
+        let out = local_exec(&data, &args, b"");
+        assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+        assert!(text(&out).1.contains(says), "{args:?}: {:?}", text(&out));
+    }
+    // A stopped agent is named as such.
+    assert!(agent.terminate().0.success());
+    let out = local_exec(&data, &["tool-execbox", "--", "tool", "echo", "x"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("still running?"), "{:?}", text(&out));
+}
+
 #[test]
 fn standalone_without_manifests_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,5 @@
-//! The subcommands (`Command`): `push` (run from main.rs with `crate::oci`), and the local
-//! commands `krustlet-wasi pods` and `krustlet-wasi logs`: what the node runs,
+//! The subcommands (`Command`): `push` (run from main.rs with `crate::oci`), `exec` (see
+//! [`exec`](exec)), and the local commands `krustlet-wasi pods` and `krustlet-wasi logs`: what the node runs,
 //! read from the state the agent keeps under its data dir — no API server, no agent
 //! process needed, so they work the same for cluster and standalone (static) pods.
 //!
@@ -15,8 +15,10 @@
 //! - `follow.rs`: `logs -f` from a separate process (see [`follow`](follow)), woken by
 //!   [`crate::wake`].
 
+mod exec;
 mod follow;
 mod logs;
+mod pinned;
 mod state;
 mod table;
 
@@ -31,6 +33,7 @@ mod testdata;
 
 use std::path::PathBuf;
 
+pub use exec::exec;
 pub use logs::logs;
 pub use table::pods;
 
@@ -67,6 +70,26 @@ pub enum CliError {
     FollowLog { path: PathBuf, source: std::io::Error },
     #[error("writing the output: {0}")]
     Write(#[source] std::io::Error),
+    #[error("pod \"{pod}\" reports no containers yet")]
+    NoContainers { pod: String },
+    #[error("no kubelet API recorded at {}: {source} (is an agent running with this --data-dir?)", path.display())]
+    NoEndpoint { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the agent (pid {pid}) lets no local client in without a certificate: start it with --allow-anonymous-localhost (standalone only), or use kubectl exec through the cluster"
+    )]
+    NotAnonymous { pid: u32 },
+    #[error(
+        "cannot reach the agent's kubelet API at {socket}: {source} (is the agent, pid {pid}, still running?)"
+    )]
+    Connect { socket: std::net::SocketAddr, pid: u32, source: std::io::Error },
+    #[error("reading the agent's serving certificate {}: {source}", path.display())]
+    ReadCert { path: PathBuf, source: std::io::Error },
+    #[error("the agent refused the exec ({status}): {message}")]
+    Refused { status: u16, message: String },
+    #[error("exec: {0}")]
+    Handshake(String),
+    #[error("{0}")]
+    Remote(String),
 }
 
 pub type Result<T, E = CliError> = std::result::Result<T, E>;
@@ -105,6 +128,25 @@ pub struct LogsArgs {
     pub previous: bool,
 }
 
+/// The arguments of `krustlet-wasi exec` (all but `--data-dir`), named as kubectl names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct ExecArgs {
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's namespace. Default: any namespace (a name found in several is an error).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// The container. Default: the pod's first container.
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    /// Pass this process's stdin to the command.
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
 /// Tools besides running the node.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
@@ -117,6 +159,11 @@ pub enum Command {
     /// Print a container's log from the state under --data-dir, e.g.
     /// `krustlet-wasi logs hello-mynode -f --tail 5`.
     Logs(LogsArgs),
+    /// Run a command in a pod of the agent on this machine, as `kubectl exec` does, e.g.
+    /// `krustlet-wasi exec hello-mynode -- hello --once`. Needs the agent's kubelet API
+    /// open to local clients (--allow-anonymous-localhost, standalone only); exits with the
+    /// command's exit code.
+    Exec(ExecArgs),
 }
 
 /// Arguments of `krustlet-wasi push`.

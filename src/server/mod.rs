@@ -3,6 +3,7 @@
 //! `/healthz` on 127.0.0.1:`--healthz-port`.
 
 pub mod authz;
+pub mod endpoint;
 mod exec;
 mod logs;
 mod names;
