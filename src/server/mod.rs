@@ -71,6 +71,9 @@ pub async fn run(
             },
             _ = shutdown.recv() => break,
         };
+        // Exec and log streams are many small writes: send each at once, as Go's net
+        // package (and so the kubelet) does by default, instead of waiting for an ACK.
+        let _ = tcp.set_nodelay(true);
         let (acceptor, app, authn) = (acceptor.clone(), app.clone(), state.authn.clone());
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
