@@ -5,7 +5,8 @@
 #   - manifest file written into --pod-manifest-path → Running (p50/p99 over N pods);
 #   - manifest edited → the new version Running; removed → its state gone;
 #   - `krustlet-wasi pods` with N pods, and `krustlet-wasi logs` of one pod;
-#   - guest write → line printed by `krustlet-wasi logs -f` (another process, inotify).
+#   - guest write → line printed by `krustlet-wasi logs -f` (another process, inotify);
+#   - `krustlet-wasi exec POD -- tool echo` (a new guest instance, through the kubelet API).
 #
 #   bench/standalone.sh [N]     default N=50
 set -euo pipefail
@@ -36,7 +37,8 @@ percentile() { sort -n | awk -v p="$1" '{a[NR]=$1} END {i=int((NR-1)*p/100)+1; p
 manifest first hello >"$M/first.yaml"
 t0=$(now_ms)
 RUST_LOG=warn "$BIN" --pod-manifest-path "$M" --data-dir "$D" --node-name bench --hostname bench \
-  --node-ip 127.0.0.1 --addr 127.0.0.1 --port 10490 --healthz-port 0 2>"$DIR/agent.log" &
+  --node-ip 127.0.0.1 --addr 127.0.0.1 --port 10490 --healthz-port 0 --allow-anonymous-localhost \
+  2>"$DIR/agent.log" &
 PID=$!
 wait_phase first-bench Running
 echo "agent start → static pod Running: $(($(now_ms) - t0)) ms (includes compiling the module: cold cache)"
@@ -92,4 +94,11 @@ p.kill()
 lat.sort()
 print(f"guest write → `krustlet-wasi logs -f` prints it (5 lines): median {lat[2]:.1f} ms, max {lat[-1]:.1f} ms")
 PY
+manifest tool tool >"$M/tool.yaml"
+wait_phase tool-bench Running
+"$BIN" exec tool-bench --data-dir "$D" -- tool echo warm >/dev/null
+t=$(now_ms)
+for _ in 1 2 3 4 5 6 7 8 9 10; do "$BIN" exec tool-bench --data-dir "$D" -- tool echo hi >/dev/null; done
+echo "krustlet-wasi exec (tool echo, new instance each): $((($(now_ms) - t) / 10)) ms"
+
 echo "agent RSS with $N idle static pods: $(awk '/VmRSS/ {print $2 / 1024 " MB"}' /proc/$PID/status)"

@@ -41,6 +41,8 @@ pub async fn exec(data_dir: &Path, args: &ExecArgs, notes: &mut impl Write) -> R
     let socket = api.local_socket();
     let unreachable = |source| CliError::Connect { socket, pid: api.pid, source };
     let tcp = tokio::net::TcpStream::connect(socket).await.map_err(unreachable)?;
+    // Small frames both ways: no Nagle delay.
+    let _ = tcp.set_nodelay(true);
     let config = pinned::client_config(&api.cert_file)
         .map_err(|source| CliError::ReadCert { path: api.cert_file.clone(), source })?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
