@@ -134,6 +134,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     if let Err(e) = record.write(&cfg.data_dir) {
         warn!(error = %e, "cannot record the kubelet API address; krustlet-wasi exec will not find it");
     }
+    let recorder = shared.recorder.clone();
     let mut tasks = vec![
         tokio::spawn(server::run(listener, tls, api, stop.subscribe())),
         tokio::spawn(pods::run(
@@ -145,7 +146,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         )),
     ];
     if let (Some(c), Some(n)) = (client, node) {
-        tasks.push(tokio::spawn(node::heartbeat(c, cfg.clone(), machine, n, stop.subscribe())));
+        tasks.push(tokio::spawn(node::heartbeat(c, cfg.clone(), machine, n, recorder, stop.subscribe())));
     }
     if cfg.healthz_port != 0 {
         let healthz = std::net::SocketAddr::from(([127, 0, 0, 1], cfg.healthz_port));

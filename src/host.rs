@@ -39,8 +39,12 @@ pub struct Machine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
     pub memory_available_bytes: u64,
+    pub memory_total_bytes: u64,
     pub disk_total_bytes: u64,
     pub disk_available_bytes: u64,
+    /// Inodes of the data dir's filesystem (0 where it does not count them).
+    pub inodes_total: u64,
+    pub inodes_free: u64,
     pub pids_in_use: u64,
     pub pid_max: u64,
 }
@@ -64,10 +68,11 @@ pub fn machine() -> Machine {
 /// Reads current free memory, disk of `data_dir`, and process counts.
 pub fn usage(data_dir: &Path) -> Usage {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let (disk_total, disk_avail) = match rustix::fs::statvfs(data_dir) {
-        Ok(s) => (s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize),
-        Err(_) => (0, 0),
+    let (disk_total, disk_avail, inodes_total, inodes_free) = match rustix::fs::statvfs(data_dir) {
+        Ok(s) => (s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize, s.f_files, s.f_favail),
+        Err(_) => (0, 0, 0, 0),
     };
+    let meminfo = read("/proc/meminfo");
     let pids_in_use = std::fs::read_dir("/proc")
         .map(|d| {
             d.filter_map(Result::ok)
@@ -76,9 +81,12 @@ pub fn usage(data_dir: &Path) -> Usage {
         })
         .unwrap_or(0);
     Usage {
-        memory_available_bytes: meminfo_kib(&read("/proc/meminfo"), "MemAvailable").unwrap_or(0) * 1024,
+        memory_available_bytes: meminfo_kib(&meminfo, "MemAvailable").unwrap_or(0) * 1024,
+        memory_total_bytes: meminfo_kib(&meminfo, "MemTotal").unwrap_or(0) * 1024,
         disk_total_bytes: disk_total,
         disk_available_bytes: disk_avail,
+        inodes_total,
+        inodes_free,
         pids_in_use,
         pid_max: read("/proc/sys/kernel/pid_max").trim().parse().unwrap_or(32768),
     }

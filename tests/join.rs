@@ -236,8 +236,9 @@ fn a_denied_serving_csr_ends_the_agent_with_a_clear_message() {
 fn bad_flags_exit_non_zero_with_one_line_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_string_lossy().to_string();
-    let cases: [(&[&str], &str, i32); 6] = [
+    let cases: [(&[&str], &str, i32); 7] = [
         (&["--node-ip", "300.1.1.1"], "--node-ip", 2),
+        (&["--eviction-hard", "nodefs.available<lots"], "--eviction-hard", 2),
         (&["--port", "http"], "--port", 2),
         (&["--node-labels", "a=b,broken"], "--node-labels", 2),
         (&["--node-name", "Not_A_Name"], "--node-name", 2),
@@ -261,6 +262,38 @@ fn bad_flags_exit_non_zero_with_one_line_naming_the_flag() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: one line, got {stderr}");
         assert!(stderr.contains(flag), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn a_crossed_eviction_threshold_is_disk_pressure_and_the_cluster_stops_scheduling() {
+    let cluster = require_cluster!();
+    // Less than all of the disk free: always crossed, whatever this machine has.
+    let node = common::node::TestNode::join_with(
+        cluster,
+        "pressure",
+        10264,
+        &cluster.registry,
+        &["--eviction-hard", "nodefs.available<100%"],
+    );
+    let tainted = wait_for("the disk-pressure taint", Duration::from_secs(30), || {
+        let n = cluster.get_json(&["node", &node.name])?;
+        taints(&n).iter().any(|t| t["key"] == "node.kubernetes.io/disk-pressure").then_some(n)
+    });
+    let disk = condition(&tainted, "DiskPressure").unwrap();
+    assert_eq!(
+        (disk["status"].as_str(), disk["reason"].as_str()),
+        (Some("True"), Some("KubeletHasDiskPressure"))
+    );
+    assert_eq!(condition(&tainted, "MemoryPressure").unwrap()["status"], "False");
+    // The Node's event says which threshold and by how much.
+    let sel = format!("involvedObject.name={},reason=NodeHasDiskPressure", node.name);
+    let event = wait_for("the NodeHasDiskPressure event", Duration::from_secs(10), || {
+        let ev = cluster.get_json(&["events", "-n", "default", "--field-selector", &sel])?;
+        ev["items"].as_array()?.first().cloned()
+    });
+    let message = event["message"].as_str().unwrap();
+    assert!(message.contains("nodefs.available") && message.contains("< 100% of"), "{message}");
+    assert!(node.agent.logs().contains("reporting DiskPressure"), "{}", node.agent.logs());
 }
 
 fn csr_names(cluster: &common::Cluster, name: &str) -> Vec<String> {

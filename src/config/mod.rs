@@ -44,6 +44,12 @@ pub const NODE_STATUS_INTERVAL: Duration = Duration::from_secs(60);
 /// lifecycle controller lifts it when it sees the Node change; a 1.20 controller whose
 /// first try failed does not retry until the next change, so the agent makes one sooner.
 pub const NODE_NOT_READY_TAINT_RECHECK: Duration = Duration::from_secs(3);
+/// Default `--eviction-hard`: the kubelet's memory (100Mi) and inode (5%) thresholds; disk
+/// pressure at 1Gi free rather than the kubelet's 10%, since a Wasm node's modules and
+/// logs take megabytes (on a 250G disk, 10% would call 24G free "pressure" and stop all
+/// scheduling); PIDs at 10% free.
+pub const DEFAULT_EVICTION_HARD: &str =
+    "memory.available<100Mi,nodefs.available<1Gi,nodefs.inodesFree<5%,pid.available<10%";
 /// How long a clean shutdown may take before the agent gives up waiting on its tasks.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 /// A certificate this close to expiry is treated as expired and requested again.
@@ -137,6 +143,15 @@ pub struct Flags {
     #[arg(long, env = "KRUSTLET_SYNC_FREQUENCY", value_name = "DURATION")]
     pub sync_frequency: Option<String>,
 
+    /// Free memory, disk, inodes or PIDs below which the node reports MemoryPressure,
+    /// DiskPressure or PIDPressure (and the cluster stops scheduling here), in the
+    /// kubelet's syntax: `memory.available<100Mi,nodefs.available<10%`. Signals:
+    /// memory.available, nodefs.available, imagefs.available, nodefs.inodesFree,
+    /// imagefs.inodesFree, pid.available (disk ones: the --data-dir filesystem). Default:
+    /// memory.available<100Mi,nodefs.available<1Gi,nodefs.inodesFree<5%,pid.available<10%.
+    #[arg(long, env = "KRUSTLET_EVICTION_HARD", value_name = "THRESHOLDS")]
+    pub eviction_hard: Option<String>,
+
     /// Directory of static pod manifests (Pod YAML/JSON), or one manifest file, run by this
     /// node and watched for changes. With no kubeconfig and no bootstrap file the node runs
     /// standalone with only these. Default: none.
@@ -183,6 +198,7 @@ pub struct Config {
     pub container_log_max_size: u64,
     pub container_log_max_files: u32,
     pub sync_frequency: Duration,
+    pub eviction_hard: crate::node::eviction::Thresholds,
     pub pod_manifest_path: Option<PathBuf>,
     pub allow_anonymous_localhost: bool,
     /// `--bootstrap-file` was given (a missing file is then an error, not standalone mode).
@@ -314,6 +330,10 @@ impl Config {
                 Some(d) => parse_duration("sync-frequency", d, Duration::from_secs(1))?,
                 None => DEFAULT_SYNC_FREQUENCY,
             },
+            eviction_hard: crate::node::eviction::parse(
+                flags.eviction_hard.as_deref().unwrap_or(DEFAULT_EVICTION_HARD),
+            )
+            .map_err(|why| invalid("eviction-hard", why))?,
             data_dir,
         })
     }

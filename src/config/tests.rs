@@ -64,6 +64,7 @@ fn bad_values_name_their_flag_on_one_line() {
         (Flags { max_pods: Some("-1".into()), ..Flags::default() }, "max-pods"),
         (Flags { node_name: Some("Bad_Name".into()), ..Flags::default() }, "node-name"),
         (Flags { node_labels: Some("novalue".into()), ..Flags::default() }, "node-labels"),
+        (Flags { eviction_hard: Some("disk.free<1Gi".into()), ..Flags::default() }, "eviction-hard"),
         (Flags { node_labels: Some("a=b c".into()), ..Flags::default() }, "node-labels"),
         (Flags { node_labels: Some("-x=1".into()), ..Flags::default() }, "node-labels"),
         (

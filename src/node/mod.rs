@@ -1,6 +1,7 @@
 //! The Node object: registration (create, or patch so a restart restores it), the Lease
 //! heartbeat in `kube-node-lease`, and periodic status refreshes.
 
+pub mod eviction;
 mod object;
 
 pub use object::{TAINT_EFFECTS, TAINT_KEY, WASM_ARCH, kubelet_version, rfc3339};
@@ -61,7 +62,7 @@ pub async fn register(
         }
         Some(_) => restore(&api, cfg, recorder).await?,
     }
-    post_status(&api, cfg, machine, &object::Transitions::new()).await
+    post_status(&api, cfg, machine, &object::Transitions::new(), recorder).await
 }
 
 /// Re-applies labels and, where the cluster allows it, taints to an existing Node.
@@ -117,13 +118,51 @@ async fn post_status(
     cfg: &Config,
     machine: &Machine,
     previous: &object::Transitions,
+    recorder: &Recorder,
 ) -> Result<Node, NodeError> {
     let usage = host::usage(&cfg.data_dir);
+    pressure_changes(cfg, &usage, previous, recorder).await;
     let now = object::rfc3339(&Timestamp::now());
     let patch = object::status_patch(cfg, machine, &usage, previous, &now);
     api.patch_status(&cfg.node_name, &PatchParams::default(), &Patch::Strategic(&patch))
         .await
         .map_err(|e| NodeError::Status { name: cfg.node_name.clone(), source: e })
+}
+
+/// Says when a pressure condition turns True (which threshold, by how much) or False again,
+/// in the log and as the kubelet's Node events (`NodeHasDiskPressure`, ...).
+async fn pressure_changes(
+    cfg: &Config,
+    usage: &host::Usage,
+    previous: &object::Transitions,
+    recorder: &Recorder,
+) {
+    use eviction::Pressure;
+    let crossed = cfg.eviction_hard.crossed(usage);
+    for (pressure, condition, yes, no) in [
+        (Pressure::Memory, "MemoryPressure", "NodeHasInsufficientMemory", "NodeHasSufficientMemory"),
+        (Pressure::Disk, "DiskPressure", "NodeHasDiskPressure", "NodeHasNoDiskPressure"),
+        (Pressure::Pid, "PIDPressure", "NodeHasInsufficientPID", "NodeHasSufficientPID"),
+    ] {
+        let why: Vec<&str> =
+            crossed.iter().filter(|(p, _)| *p == pressure).map(|(_, w)| w.as_str()).collect();
+        let was = previous.get(condition).is_some_and(|(s, _)| s == "True");
+        let name = &cfg.node_name;
+        let message = match (was, why.is_empty()) {
+            (false, false) => {
+                let why = why.join(", ");
+                warn!(node = %name, condition, "{why}: reporting {condition}; nothing new is scheduled here until it passes (--eviction-hard)");
+                format!("Node {name} status is now: {yes} ({why}; see --eviction-hard)")
+            }
+            (true, true) => {
+                info!(node = %name, condition, "{condition} passed");
+                format!("Node {name} status is now: {no}")
+            }
+            _ => continue,
+        };
+        let reason = if why.is_empty() { no } else { yes };
+        recorder.publish(&node_ref(name), Kind::Normal, reason, &message).await;
+    }
 }
 
 /// Keeps the node alive until shutdown: renews the Lease every 10 s and re-posts the
@@ -135,6 +174,7 @@ pub async fn heartbeat(
     cfg: Config,
     machine: Machine,
     node: Node,
+    recorder: Recorder,
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -152,7 +192,7 @@ pub async fn heartbeat(
                 }
             }
             _ = tokio::time::sleep_until(next_status) => {
-                let wait = match post_status(&nodes, &cfg, &machine, &transitions).await {
+                let wait = match post_status(&nodes, &cfg, &machine, &transitions, &recorder).await {
                     Ok(node) => {
                         transitions = object::transitions_of(&node);
                         debug!("node status posted");

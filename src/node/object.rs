@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use super::eviction::{Pressure, Thresholds};
 use crate::config::Config;
 use crate::host::{Machine, Usage};
 
@@ -16,12 +17,6 @@ pub const TAINT_KEY: &str = "kubernetes.io/arch";
 pub const TAINT_EFFECTS: [&str; 2] = ["NoSchedule", "NoExecute"];
 /// The taint admission puts on every new Node until the node lifecycle controller sees it Ready.
 pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
-/// Free memory below which MemoryPressure is True (the kubelet's default hard eviction).
-const MEMORY_PRESSURE_BYTES: u64 = 100 * 1024 * 1024;
-/// Free share of the data dir's disk below which DiskPressure is True (kubelet: 10%).
-const DISK_PRESSURE_PERCENT: u64 = 10;
-/// Share of the PID space in use above which PIDPressure is True.
-const PID_PRESSURE_PERCENT: u64 = 90;
 
 /// The version the node reports as `kubeletVersion` (shown by `kubectl get nodes`).
 pub fn kubelet_version() -> String {
@@ -78,12 +73,11 @@ pub struct Condition {
     pub message: &'static str,
 }
 
-/// Ready plus the three pressure conditions, computed from current usage.
-pub fn conditions(usage: &Usage) -> Vec<Condition> {
-    let memory = usage.memory_available_bytes < MEMORY_PRESSURE_BYTES;
-    let disk = usage.disk_total_bytes > 0
-        && usage.disk_available_bytes * 100 < usage.disk_total_bytes * DISK_PRESSURE_PERCENT;
-    let pid = usage.pid_max > 0 && usage.pids_in_use * 100 > usage.pid_max * PID_PRESSURE_PERCENT;
+/// Ready plus the three pressure conditions, from current usage against `--eviction-hard`.
+pub fn conditions(usage: &Usage, thresholds: &Thresholds) -> Vec<Condition> {
+    let memory = thresholds.under(usage, Pressure::Memory);
+    let disk = thresholds.under(usage, Pressure::Disk);
+    let pid = thresholds.under(usage, Pressure::Pid);
     let pick = |p: bool, yes: &'static str, no: &'static str| if p { yes } else { no };
     vec![
         Condition {
@@ -139,7 +133,7 @@ pub fn status_patch(
         "ephemeral-storage": format!("{}Ki", usage.disk_total_bytes / 1024),
         "pods": cfg.max_pods.to_string(),
     });
-    let conditions: Vec<Value> = conditions(usage)
+    let conditions: Vec<Value> = conditions(usage, &cfg.eviction_hard)
         .into_iter()
         .map(|c| {
             let status = if c.status { "True" } else { "False" };

@@ -19,8 +19,11 @@ fn cfg(labels: &str) -> Config {
 fn usage() -> Usage {
     Usage {
         memory_available_bytes: 8 << 30,
+        memory_total_bytes: 16 << 30,
         disk_total_bytes: 100 << 30,
         disk_available_bytes: 50 << 30,
+        inodes_total: 1_000_000,
+        inodes_free: 900_000,
         pids_in_use: 300,
         pid_max: 4_194_304,
     }
@@ -98,11 +101,11 @@ fn conditions_keep_transition_time_until_they_change() {
 fn pressure_is_reported_with_the_kubelets_reasons() {
     let low = Usage {
         memory_available_bytes: 1 << 20,
-        disk_available_bytes: 1 << 30,
+        disk_available_bytes: 512 << 20,
         pids_in_use: 4_000_000,
         ..usage()
     };
-    let c = conditions(&low);
+    let c = conditions(&low, &cfg("").eviction_hard);
     assert!(c.iter().filter(|c| c.type_ != "Ready").all(|c| c.status));
     assert_eq!(c[0].reason, "KubeletHasInsufficientMemory");
     assert_eq!(c[1].reason, "KubeletHasDiskPressure");
