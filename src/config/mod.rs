@@ -50,6 +50,10 @@ pub const NODE_NOT_READY_TAINT_RECHECK: Duration = Duration::from_secs(3);
 /// scheduling); PIDs at 10% free.
 pub const DEFAULT_EVICTION_HARD: &str =
     "memory.available<100Mi,nodefs.available<1Gi,nodefs.inodesFree<5%,pid.available<10%";
+/// How long after a mirror pod is deleted (`kubectl delete`) the node makes a new one.
+/// Made at once, the new mirror (same name) can appear before `kubectl delete` starts
+/// watching for the old one to go, and kubectl then waits on the new one forever.
+pub const MIRROR_RECREATE_DELAY: Duration = Duration::from_secs(1);
 /// How long a clean shutdown may take before the agent gives up waiting on its tasks.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 /// A certificate this close to expiry is treated as expired and requested again.

@@ -58,6 +58,7 @@ impl<R: ContainerRuntime> Worker<R> {
             preparing: None,
             published: None,
             publish_retry_at: None,
+            mirror_again_at: None,
             refresh_at: None,
             seen: Instant::now(),
             frozen: false,

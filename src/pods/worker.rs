@@ -106,6 +106,8 @@ pub struct Worker<R: ContainerRuntime> {
     pub(super) published: Option<serde_json::Value>,
     /// A failed status patch is retried at this instant.
     pub(super) publish_retry_at: Option<Instant>,
+    /// A static pod whose mirror was deleted makes a new one at this instant.
+    pub(super) mirror_again_at: Option<Instant>,
     /// When the pod's volumes from the API are next rewritten (`--sync-frequency`, or a
     /// service account token falling due, whichever comes first).
     pub(super) refresh_at: Option<Instant>,
@@ -176,9 +178,9 @@ impl<R: ContainerRuntime> Worker<R> {
             Event::Msg(Some(Msg::Update(pod))) => {
                 self.pod = pod;
                 if super::report::is_static(&self.pod) {
-                    // Sent again because its mirror pod was deleted: report anew, which
-                    // creates a new mirror.
-                    self.published = None;
+                    // Sent again because its mirror pod was deleted: report anew soon,
+                    // which creates a new mirror (see MIRROR_RECREATE_DELAY).
+                    self.mirror_again_at = Some(Instant::now() + crate::config::MIRROR_RECREATE_DELAY);
                 }
                 self.shared.directory.upsert_pod(self.pod.clone(), self.log_dir());
                 if self.pod.metadata.deletion_timestamp.is_some() && self.phase != Phase::Terminating {
@@ -270,6 +272,10 @@ impl<R: ContainerRuntime> Worker<R> {
 
     async fn timer(&mut self) {
         let now = Instant::now();
+        if self.mirror_again_at.is_some_and(|t| t <= now) {
+            self.mirror_again_at = None;
+            self.published = None;
+        }
         if self.refresh_at.is_some_and(|t| t <= now) {
             self.refresh_volumes().await;
         }
@@ -309,7 +315,7 @@ impl<R: ContainerRuntime> Worker<R> {
             _ => None,
         };
         let refresh = self.refresh_at.filter(|_| matches!(self.phase, Phase::Init { .. } | Phase::Running));
-        [phase, self.publish_retry_at, refresh].into_iter().flatten().min()
+        [phase, self.publish_retry_at, self.mirror_again_at, refresh].into_iter().flatten().min()
     }
 
     pub(super) fn running(&self) -> usize {
