@@ -25,7 +25,7 @@ now_ms() { date +%s%3N; }
 # phase POD: the phase in the pod's status.json ("" if none).
 phase() {
   grep -l "\"name\":\"$1\"" "$D"/pods/*/status.json 2>/dev/null | head -n 1 |
-    xargs -r grep -o '"phase":"[A-Za-z]*"' | head -n 1 | cut -d'"' -f4
+    xargs -r grep -o '"phase":"[A-Za-z]*"' 2>/dev/null | head -n 1 | cut -d'"' -f4
 }
 wait_phase() { until [[ "$(phase "$1")" == "$2" ]]; do sleep 0.002; done; }
 manifest() { # NAME GUEST [restartPolicy]
