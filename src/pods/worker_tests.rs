@@ -302,3 +302,23 @@ async fn deletion_stops_the_runs_and_removes_the_pods_files() {
     tokio::time::timeout(Duration::from_secs(30), &mut h.worker).await.unwrap().unwrap();
     assert!(!h.data.join("pods/u-1").exists(), "the pod's directory is left");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_static_pod_reports_anew_a_second_after_its_mirror_went() {
+    use std::os::unix::fs::MetadataExt;
+    let mut static_pod = pod("Always", &[], &[("main", &["forever"])], "img");
+    static_pod.metadata.annotations =
+        Some([(super::super::report::SOURCE_ANNOTATION.to_string(), "file".to_string())].into());
+    let mut h = Harness::start(static_pod);
+    h.starts(1, Instant::now()).await;
+    h.wait(1).await;
+    // Each report replaces status.json (a new inode); an unchanged status is not reported.
+    let inode = || std::fs::metadata(h.data.join("pods/u-1/status.json")).unwrap().ino();
+    let before = inode();
+    // The controller sends the pod again when its mirror was deleted.
+    h.slot.send(Some(Arc::new(h.pod.clone()))).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(inode(), before, "reported again before the delay");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_ne!(inode(), before, "not reported again after the delay");
+}
