@@ -160,7 +160,7 @@ pub enum Command {
     /// `krustlet-wasi logs hello-mynode -f --tail 5`.
     Logs(LogsArgs),
     /// Run a command in a pod of the agent on this machine, as `kubectl exec` does, e.g.
-    /// `krustlet-wasi exec hello-mynode -- hello --once`. Needs the agent's kubelet API
+    /// `krustlet-wasi exec app-mynode -- app --check`. Needs the agent's kubelet API
     /// open to local clients (--allow-anonymous-localhost, standalone only); exits with the
     /// command's exit code.
     Exec(ExecArgs),

@@ -104,7 +104,7 @@ pub struct Flags {
     pub private_key_file: Option<PathBuf>,
 
     /// Directory for credentials, images, compiled modules, volumes and logs; also where
-    /// `pods` and `logs` read the node's state. Default: ~/.krustlet.
+    /// `pods`, `logs` and `exec` find the node's state. Default: ~/.krustlet.
     #[arg(long, global = true, env = "KRUSTLET_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
