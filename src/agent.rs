@@ -111,6 +111,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             max_files: cfg.container_log_max_files,
         },
         sync_frequency: cfg.sync_frequency,
+        objects: Arc::new(pods::cache::ObjectCache::new(cfg.sync_frequency)),
     });
     info!(node = %cfg.node_name, elapsed_ms = started.elapsed().as_millis() as u64, standalone, "node registered and Ready");
 

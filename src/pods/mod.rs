@@ -1,6 +1,7 @@
 //! Pods bound to this node: one watch on `spec.nodeName`, one worker per pod that owns
 //! the pod's state (see `worker.rs`), admission by `--max-pods`.
 
+pub mod cache;
 pub mod directory;
 pub mod env;
 pub mod manifests;
@@ -57,12 +58,24 @@ pub struct Shared<R> {
     pub log_limits: crate::logs::LogLimits,
     /// How often running pods' volumes from the API are rewritten (`--sync-frequency`).
     pub sync_frequency: std::time::Duration,
+    /// The ConfigMaps and Secrets those rewrites read (kept for `sync_frequency`).
+    pub objects: Arc<cache::ObjectCache>,
 }
 
 impl<R> Shared<R> {
-    /// Where ConfigMaps, Secrets and tokens come from.
-    pub fn source(&self) -> source::ApiSource {
-        source::ApiSource(self.client.clone())
+    /// Where ConfigMaps, Secrets and tokens come from when a pod starts: always the API
+    /// server (what is read also fills the node's cache).
+    pub fn source(&self) -> cache::Cached<source::ApiSource> {
+        cache::Cached {
+            source: source::ApiSource(self.client.clone()),
+            cache: self.objects.clone(),
+            fresh: true,
+        }
+    }
+
+    /// Where running pods' volumes are rewritten from: the node's cache, else the API.
+    pub fn refresh_source(&self) -> cache::Cached<source::ApiSource> {
+        cache::Cached { fresh: false, ..self.source() }
     }
 
     /// The context env and volumes are resolved in, for one pod.

@@ -321,7 +321,7 @@ impl<R: ContainerRuntime> Worker<R> {
     pub(super) async fn refresh_volumes(&mut self) {
         let (shared, pod) = (self.shared.clone(), self.pod.clone());
         if let Some(prepared) = self.prepared.as_mut()
-            && let Err(e) = prepared.volumes.refresh(&shared.source(), &shared.context(&pod)).await
+            && let Err(e) = prepared.volumes.refresh(&shared.refresh_source(), &shared.context(&pod)).await
         {
             tracing::warn!(error = %e, "refreshing the pod's volumes failed; keeping the old files");
         }

@@ -136,6 +136,7 @@ impl Harness {
             logs: crate::logs::LogRegistry::new(),
             log_limits: crate::logs::LogLimits::default(),
             sync_frequency: Duration::from_secs(60),
+            objects: Arc::new(crate::pods::cache::ObjectCache::new(Duration::from_secs(60))),
         });
         let (slot, rx) = watch::channel(Some(Arc::new(pod.clone())));
         let worker = tokio::spawn(Worker::run(shared, Arc::new(pod.clone()), rx));
