@@ -34,6 +34,9 @@ fn agent_args(name: &str, port: u16, dir: &std::path::Path, bootstrap: &std::pat
         &bootstrap.to_string_lossy(),
         "--node-labels",
         "team=wasm,example.com/tier=gold",
+        // Two of these agents run at once: they cannot both have the default 10248.
+        "--healthz-port",
+        "0",
     ]
     .iter()
     .map(|s| s.to_string())
