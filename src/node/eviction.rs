@@ -133,18 +133,16 @@ impl Thresholds {
             })
             .collect()
     }
+}
 
-    /// Whether any threshold of `pressure` is crossed.
-    pub fn under(&self, usage: &Usage, pressure: Pressure) -> bool {
-        self.crossed(usage).iter().any(|(p, _)| *p == pressure)
-    }
+/// Whether `crossed` (from [`Thresholds::crossed`]) has a threshold of `pressure`.
+pub fn under(crossed: &[(Pressure, String)], pressure: Pressure) -> bool {
+    crossed.iter().any(|(p, _)| *p == pressure)
 }
 
 /// Bytes in binary units; inode and PID counts as numbers.
 fn human(signal: Signal, n: u64) -> String {
-    if !matches!(signal.pressure(), Pressure::Memory | Pressure::Disk)
-        || matches!(signal, Signal::NodefsInodesFree | Signal::ImagefsInodesFree)
-    {
+    if !matches!(signal, Signal::MemoryAvailable | Signal::NodefsAvailable | Signal::ImagefsAvailable) {
         return n.to_string();
     }
     let units = ["", "Ki", "Mi", "Gi", "Ti", "Pi"];

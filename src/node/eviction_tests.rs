@@ -53,8 +53,8 @@ fn a_big_disk_with_a_tenth_free_is_under_pressure_only_by_percentage() {
     let ours = parse(crate::config::DEFAULT_EVICTION_HARD).unwrap();
     assert!(ours.crossed(&u).is_empty(), "{:?}", ours.crossed(&u));
     let full = Usage { disk_available_bytes: 512 << 20, ..u };
-    assert!(ours.under(&full, Pressure::Disk));
-    assert!(!ours.under(&full, Pressure::Memory));
+    assert!(under(&ours.crossed(&full), Pressure::Disk));
+    assert!(!under(&ours.crossed(&full), Pressure::Memory));
 }
 
 #[test]

@@ -121,9 +121,10 @@ async fn post_status(
     recorder: &Recorder,
 ) -> Result<Node, NodeError> {
     let usage = host::usage(&cfg.data_dir);
-    pressure_changes(cfg, &usage, previous, recorder).await;
+    let crossed = cfg.eviction_hard.crossed(&usage);
+    pressure_changes(&cfg.node_name, &crossed, previous, recorder).await;
     let now = object::rfc3339(&Timestamp::now());
-    let patch = object::status_patch(cfg, machine, &usage, previous, &now);
+    let patch = object::status_patch(cfg, machine, &usage, &crossed, previous, &now);
     api.patch_status(&cfg.node_name, &PatchParams::default(), &Patch::Strategic(&patch))
         .await
         .map_err(|e| NodeError::Status { name: cfg.node_name.clone(), source: e })
@@ -132,13 +133,12 @@ async fn post_status(
 /// Says when a pressure condition turns True (which threshold, by how much) or False again,
 /// in the log and as the kubelet's Node events (`NodeHasDiskPressure`, ...).
 async fn pressure_changes(
-    cfg: &Config,
-    usage: &host::Usage,
+    name: &str,
+    crossed: &[(eviction::Pressure, String)],
     previous: &object::Transitions,
     recorder: &Recorder,
 ) {
     use eviction::Pressure;
-    let crossed = cfg.eviction_hard.crossed(usage);
     for (pressure, condition, yes, no) in [
         (Pressure::Memory, "MemoryPressure", "NodeHasInsufficientMemory", "NodeHasSufficientMemory"),
         (Pressure::Disk, "DiskPressure", "NodeHasDiskPressure", "NodeHasNoDiskPressure"),
@@ -147,7 +147,6 @@ async fn pressure_changes(
         let why: Vec<&str> =
             crossed.iter().filter(|(p, _)| *p == pressure).map(|(_, w)| w.as_str()).collect();
         let was = previous.get(condition).is_some_and(|(s, _)| s == "True");
-        let name = &cfg.node_name;
         let message = match (was, why.is_empty()) {
             (false, false) => {
                 let why = why.join(", ");

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::eviction::{Pressure, Thresholds};
+use super::eviction::{Pressure, under};
 use crate::config::Config;
 use crate::host::{Machine, Usage};
 
@@ -73,11 +73,12 @@ pub struct Condition {
     pub message: &'static str,
 }
 
-/// Ready plus the three pressure conditions, from current usage against `--eviction-hard`.
-pub fn conditions(usage: &Usage, thresholds: &Thresholds) -> Vec<Condition> {
-    let memory = thresholds.under(usage, Pressure::Memory);
-    let disk = thresholds.under(usage, Pressure::Disk);
-    let pid = thresholds.under(usage, Pressure::Pid);
+/// Ready plus the three pressure conditions, from the `--eviction-hard` thresholds that
+/// current usage crosses.
+pub fn conditions(crossed: &[(Pressure, String)]) -> Vec<Condition> {
+    let memory = under(crossed, Pressure::Memory);
+    let disk = under(crossed, Pressure::Disk);
+    let pid = under(crossed, Pressure::Pid);
     let pick = |p: bool, yes: &'static str, no: &'static str| if p { yes } else { no };
     vec![
         Condition {
@@ -119,11 +120,13 @@ pub fn conditions(usage: &Usage, thresholds: &Thresholds) -> Vec<Condition> {
 /// times stable while a condition does not change.
 pub type Transitions = BTreeMap<String, (String, String)>;
 
-/// The body of a strategic-merge patch of `nodes/status`. `now` is RFC 3339.
+/// The body of a strategic-merge patch of `nodes/status`; `crossed` is what
+/// `cfg.eviction_hard` says of `usage`. `now` is RFC 3339.
 pub fn status_patch(
     cfg: &Config,
     machine: &Machine,
     usage: &Usage,
+    crossed: &[(Pressure, String)],
     previous: &Transitions,
     now: &str,
 ) -> Value {
@@ -133,7 +136,7 @@ pub fn status_patch(
         "ephemeral-storage": format!("{}Ki", usage.disk_total_bytes / 1024),
         "pods": cfg.max_pods.to_string(),
     });
-    let conditions: Vec<Value> = conditions(usage, &cfg.eviction_hard)
+    let conditions: Vec<Value> = conditions(crossed)
         .into_iter()
         .map(|c| {
             let status = if c.status { "True" } else { "False" };
@@ -189,10 +192,6 @@ pub fn rfc3339(ts: &k8s_openapi::jiff::Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-#[cfg(test)]
-#[path = "object_tests.rs"]
-mod tests;
-
 /// Whether the Node reports Ready=True but still carries [`NOT_READY_TAINT`], so nothing
 /// can be scheduled onto it.
 pub fn ready_but_tainted_not_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
@@ -208,3 +207,7 @@ pub fn ready_but_tainted_not_ready(node: &k8s_openapi::api::core::v1::Node) -> b
         .is_some_and(|ts| ts.iter().any(|t| t.key == NOT_READY_TAINT));
     ready && tainted
 }
+
+#[cfg(test)]
+#[path = "object_tests.rs"]
+mod tests;

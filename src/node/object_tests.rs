@@ -68,7 +68,7 @@ fn missing_taints_are_found() {
 
 #[test]
 fn status_reports_capacity_endpoint_and_runtime() {
-    let s = status_patch(&cfg(""), &machine(), &usage(), &Transitions::new(), "2026-01-01T00:00:00Z");
+    let s = status_patch(&cfg(""), &machine(), &usage(), &[], &Transitions::new(), "2026-01-01T00:00:00Z");
     let st = &s["status"];
     assert_eq!(st["capacity"]["pods"], "250");
     assert_eq!(st["capacity"]["cpu"], "2");
@@ -86,7 +86,7 @@ fn conditions_keep_transition_time_until_they_change() {
     let mut prev = Transitions::new();
     prev.insert("Ready".into(), ("True".into(), "2020-01-01T00:00:00Z".into()));
     prev.insert("MemoryPressure".into(), ("True".into(), "2020-01-01T00:00:00Z".into()));
-    let s = status_patch(&cfg(""), &machine(), &usage(), &prev, "2026-01-01T00:00:00Z");
+    let s = status_patch(&cfg(""), &machine(), &usage(), &[], &prev, "2026-01-01T00:00:00Z");
     let conds = s["status"]["conditions"].as_array().unwrap();
     let by = |t: &str| conds.iter().find(|c| c["type"] == t).unwrap().clone();
     assert_eq!(by("Ready")["lastTransitionTime"], "2020-01-01T00:00:00Z");
@@ -105,7 +105,7 @@ fn pressure_is_reported_with_the_kubelets_reasons() {
         pids_in_use: 4_000_000,
         ..usage()
     };
-    let c = conditions(&low, &cfg("").eviction_hard);
+    let c = conditions(&cfg("").eviction_hard.crossed(&low));
     assert!(c.iter().filter(|c| c.type_ != "Ready").all(|c| c.status));
     assert_eq!(c[0].reason, "KubeletHasInsufficientMemory");
     assert_eq!(c[1].reason, "KubeletHasDiskPressure");
