@@ -222,27 +222,21 @@ pub fn shared_node(tag: &'static str, port: u16) -> Option<&'static node::TestNo
 /// A shared node is never dropped: remove it from the cluster when the test process exits,
 /// so no Ready-looking Node outlives its agent and attracts later pods.
 fn forget_at_exit(cluster: &'static Cluster, name: &str) {
-    static AT_EXIT: OnceLock<std::sync::Mutex<Vec<(&'static Cluster, String)>>> = OnceLock::new();
+    static AT_EXIT: std::sync::Mutex<Vec<(&'static Cluster, String)>> = std::sync::Mutex::new(Vec::new());
+    static REGISTER: std::sync::Once = std::sync::Once::new();
     unsafe extern "C" {
         fn atexit(callback: extern "C" fn()) -> i32;
     }
     extern "C" fn forget_all() {
-        if let Some(list) = AT_EXIT.get() {
-            for (cluster, name) in list.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                cluster.forget_node(name);
-            }
+        for (cluster, name) in AT_EXIT.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            cluster.forget_node(name);
         }
     }
-    let mut first = false;
-    AT_EXIT.get_or_init(|| {
-        first = true;
-        Default::default()
+    // SAFETY: registers a plain function with the C library; it runs once at exit.
+    REGISTER.call_once(|| unsafe {
+        atexit(forget_all);
     });
-    if first {
-        // SAFETY: registers a plain function with the C library; it runs once at exit.
-        unsafe { atexit(forget_all) };
-    }
-    AT_EXIT.get().unwrap().lock().unwrap_or_else(|p| p.into_inner()).push((cluster, name.to_string()));
+    AT_EXIT.lock().unwrap_or_else(|p| p.into_inner()).push((cluster, name.to_string()));
 }
 
 /// Flags of a standalone agent (no cluster) named `name` on 127.0.0.1:`port`, running the
@@ -279,6 +273,18 @@ pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) 
 pub fn wait_for_explained<T>(
     what: &str,
     timeout: Duration,
+    f: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
+    poll_until(what, timeout, Duration::from_millis(250), f, explain)
+}
+
+/// Calls `f` every `every` until it returns `Some`; after `timeout` panics naming `what`,
+/// with `explain()`.
+pub fn poll_until<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
     mut f: impl FnMut() -> Option<T>,
     explain: impl FnOnce() -> String,
 ) -> T {
@@ -290,7 +296,7 @@ pub fn wait_for_explained<T>(
         if start.elapsed() >= timeout {
             panic!("timed out after {timeout:?} waiting for {what}\n{}", explain());
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(every);
     }
 }
 

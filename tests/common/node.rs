@@ -16,17 +16,23 @@ pub struct TestNode {
     pub dir: tempfile::TempDir,
     pub agent: Agent,
     pub args: Vec<String>,
-    kubeconfig: PathBuf,
+    cluster: &'static Cluster,
 }
 
 impl TestNode {
     /// Bootstraps a fresh node (approving its serving CSR) and waits until it is Ready.
-    pub fn join(cluster: &Cluster, tag: &str, port: u16, registry: &str) -> TestNode {
+    pub fn join(cluster: &'static Cluster, tag: &str, port: u16, registry: &str) -> TestNode {
         Self::join_with(cluster, tag, port, registry, &[])
     }
 
     /// Like `join`, with extra agent flags.
-    pub fn join_with(cluster: &Cluster, tag: &str, port: u16, registry: &str, extra: &[&str]) -> TestNode {
+    pub fn join_with(
+        cluster: &'static Cluster,
+        tag: &str,
+        port: u16,
+        registry: &str,
+        extra: &[&str],
+    ) -> TestNode {
         let name = format!("kw-{tag}-{}", std::process::id());
         cluster.forget_node(&name);
         let dir = tempfile::tempdir().unwrap();
@@ -58,7 +64,7 @@ impl TestNode {
         cluster.kubectl_ok(&["certificate", "approve", &format!("{name}-tls")]);
         agent.wait_output("node registered and Ready", Duration::from_secs(60));
         wait_schedulable(cluster, &name);
-        TestNode { name, port, dir, agent, args, kubeconfig: cluster.kubeconfig.clone() }
+        TestNode { name, port, dir, agent, args, cluster }
     }
 
     /// Stops the agent (SIGTERM) and starts it again with the same data dir.
@@ -96,13 +102,7 @@ impl TestNode {
 impl Drop for TestNode {
     fn drop(&mut self) {
         // Leave no Node behind for the lifecycle controller to evict from.
-        let tls = format!("{}-tls", self.name);
-        let kubectl = |args: &[&str]| {
-            Command::new("kubectl").arg("--kubeconfig").arg(&self.kubeconfig).args(args).output()
-        };
-        let _ = kubectl(&["delete", "node", &self.name, "--wait=false"]);
-        let _ = kubectl(&["delete", "csr", &self.name, &tls, "--ignore-not-found"]);
-        let _ = kubectl(&["-n", "kube-node-lease", "delete", "lease", &self.name, "--ignore-not-found"]);
+        self.cluster.forget_node(&self.name);
     }
 }
 
@@ -172,18 +172,13 @@ impl Cluster {
         timeout: Duration,
         cond: impl Fn(&Value) -> bool,
     ) -> Value {
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(p) = self.get_json(&["pod", name, "-n", "default"])
-                && cond(&p)
-            {
-                return p;
-            }
-            if start.elapsed() >= timeout {
-                panic!("pod {name}: timed out waiting for {what}\n{}", self.explain_pod("default", name));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        super::poll_until(
+            &format!("pod {name}: {what}"),
+            timeout,
+            Duration::from_millis(200),
+            || self.get_json(&["pod", name, "-n", "default"]).filter(|p| cond(p)),
+            || self.explain_pod("default", name),
+        )
     }
 
     /// The pod's events as (reason, message), oldest first.
