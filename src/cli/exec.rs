@@ -59,7 +59,7 @@ pub async fn exec(data_dir: &Path, args: &ExecArgs, notes: &mut impl Write) -> R
         query.append_pair("stdin", "1");
     }
     let url = format!("wss://{socket}/exec/{}/{}/{container}?{}", pod.namespace, pod.name, query.finish());
-    let mut request = url.into_client_request().map_err(|e| CliError::Handshake(e.to_string()))?;
+    let mut request = url.into_client_request().map_err(|e| CliError::Exec(e.to_string()))?;
     request.headers_mut().insert("Sec-WebSocket-Protocol", http::HeaderValue::from_static(PROTOCOLS));
     let (socket, response) = tokio_tungstenite::client_async(request, tls).await.map_err(refused)?;
     let v5 = response.headers().get("sec-websocket-protocol").is_some_and(|p| p == "v5.channel.k8s.io");
@@ -91,7 +91,7 @@ fn refused(e: tungstenite::Error) -> CliError {
             let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
             CliError::Refused { status: response.status().as_u16(), message: body.trim().to_string() }
         }
-        e => CliError::Handshake(e.to_string()),
+        e => CliError::Exec(e.to_string()),
     }
 }
 
@@ -159,7 +159,7 @@ async fn write_out(to: &mut (impl tokio::io::AsyncWrite + Unpin), data: &[u8]) -
 }
 
 fn stream_error(e: tungstenite::Error) -> CliError {
-    CliError::Handshake(format!("the exec stream failed: {e}"))
+    CliError::Exec(format!("the exec stream failed: {e}"))
 }
 
 /// The exit code in a remotecommand status: 0 for Success, the code of a NonZeroExitCode;

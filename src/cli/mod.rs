@@ -87,7 +87,7 @@ pub enum CliError {
     #[error("the agent refused the exec ({status}): {message}")]
     Refused { status: u16, message: String },
     #[error("exec: {0}")]
-    Handshake(String),
+    Exec(String),
     #[error("{0}")]
     Remote(String),
 }
