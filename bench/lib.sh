@@ -10,6 +10,19 @@ bench_setup() {
   mkdir -p target/guests
 }
 
+# standalone_setup: for benches of a node without a cluster: the release agent ($BIN), the
+# example guests ($WASM, their directory), a temp dir ($DIR) removed at exit with the agent
+# ($PID, once started) stopped, and the clock rate of /proc's CPU figures ($TICKS).
+standalone_setup() {
+  cargo build --release --quiet --bin krustlet-wasi
+  BIN=target/release/krustlet-wasi
+  WASM=$(examples/build.sh 2>/dev/null | tail -n 1)
+  DIR=$(mktemp -d)
+  PID=
+  trap 'kill $PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
+  TICKS=$(getconf CLK_TCK)
+}
+
 # publish GUEST: compiles examples/guests/GUEST.c and pushes it as bench/GUEST:v1.
 publish() {
   clang --target=wasm32-wasi --sysroot=/usr -O2 -Wl,--strip-all -o "target/guests/$1.wasm" "examples/guests/$1.c"
@@ -30,8 +43,11 @@ start_node() {
   until kubectl get node "$NAME" >/dev/null 2>&1; do sleep 0.1; done
 }
 
+# stop_node: stops the agent and removes the node. BENCH_AGENT_LOG=FILE keeps the agent's
+# log (set RUST_LOG=debug to see each pod's stages and retries).
 stop_node() {
   kill "$PID" 2>/dev/null || true
+  [ -n "${BENCH_AGENT_LOG:-}" ] && cp "$DIR/err" "$BENCH_AGENT_LOG"
   kubectl delete node "$NAME" --ignore-not-found >/dev/null
   kubectl delete csr "$NAME" "$NAME-tls" --ignore-not-found >/dev/null
   rm -rf "$DIR"
@@ -40,12 +56,12 @@ stop_node() {
 # cpu_ticks: user+system clock ticks the agent has used so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 
-# bench_pod NAME IMAGE POLICY ARGS-JSON: a pod for this node.
+# bench_pod NAME IMAGE POLICY ARGS-JSON: a pod for this node (in $BENCH_NS if set).
 bench_pod() {
   kubectl apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Pod
-metadata: {name: $1, labels: {bench: krustlet}}
+metadata: {name: $1, namespace: ${BENCH_NS:-default}, labels: {bench: krustlet}}
 spec:
   restartPolicy: $3
   automountServiceAccountToken: false

@@ -3,6 +3,9 @@
 # hello and sleep guests, then runs bench/pods.rs (bind -> Running p50/p99, a burst of pods
 # at once, idle guests) and reads the agent's RSS with the idle guests running.
 # Usage: bench/pods.sh [SEQ=30] [BURST=100] [IDLE=500]. Prints numbers; asserts nothing.
+# BENCH_AGENT_FLAGS: extra agent flags, e.g. `--image-gc-high-threshold 100` on a disk
+# fuller than 85%, where image GC removes the image between sequential pods (each then
+# pulls it again, as the kubelet would).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEQ=${1:-30} BURST=${2:-100} IDLE=${3:-500}
@@ -11,7 +14,8 @@ bench_setup --example bench-pods
 trap 'kubectl delete pods -l bench=krustlet --grace-period=0 --force >/dev/null 2>&1 || true; stop_node' EXIT
 publish hello
 publish sleep
-start_node "kw-bench-pods-$$" 10298 --max-pods $((IDLE + 50))
+# shellcheck disable=SC2086
+start_node "kw-bench-pods-$$" 10298 --max-pods $(( (IDLE > BURST ? IDLE : BURST) + 50 )) ${BENCH_AGENT_FLAGS:-}
 echo "agent idle RSS before pods: $(awk '/VmRSS/ {print $2, $3}' /proc/$PID/status)"
 coproc BENCH { target/release/examples/bench-pods "$NAME" "$KRUSTLET_TEST_REGISTRY/bench/hello:v1" "$KRUSTLET_TEST_REGISTRY/bench/sleep:v1" "$SEQ" "$BURST" "$IDLE" 2>&1; }
 BENCH_CHILD=$BENCH_PID

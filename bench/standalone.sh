@@ -8,7 +8,7 @@
 #   - guest write → line printed by `krustlet-wasi logs -f` (another process, inotify);
 #   - `krustlet-wasi exec POD -- tool echo` (a new guest instance, through the kubelet API).
 #
-#   bench/standalone.sh [N]     default N=50
+#   bench/standalone.sh [N]     default N=50; BENCH_PORT (default 10490) is the agent's port
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-50}
@@ -37,7 +37,7 @@ percentile() { sort -n | awk -v p="$1" '{a[NR]=$1} END {i=int((NR-1)*p/100)+1; p
 manifest first hello >"$M/first.yaml"
 t0=$(now_ms)
 RUST_LOG=warn "$BIN" --pod-manifest-path "$M" --data-dir "$D" --node-name bench --hostname bench \
-  --node-ip 127.0.0.1 --addr 127.0.0.1 --port 10490 --healthz-port 0 --allow-anonymous-localhost \
+  --node-ip 127.0.0.1 --addr 127.0.0.1 --port "${BENCH_PORT:-10490}" --healthz-port 0 --allow-anonymous-localhost \
   2>"$DIR/agent.log" &
 PID=$!
 wait_phase first-bench Running

@@ -39,7 +39,7 @@ K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler)
 COMPONENTS=(kube-scheduler kube-controller-manager kube-apiserver registry etcd)
 APT_PACKAGES=(dpkg-dev golang-1.19-go golang-github-modern-go-reflect2-dev make gcc
   etcd-server docker-registry openssl rsync curl jq ca-certificates
-  clang lld wasi-libc libclang-rt-14-dev-wasm32)
+  clang lld wasi-libc libclang-rt-14-dev-wasm32 iproute2 socat wrk)
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole cluster flow on the local control plane, each step shown as the command it runs:
 # cluster up, bootstrap.sh, start the node, approve its serving CSR, push the hello-world
-# guest, `kubectl apply -f examples/pods/hello.yaml`, then `kubectl get nodes -o wide`,
-# `kubectl get pods -o wide` and `kubectl logs hello`.
+# guest, `kubectl apply -f examples/pods/hello.yaml`, the wasi:http server
+# (`examples/pods/http.yaml`) reached with `kubectl port-forward` and curl, then
+# `kubectl get nodes -o wide`, `kubectl get pods -o wide` and `kubectl logs hello`.
 #
 #   examples/demo.sh [--keep]
 #
@@ -26,7 +27,7 @@ IMAGE="$REGISTRY/examples/hello:v1" # what examples/pods/hello.yaml runs
 # show CMD...: prints the command as a user would type it, then runs it.
 show() { printf '$ %s\n' "$*"; "$@"; }
 # What the agent made in the cluster goes with it (lib.sh's cleanup calls these).
-before_cleanup() { kubectl delete pod hello --ignore-not-found --wait=true --timeout=20s >/dev/null 2>&1; }
+before_cleanup() { kubectl delete pod hello wasm-demo-app --ignore-not-found --wait=true --timeout=20s >/dev/null 2>&1; }
 after_cleanup() { kubectl delete node "$NODE" --ignore-not-found >/dev/null 2>&1; }
 
 # 1. The control plane (built once, then cached) and an admin kubeconfig.
@@ -117,6 +118,27 @@ wait_for 60 "Running pod hello" running
 printed() { [[ "$(kubectl logs hello | grep -c '^Hello, World!$')" -ge 3 ]]; }
 wait_for 20 "three lines from the pod" printed
 
+# 8. A wasi:http server, reached as the guide reaches its app: port-forward and curl.
+log "publishing the wasi:http guest and running it"
+show "$BIN" push --insecure-registries "$REGISTRY" "$WASM_DIR/http_hello.wasm" "$REGISTRY/examples/http:v1" ||
+  die "push failed"
+kubectl delete pod wasm-demo-app --ignore-not-found --wait=true --timeout=30s >/dev/null
+show kubectl apply -f "$REPO/examples/runtimeclass.yaml"
+show kubectl apply -f "$REPO/examples/pods/http.yaml"
+serving() { [[ "$(kubectl get pod wasm-demo-app -o 'jsonpath={.status.phase}')" == Running ]]; }
+wait_for 60 "Running pod wasm-demo-app" serving
+AGENT_PORT=$PORT
+free_port 18080
+FORWARD_PORT=$PORT PORT=$AGENT_PORT
+log "kubectl port-forward pod/wasm-demo-app $FORWARD_PORT:8080"
+kubectl port-forward pod/wasm-demo-app "$FORWARD_PORT:8080" >"$WORK/port-forward.log" 2>&1 &
+FORWARD_PID=$!
+forwarding() { grep -q 'Forwarding from' "$WORK/port-forward.log"; }
+wait_for 30 "kubectl port-forward listening" forwarding
+show curl -sS --max-time 10 -w 'HTTP %{http_code}\n' "http://localhost:$FORWARD_PORT/" || die "curl failed"
+kill "$FORWARD_PID" 2>/dev/null || true
+wait "$FORWARD_PID" 2>/dev/null || true
+
 log "what the cluster shows"
 show kubectl get nodes -o wide
 echo
@@ -128,10 +150,11 @@ if ((KEEP)); then
   log "the node keeps running (agent pid $PID, files in $WORK). Try:"
   printf '  eval "$(%s env)"\n  kubectl logs -f hello\n' "$REPO/bootstrap/cluster.sh" >&2
   printf '  %s pods --data-dir %s\n' "$BIN" "$WORK/data" >&2
-  printf 'Stop it with: kubectl delete pod hello; kill %s; kubectl delete node %s; rm -rf %s\n' "$PID" "$NODE" "$WORK" >&2
+  printf '  kubectl port-forward pod/wasm-demo-app 18080:8080 & curl http://localhost:18080/\n' >&2
+  printf 'Stop it with: kubectl delete pod hello wasm-demo-app; kill %s; kubectl delete node %s; rm -rf %s\n' "$PID" "$NODE" "$WORK" >&2
 else
   log "cleaning up: the pod, the agent, the node (the control plane stays up)"
-  show kubectl delete pod hello --wait=true --timeout=20s || die "deleting pod hello failed"
+  show kubectl delete pod hello wasm-demo-app --wait=true --timeout=40s || die "deleting the pods failed"
   stop_agent
   kubectl delete node "$NODE" >/dev/null || die "deleting node $NODE failed"
   log "done"

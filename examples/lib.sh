@@ -36,11 +36,14 @@ build_guests() {
   [[ -f "$WASM_DIR/hello.wasm" ]] || die "examples/build.sh did not produce $WASM_DIR/hello.wasm"
 }
 
+# port_free PORT: nothing listens on 127.0.0.1:PORT.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 # free_port [PREFERRED]: sets PORT to PREFERRED if nothing listens there on 127.0.0.1, else
 # to a random free port.
+
 free_port() {
   local candidate
-  port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
   if [[ -n "${1:-}" ]] && port_free "$1"; then PORT=$1; return; fi
   for _ in $(seq 50); do
     candidate=$((20000 + RANDOM % 40000))

@@ -7,7 +7,9 @@
 # On a fresh Debian 12 machine, as root (Rust >= 1.95 from rustup must be on PATH):
 # installs clang lld wasi-libc libclang-rt-14-dev-wasm32 if missing, builds the example
 # guests and the release agent, starts the agent with the hello pod (prints "Hello, World!"
-# every second), waits until it runs, shows its logs, and stops the agent. With --keep the
+# every second) and the http pod (a wasi:http server on port 8080, or the next free port),
+# waits until they run, shows the hello pod's logs, asks the server with curl, and stops the
+# agent. With --keep the
 # agent is left running and the commands to look at it and stop it are printed.
 # Exits non-zero with a message saying what failed.
 #
@@ -43,6 +45,10 @@ agent_binary
 MANIFESTS="$WORK/manifests" DATA="$WORK/data"
 mkdir -p "$MANIFESTS" "$DATA"
 sed "s#@WASM_DIR@#$WASM_DIR#g" "$REPO/examples/static/hello.yaml.in" >"$MANIFESTS/hello.yaml"
+HTTP_PORT=8080
+until port_free "$HTTP_PORT"; do HTTP_PORT=$((HTTP_PORT + 1)); done
+sed "s#@WASM_DIR@#$WASM_DIR#g; s#@HTTP_PORT@#$HTTP_PORT#g" "$REPO/examples/static/http.yaml.in" >"$MANIFESTS/http.yaml"
+HTTP_POD="http-$NODE"
 free_port
 
 # 4. The agent: no kubeconfig and no bootstrap file, so it runs standalone.
@@ -66,6 +72,15 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 ((running)) || { pods >&2 || true; die "pod $POD was not Running within 60 s"; }
+serving=0
+for _ in $(seq 600); do
+  if curl -fsS --max-time 5 -o /dev/null "http://127.0.0.1:$HTTP_PORT/" 2>/dev/null; then
+    serving=1
+    break
+  fi
+  sleep 0.1
+done
+((serving)) || { pods >&2 || true; die "pod $HTTP_POD did not answer on port $HTTP_PORT within 60 s"; }
 log "krustlet-wasi pods --data-dir $DATA"
 pods
 
@@ -80,10 +95,17 @@ done
 log "krustlet-wasi logs $POD --data-dir $DATA"
 "$BIN" logs "$POD" --data-dir "$DATA" || die "krustlet-wasi logs failed"
 
+# 7. The wasi:http pod: a request, and the line it logged.
+log "curl http://127.0.0.1:$HTTP_PORT/"
+curl -sS --max-time 10 -w 'HTTP %{http_code}\n' "http://127.0.0.1:$HTTP_PORT/" || die "curl failed"
+log "krustlet-wasi logs $HTTP_POD --data-dir $DATA"
+"$BIN" logs "$HTTP_POD" --data-dir "$DATA" || die "krustlet-wasi logs failed"
+
 if ((KEEP)); then
   log "the agent keeps running (pid $PID). Try:"
   log "  $BIN pods --data-dir $DATA"
   log "  $BIN logs -f $POD --data-dir $DATA"
+  log "  curl http://127.0.0.1:$HTTP_PORT/"
   log "  cp $REPO/examples/static/exit.yaml.in and sed @WASM_DIR@ -> $WASM_DIR into $MANIFESTS/ for another pod"
   log "stop it with: kill $PID && rm -rf $WORK"
 else

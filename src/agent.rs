@@ -9,10 +9,11 @@ use std::time::Instant;
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
+use crate::base::host;
 use crate::config::{Config, SHUTDOWN_GRACE};
 use crate::events::Recorder;
 use crate::pods::wasm::WasmRuntime;
-use crate::{bootstrap, certs, files, host, node, oci, pods, server};
+use crate::{bootstrap, certs, files, node, oci, pods, server};
 
 /// Why the agent stopped before it was asked to.
 #[derive(Debug, thiserror::Error)]
@@ -53,10 +54,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             .map_err(|e| AgentError::ManifestDir { path: path.clone(), why: e.to_string() })?;
     }
     info!(node = %cfg.node_name, node_ip = %cfg.node_ip, data_dir = %cfg.data_dir.display(), "starting krustlet-wasi");
+    raise_open_files_limit();
 
     // Standalone when there is nothing to join with and nobody asked to join.
     let standalone = !cfg.kubeconfig.exists() && !cfg.bootstrap_explicit && !cfg.bootstrap_file.exists();
-    let (client, ca_pem) = if standalone {
+    let (client, ca_pem, renewal) = if standalone {
         if cfg.pod_manifest_path.is_none() {
             return Err(AgentError::NothingToRun {
                 kubeconfig: cfg.kubeconfig.clone(),
@@ -64,13 +66,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             });
         }
         info!("no cluster to join: running standalone (static pods only, no node registration)");
-        (None, standalone_certificate(&cfg)?)
+        (None, standalone_certificate(&cfg)?, None)
     } else {
         let creds = tokio::select! {
             r = bootstrap::run(&cfg) => r?,
             _ = &mut shutdown => return Ok(()),
         };
-        (Some(creds.client), creds.ca_pem)
+        let renewal = (creds.swap, creds.server);
+        (Some(creds.client), creds.ca_pem.clone(), Some((renewal, creds.ca_pem)))
     };
 
     // Listen before the node is announced: the API server may call us right away.
@@ -82,7 +85,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     // Ready to run pods before the node is announced, so the first pod waits for nothing.
     let wasm =
         krustlet_wasi_provider::Runtime::builder().cache_dir(cfg.data_dir.join("wasm-cache")).build()?;
-    let store = oci::Store::new(cfg.data_dir.join("images"), cfg.insecure_registries.clone());
+    let store = oci::Store::new(cfg.data_dir.join("images"), cfg.insecure_registries.clone())
+        .with_max_image_size(cfg.image_max_size);
     let recorder = match &client {
         Some(c) => Recorder::new(c.clone(), &cfg.node_name),
         None => Recorder::local(&cfg.node_name),
@@ -95,7 +99,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         None => None,
     };
     let shared = Arc::new(pods::Shared {
-        runtime: Arc::new(WasmRuntime::new(store, wasm)),
+        runtime: Arc::new(WasmRuntime::new(store.clone(), wasm.clone())),
         client: client.clone(),
         recorder,
         node_name: cfg.node_name.clone(),
@@ -112,6 +116,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         },
         sync_frequency: cfg.sync_frequency,
         objects: Arc::new(pods::cache::ObjectCache::new(cfg.sync_frequency)),
+        limits: cfg.pod_limits,
+        serving: cfg.serving,
+        prober: pods::probes::Prober::start(),
+        image_gc: Arc::default(),
+        ports: Arc::new(pods::ports::PortTable::new(&[
+            (cfg.port, "kubelet API (--port)"),
+            (cfg.healthz_port, "healthz endpoint (--healthz-port)"),
+        ])),
     });
     info!(node = %cfg.node_name, elapsed_ms = started.elapsed().as_millis() as u64, standalone, "node registered and Ready");
 
@@ -124,6 +136,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         metrics: shared.metrics.clone(),
         logs: shared.logs.clone(),
         allow_anonymous_localhost: standalone && cfg.allow_anonymous_localhost,
+        limits: cfg.api_limits,
+        cpu_rates: Default::default(),
     });
     let record = server::endpoint::Endpoint {
         addr: cfg.addr,
@@ -136,7 +150,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         warn!(error = %e, "cannot record the kubelet API address; krustlet-wasi exec will not find it");
     }
     let recorder = shared.recorder.clone();
+    let (directory, gc_wake) = (shared.directory.clone(), shared.image_gc.clone());
+    let image_gc = oci::gc::run(
+        store,
+        cfg.pod_limits.image_gc,
+        cfg.data_dir.clone(),
+        move || directory.images(),
+        move |report| report.modules_removed.iter().for_each(|m| wasm.discard(m)),
+        gc_wake,
+        stop.subscribe(),
+    );
     let mut tasks = vec![
+        tokio::spawn(image_gc),
         tokio::spawn(server::run(listener, tls, api, stop.subscribe())),
         tokio::spawn(pods::run(
             shared,
@@ -146,6 +171,26 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             stop.subscribe(),
         )),
     ];
+    let renewal = renewal.filter(|_| {
+        if !cfg.rotate_certificates {
+            info!("--rotate-certificates=false: the certificates in use are kept until a restart");
+        }
+        cfg.rotate_certificates
+    });
+    if let (Some(c), Some(((swap, server), ca_pem))) = (&client, renewal) {
+        // Both certificates are renewed in the background; the client's every holder and
+        // the kubelet API's TLS pick the new ones up without a restart.
+        let rotation = bootstrap::Rotation {
+            cfg: cfg.clone(),
+            client: c.clone(),
+            swap,
+            recorder: recorder.clone(),
+            server,
+            ca_pem,
+        };
+        tasks.push(tokio::spawn(rotation.clone().client(stop.subscribe())));
+        tasks.push(tokio::spawn(rotation.serving(stop.subscribe())));
+    }
     if let (Some(c), Some(n)) = (client, node) {
         tasks.push(tokio::spawn(node::heartbeat(c, cfg.clone(), machine, n, recorder, stop.subscribe())));
     }
@@ -179,4 +224,19 @@ fn standalone_certificate(cfg: &Config) -> Result<Vec<u8>, AgentError> {
     files::write_atomic(&cfg.cert_file, cert_pem.as_bytes(), 0o644)?;
     info!(cert_file = %cfg.cert_file.display(), "wrote a self-signed serving certificate");
     Ok(cert_pem.into_bytes())
+}
+
+/// Raises the agent's soft limit on open files to its hard limit: every pod's open files,
+/// logs and connections are the agent's own (each container is capped by
+/// `--max-open-files`), and the soft default (often 1024) would let a few pods exhaust it.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => info!(from = ?limit.current, to = ?limit.maximum, "raised the open files limit"),
+            Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+        }
+    }
 }

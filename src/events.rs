@@ -52,7 +52,10 @@ impl Recorder {
     /// an event is a notice, and the work it reports has already happened.
     pub async fn publish(&self, object: &ObjectReference, kind: Kind, reason: &str, message: &str) {
         let Some(client) = self.client.clone() else {
-            tracing::info!(object = object.name.as_deref().unwrap_or(""), ?kind, reason, message, "event");
+            let pod = if object.kind.as_deref() == Some("Pod") { object.name.as_deref() } else { None };
+            let namespace = object.namespace.as_deref().unwrap_or("");
+            let object = object.name.as_deref().unwrap_or("");
+            tracing::info!(object, namespace, pod = pod.unwrap_or(""), ?kind, reason, message, "event");
             return;
         };
         // Node events live in "default", as the kubelet puts them.

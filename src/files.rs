@@ -1,10 +1,15 @@
-//! Small file helpers whose errors name the path: atomic writes with a mode, reads, removal.
+//! Small file helpers whose errors name the path: durable atomic writes with a mode, reads,
+//! removal, and the sweep of temporary files a crash left behind.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
+
+/// What a temporary file's name carries after the name of the file it will replace.
+const TMP_MARK: &str = ".tmp-";
 
 /// A file operation that failed, with the path and what was attempted.
 #[derive(Debug, thiserror::Error)]
@@ -23,20 +28,30 @@ pub fn read(path: &Path) -> Result<Vec<u8>, FileError> {
     std::fs::read(path).map_err(|source| FileError::Read { path: path.into(), source })
 }
 
-/// Writes `bytes` to a temporary file beside `path` with `mode`, then renames it over
-/// `path`, so a reader never sees half a file and a crash never leaves one. Parent
+/// The file's contents, or `None` if it does not exist.
+pub fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(FileError::Read { path: path.into(), source }),
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path` with `mode`, flushes it to disk, renames
+/// it over `path` and flushes the directory, so a reader never sees half a file and, once
+/// this returns, a crash or power loss leaves the new file (before, the old one). Parent
 /// directories are created (mode 0700: they hold keys).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let err = |source| FileError::Write { path: path.into(), source };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
-    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    // Unique per process and per call: two writers of one path never share a temp file.
+    tmp_name.push(format!("{TMP_MARK}{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
     let tmp = path.with_file_name(tmp_name);
     let result = (|| {
-        let mut f =
-            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         // The mode given to open() is filtered by the umask; set it exactly.
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
@@ -46,7 +61,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileErro
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(err)
+    result.map_err(err)?;
+    // The rename is durable only once the directory entry is.
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)
 }
 
 pub fn remove_if_exists(path: &Path) -> Result<(), FileError> {
@@ -56,6 +73,29 @@ pub fn remove_if_exists(path: &Path) -> Result<(), FileError> {
         }
         _ => Ok(()),
     }
+}
+
+/// Removes the temporary files [`write_atomic`] left beside `path` when the process died
+/// before renaming them (they may hold private keys). Returns how many were removed.
+pub fn sweep_temporaries(path: &Path) -> Result<usize, FileError> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return Ok(0) };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let mut prefix = name.to_os_string();
+    prefix.push(TMP_MARK);
+    let prefix = prefix.as_encoded_bytes();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => return Err(FileError::Read { path: dir.into(), source }),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if entry.file_name().as_encoded_bytes().starts_with(prefix) {
+            remove_if_exists(&entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 pub fn decode_b64(data: &str) -> Result<Vec<u8>, FileError> {
@@ -78,5 +118,44 @@ mod tests {
         remove_if_exists(&p).unwrap();
         remove_if_exists(&p).unwrap();
         assert!(read(&p).unwrap_err().to_string().contains("key.pem"));
+        assert!(read_if_exists(&p).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_whole_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kubeconfig");
+        write_atomic(&p, b"old", 0o600).unwrap();
+        // A directory where the file should be: the rename fails after the temp file was
+        // written, as a full disk or a crash would stop it.
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir_all(blocked.join("x")).unwrap();
+        let err = write_atomic(&blocked, b"new", 0o600).unwrap_err();
+        assert!(err.to_string().contains("blocked"), "{err}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains(TMP_MARK)), "{names:?}");
+    }
+
+    #[test]
+    fn temporaries_of_a_dead_writer_are_swept_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("krustlet.key");
+        write_atomic(&key, b"key", 0o600).unwrap();
+        // What a process killed between write and rename leaves.
+        std::fs::write(dir.path().join("krustlet.key.tmp-4242-0"), b"half").unwrap();
+        std::fs::write(dir.path().join("krustlet.key.tmp-4242-1"), b"").unwrap();
+        std::fs::write(dir.path().join("krustlet.crt"), b"crt").unwrap();
+        assert_eq!(sweep_temporaries(&key).unwrap(), 2);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["krustlet.crt", "krustlet.key"]);
+        assert_eq!(sweep_temporaries(&dir.path().join("missing/x")).unwrap(), 0);
     }
 }

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
+use krustlet_wasi::base::host;
 use krustlet_wasi::cli::{Command, PushArgs};
 use krustlet_wasi::config::{Config, Flags};
-use krustlet_wasi::{agent, cli, host};
+use krustlet_wasi::{agent, cli};
 
 fn main() -> ExitCode {
     let flags = match Flags::try_parse() {
@@ -43,7 +44,13 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    init_tracing();
+    match krustlet_wasi::config::log_format_json(&flags) {
+        Ok(json) => krustlet_wasi::logging::init(json),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     // rustls needs one process-wide crypto provider; we build with ring only.
     if rustls::crypto::ring::default_provider().install_default().is_err() {
         tracing::debug!("a rustls crypto provider was already installed");
@@ -58,7 +65,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match async_runtime(tokio::runtime::Builder::new_multi_thread()) {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.event_interval(krustlet_wasi::config::RUNTIME_EVENT_INTERVAL);
+    let runtime = match async_runtime(builder) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -136,17 +145,6 @@ fn async_runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime:
         eprintln!("error: starting the async runtime failed: {e}");
         ExitCode::FAILURE
     })
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -48,9 +48,40 @@ impl Histogram {
     }
 }
 
+/// Counters of a run that serves requests, read when `/metrics` is scraped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServeCounters {
+    pub requests: u64,
+    /// Answered 500: the guest trapped.
+    pub trapped: u64,
+    /// Answered 500: the guest ran out of memory.
+    pub out_of_memory: u64,
+    /// Answered 500: past the request timeout.
+    pub timed_out: u64,
+    /// Answered 503: over the concurrency cap.
+    pub over_capacity: u64,
+    pub in_flight: u64,
+}
+
+/// Reads a run's resource use: (CPU nanoseconds so far, memory bytes now).
+pub type UsageFn = Arc<dyn Fn() -> (u64, u64) + Send + Sync>;
+
+/// Reads a serving run's counters.
+pub type CountersFn = Arc<dyn Fn() -> ServeCounters + Send + Sync>;
+
+/// A serving container, as its series are labelled.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerKey {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+}
+
 /// Everything `/metrics` reports besides the pod counts.
 #[derive(Default)]
 pub struct Metrics {
+    /// The counters of each running server (removed when its run ends).
+    servers: Mutex<BTreeMap<ServerKey, CountersFn>>,
     pub container_starts: AtomicU64,
     /// From the pod being seen to its container running (first run only).
     pub start_latency: Histogram,
@@ -62,6 +93,56 @@ pub struct Metrics {
 impl Metrics {
     pub fn exited(&self, reason: &'static str) {
         *self.exits.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
+    }
+
+    /// A run that serves requests started (its series replace an earlier run's).
+    pub fn serving(&self, key: ServerKey, counters: CountersFn) {
+        self.servers.lock().unwrap_or_else(|p| p.into_inner()).insert(key, counters);
+    }
+
+    /// A serving run ended: its series go.
+    pub fn stopped_serving(&self, key: &ServerKey) {
+        self.servers.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    fn render_servers(&self, out: &mut String) {
+        let servers: Vec<(ServerKey, ServeCounters)> =
+            (self.servers.lock().unwrap_or_else(|p| p.into_inner()))
+                .iter()
+                .map(|(k, f)| (k.clone(), f()))
+                .collect();
+        let labels = |k: &ServerKey| {
+            format!("namespace=\"{}\",pod=\"{}\",container=\"{}\"", k.namespace, k.pod, k.container)
+        };
+        let _ = writeln!(
+            out,
+            "# HELP krustlet_http_requests_total Requests a wasi:http container answered.\n# TYPE krustlet_http_requests_total counter"
+        );
+        for (k, c) in &servers {
+            let _ = writeln!(out, "krustlet_http_requests_total{{{}}} {}", labels(k), c.requests);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP krustlet_http_errors_total Requests answered 500 (the guest trapped, ran out of memory or past its timeout) or 503 (over the concurrency cap).\n# TYPE krustlet_http_errors_total counter"
+        );
+        for (k, c) in &servers {
+            let causes = [
+                ("trap", c.trapped),
+                ("out_of_memory", c.out_of_memory),
+                ("timeout", c.timed_out),
+                ("over_capacity", c.over_capacity),
+            ];
+            for (cause, n) in causes {
+                let _ = writeln!(out, "krustlet_http_errors_total{{{},cause=\"{cause}\"}} {n}", labels(k));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP krustlet_http_requests_in_flight Requests a wasi:http container is handling now.\n# TYPE krustlet_http_requests_in_flight gauge"
+        );
+        for (k, c) in &servers {
+            let _ = writeln!(out, "krustlet_http_requests_in_flight{{{}}} {}", labels(k), c.in_flight);
+        }
     }
 
     /// The Prometheus text exposition.
@@ -107,6 +188,7 @@ impl Metrics {
             bytes,
             "counter",
         );
+        self.render_servers(&mut out);
         out
     }
 }
@@ -160,5 +242,20 @@ mod tests {
         assert!(text.contains("krustlet_pod_start_seconds_count 1\n"));
         assert!(text.contains("krustlet_container_exits_total{reason=\"Completed\"} 2\n"));
         assert!(text.contains("krustlet_container_exits_total{reason=\"OOMKilled\"} 1\n"));
+
+        let key = ServerKey { namespace: "ns".into(), pod: "web".into(), container: "c".into() };
+        let counters =
+            ServeCounters { requests: 7, trapped: 1, over_capacity: 2, in_flight: 3, ..Default::default() };
+        m.serving(key.clone(), Arc::new(move || counters));
+        let text = m.render(0, 0);
+        let labels = "namespace=\"ns\",pod=\"web\",container=\"c\"";
+        assert!(text.contains(&format!("krustlet_http_requests_total{{{labels}}} 7\n")), "{text}");
+        assert!(text.contains(&format!("krustlet_http_errors_total{{{labels},cause=\"trap\"}} 1\n")));
+        assert!(
+            text.contains(&format!("krustlet_http_errors_total{{{labels},cause=\"over_capacity\"}} 2\n"))
+        );
+        assert!(text.contains(&format!("krustlet_http_requests_in_flight{{{labels}}} 3\n")));
+        m.stopped_serving(&key);
+        assert!(!m.render(0, 0).contains("pod=\"web\""));
     }
 }

@@ -40,6 +40,8 @@ fn local(data: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn the_first_readme_command_runs_hello_world_standalone() {
+    // Its wasi:http pod and the demo's both want port 8080 of this host.
+    let _only = ONE_NODE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let out = script("standalone.sh", &[]);
     let all = text(&out);
     assert!(out.status.success(), "{all}");
@@ -48,6 +50,9 @@ fn the_first_readme_command_runs_hello_world_standalone() {
     let columns: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(columns[..5], ["default", "hello-standalone", "1/1", "Running", "0"], "{all}");
     assert!(stdout.lines().filter(|l| *l == "Hello, World!").count() >= 3, "{all}");
+    // The wasi:http pod answered curl, and logged the request.
+    assert!(stdout.contains("Hello, World!\nHTTP 200\n"), "{all}");
+    assert!(stdout.lines().any(|l| l == "GET /"), "{all}");
 }
 
 /// Builds the guests with examples/build.sh into `out`; returns the directory it printed.
@@ -289,6 +294,12 @@ fn the_demo_script_runs_the_seed_flow() {
     let row = columns("hello");
     assert_eq!(row[1..3], ["1/1", "Running"], "{all}");
     assert!(row.contains(&node), "{all}");
+    // The wasi:http pod through kubectl port-forward and curl.
+    assert!(stdout.contains("Hello, World!\nHTTP 200\n"), "{all}");
+    assert!(
+        cluster.get_json(&["pod", "wasm-demo-app", "-n", "default"]).is_none(),
+        "pod wasm-demo-app left behind"
+    );
     // kubectl logs hello --tail 3.
     let logs = stdout.split("kubectl logs hello --tail 3\n").nth(1).unwrap_or_else(|| panic!("{all}"));
     assert!(logs.starts_with("Hello, World!\nHello, World!\nHello, World!\n"), "{all}");

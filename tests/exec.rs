@@ -16,21 +16,6 @@ use serde_json::json;
 
 const PORT: u16 = 10301;
 
-/// Both kubectls: the installed one and Debian's 1.20 (if the cache has it).
-fn kubectls() -> Vec<PathBuf> {
-    let mut k = vec![PathBuf::from("kubectl")];
-    let old = PathBuf::from("/var/cache/krustlet-wasi/k8s-1.20.2/bin/kubectl-1.20");
-    let cache =
-        std::env::var("KRUSTLET_CP_CACHE").map(|c| PathBuf::from(c).join("bin/kubectl-1.20")).unwrap_or(old);
-    if cache.exists() {
-        k.push(cache);
-    } else {
-        assert!(std::env::var("CI").is_err(), "CI needs kubectl-1.20 (bootstrap/cluster.sh install)");
-        eprintln!("kubectl-1.20 not found; run bootstrap/cluster.sh install to test SPDY with it");
-    }
-    k
-}
-
 fn exec(kubectl: &PathBuf, kubeconfig: &PathBuf, pod: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(kubectl);
     cmd.arg("--kubeconfig").arg(kubeconfig).args(["exec", "-n", "default"]);
@@ -58,7 +43,7 @@ fn kubectl_exec_runs_the_module_with_streams_and_exit_codes() {
     cluster.apply(&p);
     cluster.wait_pod(&name, "Running", Duration::from_secs(60), |p| phase(p) == "Running");
 
-    for kubectl in kubectls() {
+    for kubectl in common::kubectls() {
         let which = kubectl.display().to_string();
         let out = exec(&kubectl, &cluster.kubeconfig, &name, &["tool", "echo", "hello", "$GREETING"], None);
         assert!(out.status.success(), "{which}: {}", String::from_utf8_lossy(&out.stderr));

@@ -13,7 +13,9 @@ use common::registry::{
     ImageKind, OCI_MANIFEST, OwnRegistry, PASSWORD, RawPusher, USER, platform_entry, sha256, shared_registry,
     tar_layer, unique_repo as unique,
 };
-use krustlet_wasi::oci::{ArtifactFormat, OciError, PullPolicy, PushFormat, RegistryAuth, Store, push};
+use krustlet_wasi::oci::{
+    ArtifactFormat, FileImages, OciError, PullPolicy, PushFormat, RegistryAuth, Store, push,
+};
 use serde_json::json;
 
 macro_rules! require {
@@ -60,7 +62,7 @@ async fn cncf_and_wasm_to_oci_pushes_pull_back_identical_bytes() {
         let image = format!("{registry}/{}:v1", unique("push"));
         let digest = push(&path, &image, format, &insecure, &RegistryAuth::anonymous()).await.unwrap();
         let pulled = store(dir.path(), &registry)
-            .pull(&image, PullPolicy::Always, &RegistryAuth::anonymous())
+            .pull(&image, PullPolicy::Always, &RegistryAuth::anonymous(), FileImages::Refused)
             .await
             .unwrap();
         assert_eq!(pulled.format, expected);
@@ -88,7 +90,7 @@ async fn plain_images_yield_the_module_their_entrypoint_names() {
     let m = p.image(&repo, "v1", ImageKind::Oci, &[layer], config).await;
     let image = format!("{registry}/{repo}:v1");
     let pulled = store(dir.path(), &registry)
-        .pull(&image, PullPolicy::IfNotPresent, &RegistryAuth::anonymous())
+        .pull(&image, PullPolicy::IfNotPresent, &RegistryAuth::anonymous(), FileImages::Refused)
         .await
         .unwrap();
     assert_eq!(pulled.format, ArtifactFormat::OciImage);
@@ -104,7 +106,7 @@ async fn plain_images_yield_the_module_their_entrypoint_names() {
     p.image(&repo, "v2", ImageKind::DockerV2, &layers, config).await;
     let image = format!("{registry}/{repo}:v2");
     let pulled = store(dir.path(), &registry)
-        .pull(&image, PullPolicy::Always, &RegistryAuth::anonymous())
+        .pull(&image, PullPolicy::Always, &RegistryAuth::anonymous(), FileImages::Refused)
         .await
         .unwrap();
     assert_eq!(std::fs::read(&pulled.wasm_path).unwrap(), server);
@@ -118,7 +120,12 @@ async fn plain_images_yield_the_module_their_entrypoint_names() {
     let layer = tar_layer(&[("a.wasm", &server), ("b.wasm", &other)], true);
     p.image(&repo, "v1", ImageKind::Oci, &[layer], json!({ "config": { "Cmd": ["run"] } })).await;
     let err = store(dir.path(), &registry)
-        .pull(&format!("{registry}/{repo}:v1"), PullPolicy::Always, &RegistryAuth::anonymous())
+        .pull(
+            &format!("{registry}/{repo}:v1"),
+            PullPolicy::Always,
+            &RegistryAuth::anonymous(),
+            FileImages::Refused,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -142,7 +149,7 @@ async fn an_index_resolves_to_its_wasi_entry() {
     let index_desc = p.index(&repo, "multi", &entries).await;
     let image = format!("{registry}/{repo}:multi");
     let pulled = store(dir.path(), &registry)
-        .pull(&image, PullPolicy::Always, &RegistryAuth::anonymous())
+        .pull(&image, PullPolicy::Always, &RegistryAuth::anonymous(), FileImages::Refused)
         .await
         .unwrap();
     assert_eq!(std::fs::read(&pulled.wasm_path).unwrap(), wasi);
@@ -151,7 +158,12 @@ async fn an_index_resolves_to_its_wasi_entry() {
     let entries = [platform_entry(&linux_m, "linux", "amd64"), platform_entry(&wasi_m, "linux", "arm64")];
     p.index(&repo, "nowasm", &entries).await;
     let err = store(dir.path(), &registry)
-        .pull(&format!("{registry}/{repo}:nowasm"), PullPolicy::Always, &RegistryAuth::anonymous())
+        .pull(
+            &format!("{registry}/{repo}:nowasm"),
+            PullPolicy::Always,
+            &RegistryAuth::anonymous(),
+            FileImages::Refused,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -176,7 +188,7 @@ async fn missing_images_are_not_found_and_foreign_artifacts_unsupported() {
     for image in
         [format!("{registry}/{repo}:no-such-tag"), format!("{registry}/{}:v1", unique("no-such-repo"))]
     {
-        let err = s.pull(&image, PullPolicy::Always, &anon).await.unwrap_err();
+        let err = s.pull(&image, PullPolicy::Always, &anon, FileImages::Refused).await.unwrap_err();
         assert!(err.is_not_found() && err.to_string().contains("not found"), "{image}: {err:?}");
     }
 
@@ -186,7 +198,10 @@ async fn missing_images_are_not_found_and_foreign_artifacts_unsupported() {
     let manifest =
         json!({ "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer] });
     p.manifest(&repo, "v1", OCI_MANIFEST, &manifest).await;
-    let err = s.pull(&format!("{registry}/{repo}:v1"), PullPolicy::Always, &anon).await.unwrap_err();
+    let err = s
+        .pull(&format!("{registry}/{repo}:v1"), PullPolicy::Always, &anon, FileImages::Refused)
+        .await
+        .unwrap_err();
     assert!(matches!(err, OciError::UnsupportedArtifact { .. }), "{err:?}");
     assert!(
         err.to_string().contains("text/plain") && err.to_string().contains("vnd.example.config"),
@@ -204,24 +219,30 @@ async fn stored_images_are_used_without_a_registry() {
     push(&path, &image, PushFormat::Cncf, &[reg.addr.clone()], &anon).await.unwrap();
 
     let started = Instant::now();
-    let first = store(dir.path(), &reg.addr).pull(&image, PullPolicy::IfNotPresent, &anon).await.unwrap();
+    let first = store(dir.path(), &reg.addr)
+        .pull(&image, PullPolicy::IfNotPresent, &anon, FileImages::Refused)
+        .await
+        .unwrap();
     let uncached = started.elapsed();
     reg.kill();
 
     // A new Store on the same directory: what an agent restart sees.
     let s = store(dir.path(), &reg.addr);
     let started = Instant::now();
-    let again = s.pull(&image, PullPolicy::IfNotPresent, &anon).await.unwrap();
+    let again = s.pull(&image, PullPolicy::IfNotPresent, &anon, FileImages::Refused).await.unwrap();
     let cached = started.elapsed();
     assert_eq!(again, first);
     assert_eq!(std::fs::read(&again.wasm_path).unwrap(), bytes);
-    assert_eq!(s.pull(&image, PullPolicy::Never, &anon).await.unwrap(), first);
+    assert_eq!(s.pull(&image, PullPolicy::Never, &anon, FileImages::Refused).await.unwrap(), first);
     eprintln!("pull of {image}: uncached {uncached:?}, cached (IfNotPresent, registry down) {cached:?}");
 
     // The registry really is gone: Always must fail, and Never knows only what was pulled.
-    let err = s.pull(&image, PullPolicy::Always, &anon).await.unwrap_err();
+    let err = s.pull(&image, PullPolicy::Always, &anon, FileImages::Refused).await.unwrap_err();
     assert!(matches!(err, OciError::Unreachable { .. }), "{err:?}");
-    let err = s.pull(&format!("{}/never/pulled:v1", reg.addr), PullPolicy::Never, &anon).await.unwrap_err();
+    let err = s
+        .pull(&format!("{}/never/pulled:v1", reg.addr), PullPolicy::Never, &anon, FileImages::Refused)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, OciError::NotPresent { .. }) && err.to_string().contains("imagePullPolicy is Never"),
         "{err}"
@@ -245,11 +266,11 @@ async fn credentials_from_a_pull_secret_open_a_protected_registry() {
     for auth in
         [RegistryAuth::anonymous(), creds(&reg.addr, USER, "wrong"), creds("other.example", USER, PASSWORD)]
     {
-        let err = s.pull(&image, PullPolicy::Always, &auth).await.unwrap_err();
+        let err = s.pull(&image, PullPolicy::Always, &auth, FileImages::Refused).await.unwrap_err();
         assert!(matches!(err, OciError::Unauthorized { .. }), "{auth:?}: {err:?}");
         assert!(err.to_string().contains("imagePullSecrets"), "{err}");
     }
-    let pulled = s.pull(&image, PullPolicy::Always, &good).await.unwrap();
+    let pulled = s.pull(&image, PullPolicy::Always, &good, FileImages::Refused).await.unwrap();
     assert_eq!(std::fs::read(&pulled.wasm_path).unwrap(), bytes);
 }
 
@@ -265,7 +286,9 @@ async fn concurrent_pulls_of_one_image_agree_and_leave_no_temp_files() {
     let s = store(dir.path(), &registry);
     let pulls = (0..8).map(|_| {
         let (s, image) = (s.clone(), image.clone());
-        tokio::spawn(async move { s.pull(&image, PullPolicy::Always, &RegistryAuth::anonymous()).await })
+        tokio::spawn(async move {
+            s.pull(&image, PullPolicy::Always, &RegistryAuth::anonymous(), FileImages::Refused).await
+        })
     });
     for result in futures::future::join_all(pulls).await {
         assert_eq!(std::fs::read(result.unwrap().unwrap().wasm_path).unwrap(), bytes);
@@ -280,11 +303,14 @@ async fn file_references_and_digest_pins() {
     let (path, bytes) = write_module(dir.path(), "local");
     let s = Store::new(dir.path().join("images"), vec![]);
     let image = format!("file://{}", path.display());
-    let pulled = s.pull(&image, PullPolicy::Never, &RegistryAuth::anonymous()).await.unwrap();
+    let pulled =
+        s.pull(&image, PullPolicy::Never, &RegistryAuth::anonymous(), FileImages::Allowed).await.unwrap();
     assert_eq!((pulled.format, pulled.wasm_digest.clone()), (ArtifactFormat::LocalFile, sha256(&bytes)));
     assert_eq!(std::fs::read(&pulled.wasm_path).unwrap(), bytes);
-    let err =
-        s.pull("file:///no/such.wasm", PullPolicy::Always, &RegistryAuth::anonymous()).await.unwrap_err();
+    let err = s
+        .pull("file:///no/such.wasm", PullPolicy::Always, &RegistryAuth::anonymous(), FileImages::Allowed)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("/no/such.wasm"), "{err}");
 
     let registry = require!(shared_registry());
@@ -301,7 +327,7 @@ async fn file_references_and_digest_pins() {
     let pinned = format!("{repo}@{digest}");
     assert_eq!(PullPolicy::from_k8s(None, &pinned), PullPolicy::IfNotPresent);
     let pulled = store(dir.path(), &registry)
-        .pull(&pinned, PullPolicy::IfNotPresent, &RegistryAuth::anonymous())
+        .pull(&pinned, PullPolicy::IfNotPresent, &RegistryAuth::anonymous(), FileImages::Refused)
         .await
         .unwrap();
     assert_eq!((pulled.image_id, pulled.wasm_digest), (pinned.clone(), sha256(&bytes)));

@@ -318,3 +318,19 @@ async fn kubectl_1_20_execs_over_spdy() {
 async fn kubectl_1_32_execs_over_websocket_v5() {
     kubectl_echo_and_big(KUBECTL_WS, "ws v5.channel.k8s.io").await;
 }
+
+#[tokio::test]
+async fn a_malformed_base64_message_closes_the_session_with_1007_and_a_reason() -> Result<()> {
+    let (addr, events) = serve().await;
+    for bad in ["é", "\u{1F600}AAAA", "xQUJD", "0not base64!"] {
+        let query = "command=wait&stdin=true&stdout=true";
+        let (mut socket, chosen) = ws_connect(addr, query, "base64.channel.k8s.io").await?;
+        assert_eq!(chosen, "base64.channel.k8s.io");
+        socket.send(Message::text(bad)).await?;
+        let (_, close) = ws_read_all(&mut socket, true).await?;
+        assert_eq!(close, Some(CloseCode::Invalid), "{bad:?}");
+    }
+    // Each session saw its client go (the command stops), none ran to its end.
+    assert_eq!(events.lock().unwrap().iter().filter(|e| *e == "closed").count(), 4);
+    Ok(())
+}

@@ -341,3 +341,34 @@ fn connected_static_pods_are_mirrored_into_the_api() {
         cluster.get_json(&["pod", &name, "-n", "default"]).is_none().then_some(())
     });
 }
+
+/// `--log-format json`: every line of the agent's log is one JSON object with the stable
+/// fields, and a pod's lines name the pod and its namespace.
+#[test]
+fn json_logs_are_one_object_per_line_naming_the_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifests, data) = (dir.path().join("manifests"), dir.path().join("data"));
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(manifests.join("hello.yaml"), manifest("hello", &guests::build("hello"), "")).unwrap();
+    let mut args = common::standalone_args(&manifests, &data, "jsonlog", 10325);
+    args.extend(["--log-format".to_string(), "json".to_string()]);
+    let mut agent = Agent::start(&dir.path().join("logs"), &args);
+    agent.wait_output("Started container main", Duration::from_secs(60));
+    let logs = agent.logs();
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    for line in &lines {
+        for key in ["timestamp", "level", "target", "namespace", "pod", "message", "fields"] {
+            assert!(line.get(key).is_some(), "{key} missing in {line}");
+        }
+    }
+    let started = lines.iter().find(|l| l["message"] == "Started container main").unwrap();
+    assert_eq!(
+        (started["namespace"].as_str(), started["pod"].as_str()),
+        (Some("default"), Some("hello-jsonlog"))
+    );
+    assert_eq!(started["level"], "INFO");
+    assert!(lines.iter().any(|l| l["message"] == "starting krustlet-wasi" && l["pod"].is_null()));
+}

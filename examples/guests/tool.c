@@ -6,9 +6,14 @@
 //   tool lines N        print N numbered lines and exit
 //   tool count N        print N numbered lines 200 ms apart, then exit
 //   tool read FILES...  print each file's content (an error line for one it cannot read)
+//   tool write FILE TEXT  write TEXT to FILE (exit 1, with the error on stderr, if it cannot)
+//   tool plant DIR TARGET  move DIR aside (to DIR.old) and put a symlink to TARGET in its place
+//   tool hold FILE N    open FILE N times without closing it, printing every 100th, then sleep
+//   tool fill FILE KB   write KB KiB to FILE, print "filled", then serve
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <unistd.h>
 
 int main(int argc, char **argv) {
@@ -45,6 +50,60 @@ int main(int argc, char **argv) {
         }
         fflush(stdout);
         return 0;
+    }
+    if (strcmp(mode, "write") == 0 && argc > 3) {
+        FILE *f = fopen(argv[2], "w");
+        if (!f || fputs(argv[3], f) < 0 || fclose(f) != 0) {
+            fprintf(stderr, "write %s: %s\n", argv[2], strerror(errno));
+            return 1;
+        }
+        return 0;
+    }
+    if (strcmp(mode, "plant") == 0 && argc > 3) {
+        char aside[4096];
+        snprintf(aside, sizeof aside, "%s.old", argv[2]);
+        if (rename(argv[2], aside) != 0 && errno != ENOENT) {
+            fprintf(stderr, "rename %s: %s\n", argv[2], strerror(errno));
+            return 1;
+        }
+        if (symlink(argv[3], argv[2]) != 0) {
+            fprintf(stderr, "symlink %s -> %s: %s\n", argv[2], argv[3], strerror(errno));
+            return 1;
+        }
+        printf("planted %s -> %s\n", argv[2], argv[3]);
+        return 0;
+    }
+    if (strcmp(mode, "hold") == 0 && argc > 3) {
+        long n = atol(argv[3]);
+        for (long i = 1; i <= n; i++) {
+            if (!fopen(argv[2], "r")) {
+                printf("open %ld failed: %s\n", i, strerror(errno));
+                fflush(stdout);
+                return 1;
+            }
+            if (i % 100 == 0) {
+                printf("holding %ld\n", i);
+                fflush(stdout);
+            }
+        }
+        for (;;) {
+            sleep(1);
+        }
+    }
+    if (strcmp(mode, "fill") == 0 && argc > 3) {
+        FILE *f = fopen(argv[2], "w");
+        static char block[1024];
+        memset(block, 'x', sizeof block);
+        for (long i = atol(argv[3]); f && i > 0; i--) {
+            fwrite(block, 1, sizeof block, f);
+        }
+        if (!f || fclose(f) != 0) {
+            fprintf(stderr, "fill %s: %s\n", argv[2], strerror(errno));
+            return 1;
+        }
+        printf("filled\n");
+        fflush(stdout);
+        mode = "serve";
     }
     if (strcmp(mode, "fail") == 0) {
         int code = argc > 2 ? atoi(argv[2]) : 1;

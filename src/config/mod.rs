@@ -11,12 +11,37 @@ use std::time::Duration;
 
 use clap::Parser;
 
+mod api;
+mod certs;
+pub mod commands;
+pub mod eviction;
+mod limits;
 mod parse;
+mod probes;
+mod serving;
 
+pub use crate::base::host::HostFacts;
+pub use api::{
+    ApiFlags, ApiLimits, DEFAULT_API_IDLE_TIMEOUT, DEFAULT_API_MAX_ANONYMOUS_CONNECTIONS,
+    DEFAULT_API_MAX_CONNECTIONS, DEFAULT_API_READ_HEADER_TIMEOUT, DEFAULT_PORT_FORWARD_MAX_CONNECTIONS,
+};
+pub use certs::{CERT_APPROVAL_REMINDER, CERT_APPROVAL_REMINDER_MAX, CERT_ROTATION_WINDOW, CertFlags};
+pub use limits::{
+    DEFAULT_IMAGE_GC_HIGH, DEFAULT_IMAGE_GC_LOW, DEFAULT_MAX_OPEN_FILES, DEFAULT_MEMORY_LIMIT,
+    IMAGE_GC_PERIOD, ImageGc, LimitFlags, PodLimits, RUNTIME_EVENT_INTERVAL,
+};
 use parse::{
     default_node_ip, non_empty_path, parse_duration, parse_ip, parse_max_pods, parse_port, validate_dns_name,
 };
 pub use parse::{parse_labels, parse_registries};
+pub use probes::{
+    PROBE_FAILURE_THRESHOLD, PROBE_MIN_PERIOD, PROBE_OUTPUT_LIMIT, PROBE_PERIOD, PROBE_SUCCESS_THRESHOLD,
+    PROBE_TIMEOUT,
+};
+pub use serving::{
+    DEFAULT_HTTP_PORT, HttpSettings, MAX_CONCURRENT_ANNOTATION, REQUEST_TIMEOUT_ANNOTATION, Serving,
+    ServingFlags,
+};
 
 /// Default port of the kubelet API (the port every kubelet listens on).
 pub const DEFAULT_PORT: u16 = 10250;
@@ -26,6 +51,12 @@ pub const DEFAULT_HEALTHZ_PORT: u16 = 10248;
 pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
 /// Default `--container-log-max-files`: rotated files kept per container run (kubelet: 5).
 pub const DEFAULT_LOG_MAX_FILES: u32 = 5;
+/// Default `--image-max-size`: what one image may download (its layers together) and what
+/// one layer, or a `file://` module, may unpack to. Wasm modules are a few megabytes; the
+/// largest in common use (language runtimes such as python.wasm) are tens of megabytes.
+/// 256Mi leaves ten times that room, while a module this large already costs several
+/// times its size in memory to compile, in the one process every pod shares.
+pub const DEFAULT_IMAGE_MAX_SIZE: u64 = 256 * 1024 * 1024;
 /// Default `--sync-frequency`: how often running pods' volumes from the API are refreshed
 /// (the kubelet's default sync period).
 pub const DEFAULT_SYNC_FREQUENCY: Duration = Duration::from_secs(60);
@@ -54,10 +85,41 @@ pub const DEFAULT_EVICTION_HARD: &str =
 /// Made at once, the new mirror (same name) can appear before `kubectl delete` starts
 /// watching for the old one to go, and kubectl then waits on the new one forever.
 pub const MIRROR_RECREATE_DELAY: Duration = Duration::from_secs(1);
+/// A pod preparation that failed on something that may clear at once (a ConfigMap not
+/// yet readable, a token the Node authorizer does not grant yet because it has not seen
+/// the pod's binding) is retried after this, doubling up to [`CONFIG_RETRY_MAX`], as the
+/// kubelet's volume manager retries mounts. The same back-off applies to
+/// `CreateContainerConfigError` at container start.
+pub const CONFIG_RETRY_INITIAL: Duration = Duration::from_millis(20);
+/// The longest wait between such retries: a ConfigMap created later is found within it.
+pub const CONFIG_RETRY_MAX: Duration = Duration::from_secs(10);
+/// Such a failure shows in the pod's status and as an Event only once it has lasted this
+/// long; until then each retry is a debug log line (a race that clears in milliseconds
+/// costs no status write).
+pub const CONFIG_RETRY_VISIBLE_AFTER: Duration = Duration::from_secs(1);
+/// A pod's first status report waits this long while its first preparation (volumes,
+/// images) runs, so a pod that starts by then is reported once, Running, rather than
+/// Pending and then Running; one that takes longer (a pull) shows ContainerCreating then.
+pub const FIRST_REPORT_DELAY: Duration = Duration::from_millis(500);
+/// The longest an env var's value or an argument may be after `$(VAR)` expansion: Linux's
+/// `MAX_ARG_STRLEN`, past which a native container's exec fails too. Past it the container
+/// waits in `CreateContainerConfigError` naming the variable, and nothing that long is
+/// ever built (a `$(VAR)` bomb doubles at each step).
+pub const MAX_ENV_VALUE: usize = 128 * 1024;
+/// The most a container's environment (names and values), and separately its argv, may
+/// hold in all: Linux's default `ARG_MAX` for a process's arguments and environment.
+pub const MAX_ENV_TOTAL: usize = 2 * 1024 * 1024;
+/// How often the emptyDir volumes that have a `sizeLimit` are measured against it (the
+/// kubelet's eviction manager looks every 10 s too). Past its limit the pod is evicted.
+pub const DISK_CHECK_PERIOD: Duration = Duration::from_secs(10);
+/// How many times the agent may die during one step of a pod (preparing it, starting a
+/// container) before the next agent fails the pod (reason `NodeAgentCrashed`) instead of
+/// redoing the step: a pod that crashes the agent must not take it down for ever.
+pub const CRASH_LIMIT: u32 = 3;
+/// A failed status report (the API server unreachable) is retried after this.
+pub const PUBLISH_RETRY: Duration = Duration::from_secs(1);
 /// How long a clean shutdown may take before the agent gives up waiting on its tasks.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
-/// A certificate this close to expiry is treated as expired and requested again.
-pub const CERT_RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// Command-line flags. Each has an environment variable `KRUSTLET_*`; defaults that depend
 /// on the host are resolved in [`Config::resolve`].
@@ -69,7 +131,7 @@ pub const CERT_RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
 )]
 pub struct Flags {
     #[command(subcommand)]
-    pub command: Option<crate::cli::Command>,
+    pub command: Option<commands::Command>,
 
     /// IP address the node reports as its InternalIP (and puts in its serving certificate).
     /// Default: the first non-loopback address of the host.
@@ -141,6 +203,13 @@ pub struct Flags {
     #[arg(long, env = "KRUSTLET_CONTAINER_LOG_MAX_FILES", value_name = "N")]
     pub container_log_max_files: Option<String>,
 
+    /// Largest image a pull may download (its layers together; manifests and image
+    /// configs have a fixed cap of 4Mi, as in containerd) and largest content one layer, or
+    /// a `file://` module, may unpack to (a quantity such as `256Mi`, at least 1Mi). A pull
+    /// beyond it fails with ErrImagePull naming this flag. Default: 256Mi.
+    #[arg(long, env = "KRUSTLET_IMAGE_MAX_SIZE", value_name = "SIZE")]
+    pub image_max_size: Option<String>,
+
     /// How often a running pod's configMap, secret, downwardAPI and projected volumes are
     /// rewritten from the API (a Go-style duration: `90s`, `1m30s`; at least 1s).
     /// Service account tokens are renewed at 80% of their lifetime regardless. Default: 1m.
@@ -166,19 +235,28 @@ pub struct Flags {
     /// certificate (there is no cluster CA or RBAC to ask). Default: off.
     #[arg(long, env = "KRUSTLET_ALLOW_ANONYMOUS_LOCALHOST")]
     pub allow_anonymous_localhost: bool,
-}
 
-/// Facts about the host that defaults depend on, gathered by the caller (see `host.rs`).
-#[derive(Debug, Clone, Default)]
-pub struct HostFacts {
-    /// The host's hostname.
-    pub hostname: String,
-    /// The host's interface addresses, in interface order.
-    pub addresses: Vec<IpAddr>,
-    /// `$HOME`, if set.
-    pub home: Option<PathBuf>,
-    /// `$KUBECONFIG`, if set (only its first entry is used).
-    pub kubeconfig_env: Option<PathBuf>,
+    /// Certificate rotation (`--rotate-certificates`, see `certs.rs`).
+    #[command(flatten)]
+    pub certs: CertFlags,
+
+    /// Format of the agent's own log on stderr: `text` for people, or `json`, one object
+    /// per line (timestamp, level, target, namespace, pod, message, fields) for log
+    /// pipelines. Default: text.
+    #[arg(long, env = "KRUSTLET_LOG_FORMAT", value_name = "text|json")]
+    pub log_format: Option<String>,
+
+    /// Connection limits of the kubelet API (`--api-*`, see `api.rs`).
+    #[command(flatten)]
+    pub api: ApiFlags,
+
+    /// What each pod may use by default (see `limits.rs`).
+    #[command(flatten)]
+    pub limits: LimitFlags,
+
+    /// How pods serve traffic (see `serving.rs`).
+    #[command(flatten)]
+    pub serving: ServingFlags,
 }
 
 /// The validated configuration the agent runs with.
@@ -201,10 +279,18 @@ pub struct Config {
     pub healthz_port: u16,
     pub container_log_max_size: u64,
     pub container_log_max_files: u32,
+    pub image_max_size: u64,
     pub sync_frequency: Duration,
-    pub eviction_hard: crate::node::eviction::Thresholds,
+    pub eviction_hard: eviction::Thresholds,
     pub pod_manifest_path: Option<PathBuf>,
     pub allow_anonymous_localhost: bool,
+    /// Renew both certificates while running (`--rotate-certificates`).
+    pub rotate_certificates: bool,
+    /// Timeouts and connection caps of the kubelet API.
+    pub api_limits: ApiLimits,
+    pub pod_limits: PodLimits,
+    /// Listen address and HTTP limits of pods that serve traffic.
+    pub serving: Serving,
     /// `--bootstrap-file` was given (a missing file is then an error, not standalone mode).
     pub bootstrap_explicit: bool,
 }
@@ -219,6 +305,15 @@ pub struct ConfigError {
 
 fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError { flag, problem: problem.into() }
+}
+
+/// Whether `--log-format` asks for JSON lines (default: text).
+pub fn log_format_json(flags: &Flags) -> Result<bool, ConfigError> {
+    match flags.log_format.as_deref().map(str::trim) {
+        None | Some("text") => Ok(false),
+        Some("json") => Ok(true),
+        Some(other) => Err(invalid("log-format", format!("{other:?} is neither text nor json"))),
+    }
 }
 
 /// `--data-dir`, else `~/.krustlet` (shared by the agent and the local commands).
@@ -269,6 +364,10 @@ impl Config {
                 None => None,
             },
             allow_anonymous_localhost: flags.allow_anonymous_localhost,
+            rotate_certificates: flags.certs.rotate_certificates.unwrap_or(true),
+            api_limits: api::resolve(&flags.api)?,
+            pod_limits: limits::resolve(&flags.limits)?,
+            serving: serving::resolve(&flags.serving)?,
             bootstrap_file: flags
                 .bootstrap_file
                 .clone()
@@ -307,7 +406,7 @@ impl Config {
                 None => DEFAULT_HEALTHZ_PORT,
             },
             container_log_max_size: match &flags.container_log_max_size {
-                Some(q) => match crate::pods::quantity::bytes(q) {
+                Some(q) => match crate::base::quantity::bytes(q) {
                     Some(n) if n >= 1024 => n,
                     _ => {
                         return Err(invalid(
@@ -330,14 +429,24 @@ impl Config {
                 },
                 None => DEFAULT_LOG_MAX_FILES,
             },
+            image_max_size: match &flags.image_max_size {
+                Some(q) => match crate::base::quantity::bytes(q) {
+                    Some(n) if n >= 1024 * 1024 => n,
+                    _ => {
+                        return Err(invalid(
+                            "image-max-size",
+                            format!("{q:?} is not a size of at least 1Mi (e.g. 256Mi)"),
+                        ));
+                    }
+                },
+                None => DEFAULT_IMAGE_MAX_SIZE,
+            },
             sync_frequency: match &flags.sync_frequency {
                 Some(d) => parse_duration("sync-frequency", d, Duration::from_secs(1))?,
                 None => DEFAULT_SYNC_FREQUENCY,
             },
-            eviction_hard: crate::node::eviction::parse(
-                flags.eviction_hard.as_deref().unwrap_or(DEFAULT_EVICTION_HARD),
-            )
-            .map_err(|why| invalid("eviction-hard", why))?,
+            eviction_hard: eviction::parse(flags.eviction_hard.as_deref().unwrap_or(DEFAULT_EVICTION_HARD))
+                .map_err(|why| invalid("eviction-hard", why))?,
             data_dir,
         })
     }

@@ -43,14 +43,7 @@ pub(super) fn non_empty_path(flag: &'static str, p: &Path) -> Result<PathBuf, Co
 
 /// A DNS-1123 subdomain, as Kubernetes requires for node names.
 pub(super) fn validate_dns_name(flag: &'static str, name: &str) -> Result<String, ConfigError> {
-    let ok_label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if name.is_empty() || name.len() > 253 || !name.split('.').all(ok_label) {
+    if !crate::base::names::is_dns_subdomain(name) {
         return Err(invalid(
             flag,
             format!("{name:?} is not a valid DNS-1123 name (lowercase letters, digits, '-' and '.')"),

@@ -29,6 +29,7 @@ fn defaults_come_from_the_host() {
     assert_eq!(c.port, 10250);
     assert_eq!(c.max_pods, 110);
     assert!(c.node_labels.is_empty());
+    assert!(c.rotate_certificates, "certificates are renewed unless --rotate-certificates=false");
     assert_eq!((c.healthz_port, c.container_log_max_size, c.container_log_max_files), (10248, 10 << 20, 5));
 }
 
@@ -119,4 +120,30 @@ fn sync_frequency_takes_go_durations_of_at_least_a_second() {
         let e = parse(bad).unwrap_err().to_string();
         assert!(e.contains("sync-frequency") && e.contains("duration"), "{bad:?}: {e}");
     }
+}
+
+#[test]
+fn image_max_size_is_a_quantity_of_at_least_a_mebibyte() {
+    let with = |raw: &str| resolve(Flags { image_max_size: Some(raw.into()), ..Flags::default() });
+    assert_eq!(resolve(Flags::default()).unwrap().image_max_size, 256 << 20);
+    assert_eq!(with("1Gi").unwrap().image_max_size, 1 << 30);
+    assert_eq!(with("500M").unwrap().image_max_size, 500_000_000);
+    for bad in ["", "lots", "512Ki", "-1Gi"] {
+        let e = with(bad).unwrap_err();
+        assert_eq!(e.flag, "image-max-size", "{bad:?}");
+        assert!(e.to_string().contains("at least 1Mi"), "{e}");
+    }
+}
+
+#[test]
+fn rotate_certificates_is_on_unless_turned_off() {
+    use clap::Parser as _;
+    let parse = |args: &[&str]| {
+        let flags = Flags::try_parse_from(["krustlet-wasi"].iter().chain(args)).unwrap();
+        resolve(flags).unwrap().rotate_certificates
+    };
+    assert!(parse(&[]));
+    assert!(parse(&["--rotate-certificates=true"]));
+    assert!(!parse(&["--rotate-certificates=false"]));
+    assert!(Flags::try_parse_from(["krustlet-wasi", "--rotate-certificates=maybe"]).is_err());
 }

@@ -7,7 +7,7 @@ use super::Stream;
 
 /// One parsed line (without its newline). Borrowed, so reading costs no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Record<'a> {
+pub(super) struct Record<'a> {
     /// The timestamp as written; parse it with [`parse_time`] only when needed.
     pub time: &'a [u8],
     pub stream: Stream,
@@ -17,7 +17,7 @@ pub(crate) struct Record<'a> {
 }
 
 /// Parses one line; `None` for a line that is not a CRI record (skipped, as the kubelet does).
-pub(crate) fn parse(line: &[u8]) -> Option<Record<'_>> {
+pub(super) fn parse(line: &[u8]) -> Option<Record<'_>> {
     let mut fields = line.splitn(4, |b| *b == b' ');
     let time = fields.next()?;
     let stream = match fields.next()? {

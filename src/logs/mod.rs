@@ -1,6 +1,7 @@
 //! The container log store: one CRI-format file per container run under the data dir,
-//! rotated by size, with readers that implement every `kubectl logs` option and followers
-//! woken by the writer (no polling).
+//! rotated by size, with readers that implement every `kubectl logs` option and one
+//! follower, woken by the writer in this process or by what another process plugs in
+//! ([`RunWatch`]); no polling.
 //!
 //! Layout, as the kubelet lays out `/var/log/pods`:
 //! `<data-dir>/logs/<ns>_<pod>_<uid>/<container>/<restartCount>.log`, each line
@@ -11,7 +12,9 @@
 //!
 //! - `writer.rs`: [`LogFile`] and its per-stream [`LogWriter`]s (an `AsyncWrite`).
 //! - `registry.rs`: [`LogRegistry`], the runs being written, and rotation.
-//! - `reader.rs`: [`stream`] (`kubectl logs`) and [`read_lines`]; `follow.rs` its cursor.
+//! - `reader.rs`: [`stream`] (`kubectl logs`), [`follow`] (another process's follower) and
+//!   [`read_lines`]; `follow.rs` the cursor behind both, `segments.rs` the run's files
+//!   across rotations, `tail.rs` where `--tail` starts.
 
 mod cri;
 mod follow;
@@ -29,16 +32,19 @@ mod perf_tests;
 #[cfg(test)]
 mod reader_tests;
 #[cfg(test)]
+mod watch_tests;
+#[cfg(test)]
 mod writer_tests;
 
 use std::path::PathBuf;
 
-pub use paths::{container_log, pod_dir, run_paths};
-pub use reader::{LogOptions, LogStream, read_lines, stream};
+use crate::config::{DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE};
+
+pub use follow::{RunWatch, WatchError};
+pub use paths::{container_log, pod_dir, remove_runs_before, run_paths};
+pub use reader::{LogOptions, LogStream, follow, read_lines, stream};
 pub use registry::LogRegistry;
 pub use writer::{LogFile, LogWriter};
-/// For readers outside the agent process (`krustlet-wasi logs -f`).
-pub(crate) use {cri::parse as parse_record, paths::list_rotated, paths::rotated_path};
 
 /// What went wrong in the log store, by the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +65,15 @@ pub enum LogError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("log reader task failed: {0}")]
     ReaderTask(String),
+    /// The follower's [`RunWatch`] could not tell whether the run is over.
+    #[error("checking whether the run is over: {0}")]
+    RunState(#[source] WatchError),
 }
 
 pub type Result<T, E = LogError> = std::result::Result<T, E>;
 
 /// How large a run's log may grow (the kubelet's `containerLogMaxSize` and
-/// `containerLogMaxFiles`).
+/// `containerLogMaxFiles`; the agent's `--container-log-max-size` and `-files`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogLimits {
     /// A file is rotated before a record would take it past this many bytes.
@@ -74,9 +83,9 @@ pub struct LogLimits {
 }
 
 impl Default for LogLimits {
-    /// `max_size` 10 MiB, `max_files` 5, as the kubelet.
+    /// The flags' defaults: [`DEFAULT_LOG_MAX_SIZE`] and [`DEFAULT_LOG_MAX_FILES`].
     fn default() -> Self {
-        LogLimits { max_size: 10 * 1024 * 1024, max_files: 5 }
+        LogLimits { max_size: DEFAULT_LOG_MAX_SIZE, max_files: DEFAULT_LOG_MAX_FILES }
     }
 }
 

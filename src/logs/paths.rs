@@ -36,15 +36,33 @@ pub fn run_paths(pod_dir: &Path, container: &str) -> Vec<(u32, PathBuf)> {
     runs
 }
 
+/// Removes the log files (current and rotated) of every run of `container` before
+/// `keep_from`, as the kubelet keeps only the current run's log and the previous one's.
+/// Returns how many files went; a file already gone is not an error.
+pub fn remove_runs_before(pod_dir: &Path, container: &str, keep_from: u32) -> usize {
+    let mut removed = 0;
+    for (_, current) in run_paths(pod_dir, container).into_iter().filter(|(run, _)| *run < keep_from) {
+        let rotated = list_rotated(&current).unwrap_or_default();
+        let mut paths: Vec<PathBuf> = rotated.into_iter().map(|k| rotated_path(&current, k)).collect();
+        paths.push(current);
+        for path in paths {
+            if std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// `<current>.<k>`: the `k`-th file rotated out of a run (higher is newer).
-pub(crate) fn rotated_path(current: &Path, k: u64) -> PathBuf {
+pub(super) fn rotated_path(current: &Path, k: u64) -> PathBuf {
     let mut name = current.file_name().map(OsString::from).unwrap_or_default();
     name.push(format!(".{k}"));
     current.with_file_name(name)
 }
 
 /// The numbers `k` of the rotated files of `current` on disk, oldest first.
-pub(crate) fn list_rotated(current: &Path) -> Result<Vec<u64>> {
+pub(super) fn list_rotated(current: &Path) -> Result<Vec<u64>> {
     let failed = |source| LogError::ListRotated { path: current.to_path_buf(), source };
     let (Some(dir), Some(name)) = (current.parent(), current.file_name().and_then(|n| n.to_str())) else {
         return Ok(Vec::new());
@@ -65,4 +83,25 @@ pub(crate) fn list_rotated(current: &Path) -> Result<Vec<u64>> {
     }
     found.sort_unstable();
     Ok(found)
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    #[test]
+    fn runs_before_the_previous_one_are_removed_with_their_rotated_files() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("main");
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["0.log", "0.log.1", "1.log", "1.log.1", "1.log.2", "2.log", "3.log", "3.log.1"] {
+            std::fs::write(dir.join(name), "x").unwrap();
+        }
+        assert_eq!(remove_runs_before(t.path(), "main", 2), 5);
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["2.log", "3.log", "3.log.1"]);
+        assert_eq!(remove_runs_before(t.path(), "other", 5), 0);
+    }
 }

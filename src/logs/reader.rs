@@ -6,13 +6,12 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::jiff::Timestamp;
 
-use super::follow::{Cursor, Step};
-use super::segments::{self, read_failed};
-use super::{LogError, LogRegistry, Result, Stream, cri};
+use super::follow::{RunWatch, WriterWatch};
+use super::segments::{RunFiles, read_failed};
+use super::{LogRegistry, Result, Stream, cri};
 
 /// The `kubectl logs` options, as the kubelet's `containerLogs` handler receives them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,44 +33,22 @@ pub type LogStream = BoxStream<'static, Result<Bytes>>;
 
 /// The log of the run whose current file is `path`, as `kubectl logs` prints it: the text
 /// of each record of stdout and stderr in order (a `P` record without a newline, an `F`
-/// record with one). With `follow` and a live run, the stream goes on with each append and
-/// ends once the run's writer is gone and everything is read. File reads run on tokio's
-/// blocking pool.
+/// record with one). With `follow` and a run written in this process, the stream goes on
+/// with each append and ends once the run's writer is gone and everything is read. File
+/// reads run on tokio's blocking pool.
 ///
 /// Fails with [`LogError::NotFound`] before any output when the run has no log file.
 pub async fn stream(registry: &LogRegistry, path: &Path, opts: LogOptions) -> Result<LogStream> {
-    let (registry, path) = (registry.clone(), path.to_path_buf());
-    let cursor = blocking(move || Cursor::open(&registry, path, &opts)).await??;
-    Ok(futures::stream::unfold(Some(cursor), next_chunk).boxed())
+    let live = registry.find(path);
+    // Subscribed before the files are opened: every append after this wakes the follower.
+    let watch = live.as_deref().filter(|_| opts.follow).map(WriterWatch::new);
+    super::follow::open(path.to_path_buf(), live, opts, watch).await
 }
 
-/// One item of [`stream`]: reads on, waiting for the writer when caught up.
-async fn next_chunk(cursor: Option<Cursor>) -> Option<(Result<Bytes>, Option<Cursor>)> {
-    let mut cursor = cursor?;
-    loop {
-        let step = blocking(move || {
-            let step = cursor.step();
-            (cursor, step)
-        })
-        .await;
-        let step = match step {
-            Ok((back, step)) => {
-                cursor = back;
-                step
-            }
-            Err(e) => return Some((Err(e), None)),
-        };
-        match step {
-            Ok(Step::Data(out)) => return Some((Ok(Bytes::from(out)), Some(cursor))),
-            Ok(Step::Wait) => cursor.wait().await,
-            Ok(Step::Done) => return None,
-            Err(e) => return Some((Err(e), None)),
-        }
-    }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| LogError::ReaderTask(e.to_string()))
+/// Like [`stream`], following the run whose writer is elsewhere (another process) until
+/// `watch` says it is over and everything is read; `opts.follow` is not looked at.
+pub async fn follow<W: RunWatch>(path: &Path, opts: LogOptions, watch: W) -> Result<LogStream> {
+    super::follow::open(path.to_path_buf(), None, opts, Some(watch)).await
 }
 
 /// Turns records into output under the options: `since`, `timestamps`, `limit_bytes`.
@@ -156,10 +133,9 @@ impl Output {
 /// `P` records joined to the `F` record that ends them, per stream — for tests and tools.
 /// Not synchronized with a live writer: a rotation while it reads may hide a file.
 pub fn read_lines(path: &Path) -> Result<Vec<(Stream, String)>> {
-    let (segments, _) = segments::open(None, path, None)?;
     let mut lines = Vec::new();
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    for mut seg in segments {
+    for mut seg in RunFiles::open(path, None)?.into_files() {
         let mut bytes = Vec::new();
         seg.file.read_to_end(&mut bytes).map_err(|e| read_failed(&seg.path, e))?;
         // Bytes after the last newline are not a whole record.

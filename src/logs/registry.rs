@@ -1,6 +1,7 @@
 //! The runs being written: [`LogRegistry`] maps a run's path to its [`Live`] state (open
 //! file, size, rotation) so that readers open its files consistently with rotation and are
-//! woken by each append; an entry lives as long as the run's [`LogFile`](super::LogFile).
+//! woken by each append and rotation; an entry lives as long as the run's
+//! [`LogFile`](super::LogFile).
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -64,20 +65,20 @@ pub(super) struct Live {
     path: PathBuf,
     limits: LogLimits,
     files: Mutex<Files>,
-    /// The number the current file gets when rotated, sent after every append and rotation.
-    appended: watch::Sender<u64>,
+    /// Sent after every append and rotation.
+    appended: watch::Sender<()>,
     runs: Weak<Runs>,
 }
 
 /// The files of a live run, changed only under `Live::files`.
 pub(super) struct Files {
-    pub current: File,
+    current: File,
     /// Bytes in `current` (all complete records).
-    pub size: u64,
+    size: u64,
     /// The number `current` gets when rotated.
-    pub seq: u64,
+    seq: u64,
     /// Numbers of the rotated files kept, oldest first.
-    pub rotated: VecDeque<u64>,
+    rotated: VecDeque<u64>,
 }
 
 impl Live {
@@ -94,7 +95,7 @@ impl Live {
             path: path.to_path_buf(),
             limits,
             files: Mutex::new(Files { current, size, seq, rotated }),
-            appended: watch::Sender::new(seq),
+            appended: watch::Sender::new(()),
             runs,
         })
     }
@@ -109,7 +110,7 @@ impl Live {
     }
 
     /// A receiver woken after every append and rotation (its current value marked seen).
-    pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(super) fn subscribe(&self) -> watch::Receiver<()> {
         self.appended.subscribe()
     }
 
@@ -117,11 +118,8 @@ impl Live {
     /// write per file, rotating first whenever the next record would pass `max_size`; then
     /// wakes the readers.
     pub(super) fn append(&self, batch: &[u8], ends: &[usize]) -> Result<()> {
-        let (result, seq) = {
-            let mut files = self.files();
-            (self.append_locked(&mut files, batch, ends), files.seq)
-        };
-        self.appended.send_replace(seq);
+        let result = self.append_locked(&mut self.files(), batch, ends);
+        self.appended.send_replace(());
         result
     }
 

@@ -15,7 +15,10 @@ const CHUNK: u64 = 64 * 1024;
 pub(super) fn start(segments: &mut [Segment], lines: u64) -> Result<(usize, u64)> {
     let Some(last) = segments.len().checked_sub(1) else { return Ok((0, 0)) };
     if lines == 0 {
-        return Ok((last, segments[last].len));
+        // Just past the last whole record: one being written shows once it is complete.
+        let seg = &mut segments[last];
+        let end = last_record_end(&mut seg.file, seg.len).map_err(|e| read_failed(&seg.path, e))?;
+        return Ok((last, end));
     }
     // Output starts just after the (lines + 1)-th full record from the end.
     let mut need = lines.saturating_add(1);
@@ -59,6 +62,24 @@ fn scan_back(file: &mut File, len: u64, need: &mut u64) -> std::io::Result<Optio
         window = chunk;
         w = from;
     }
+}
+
+/// The offset just past the last newline in `file[..len]` (0 if none). Usually the last
+/// byte, so the steps back are small.
+fn last_record_end(file: &mut File, len: u64) -> std::io::Result<u64> {
+    let mut end = len;
+    let mut chunk = Vec::new();
+    while end > 0 {
+        let from = end.saturating_sub(4096);
+        chunk.resize((end - from) as usize, 0);
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut chunk)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            return Ok(from + i as u64 + 1);
+        }
+        end = from;
+    }
+    Ok(0)
 }
 
 /// Counts `record` against `need` if it ends a line; true when it was the last one needed.

@@ -1,10 +1,9 @@
 //! The Node object: registration (create, or patch so a restart restores it), the Lease
 //! heartbeat in `kube-node-lease`, and periodic status refreshes.
 
-pub mod eviction;
 mod object;
 
-pub use object::{TAINT_EFFECTS, TAINT_KEY, WASM_ARCH, kubelet_version, rfc3339};
+pub use object::{TAINT_EFFECTS, TAINT_KEY, WASM_ARCH, kubelet_version};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
@@ -16,11 +15,12 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
+use crate::base::host::{self, Machine};
+use crate::config::eviction;
 use crate::config::{
     Config, LEASE_DURATION, LEASE_RENEW_INTERVAL, NODE_NOT_READY_TAINT_RECHECK, NODE_STATUS_INTERVAL,
 };
 use crate::events::{Kind, Recorder};
-use crate::host::{self, Machine};
 
 const LEASE_NAMESPACE: &str = "kube-node-lease";
 
@@ -123,7 +123,7 @@ async fn post_status(
     let usage = host::usage(&cfg.data_dir);
     let crossed = cfg.eviction_hard.crossed(&usage);
     pressure_changes(&cfg.node_name, &crossed, previous, recorder).await;
-    let now = object::rfc3339(&Timestamp::now());
+    let now = crate::base::time::now_rfc3339();
     let patch = object::status_patch(cfg, machine, &usage, &crossed, previous, &now);
     api.patch_status(&cfg.node_name, &PatchParams::default(), &Patch::Strategic(&patch))
         .await

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::eviction::{Pressure, under};
+use crate::base::host::{Machine, Usage};
 use crate::config::Config;
-use crate::host::{Machine, Usage};
 
 /// The architecture/OS label value the node advertises, and that pods select on.
 pub const WASM_ARCH: &str = "wasm32-wasi";
@@ -164,7 +164,7 @@ pub fn status_patch(
             "bootID": machine.boot_id,
             "kernelVersion": machine.kernel_version,
             "osImage": machine.os_image,
-            "containerRuntimeVersion": format!("wasmtime://{}", krustlet_wasi_provider::WASMTIME_VERSION),
+            "containerRuntimeVersion": format!("{}://{}", krustlet_wasi_provider::RUNTIME_NAME, krustlet_wasi_provider::WASMTIME_VERSION),
             "kubeletVersion": kubelet_version(),
             "kubeProxyVersion": "",
             "operatingSystem": "linux",
@@ -182,14 +182,9 @@ pub fn transitions_of(node: &k8s_openapi::api::core::v1::Node) -> Transitions {
         .flatten()
         .filter_map(|c| {
             let t = c.last_transition_time.as_ref()?;
-            Some((c.type_.clone(), (c.status.clone(), rfc3339(&t.0))))
+            Some((c.type_.clone(), (c.status.clone(), crate::base::time::rfc3339(&t.0))))
         })
         .collect()
-}
-
-/// Seconds-precision RFC 3339, the format of `metav1.Time`.
-pub fn rfc3339(ts: &k8s_openapi::jiff::Timestamp) -> String {
-    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Whether the Node reports Ready=True but still carries [`NOT_READY_TAINT`], so nothing

@@ -1,6 +1,8 @@
 //! The content-addressed blob directory (`<root>/blobs/sha256/<hex>`): writers that hash
-//! while writing and only publish a verified blob, and atomic writes (temp + rename).
+//! and count while writing, stop at a cap, and only publish a verified blob; blobs stored
+//! from a reader under their own digest; and atomic writes (temp + rename).
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -84,6 +86,50 @@ impl Blobs {
         Ok((digest, path))
     }
 
+    /// Stores what `reader` yields under its own digest, reading at most `cap` bytes
+    /// (beyond it: `too_large()`, and nothing is stored). Blocking: call it off the runtime.
+    pub(crate) fn ingest(
+        &self,
+        reader: &mut dyn Read,
+        cap: u64,
+        too_large: impl FnOnce() -> OciError,
+    ) -> Result<(String, PathBuf), OciError> {
+        let tmp = temp_path(&self.root, "ingest");
+        let remove_tmp = TempFile(tmp.clone());
+        if let Some(parent) = tmp.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
+        }
+        let mut file = std::fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err("reading into", &tmp)(e)),
+            };
+            total += n as u64;
+            if total > cap {
+                return Err(too_large());
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n]).map_err(io_err("writing", &tmp))?;
+        }
+        file.sync_all().map_err(io_err("syncing", &tmp))?;
+        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        let target = self
+            .path(&digest)
+            .ok_or_else(|| io_err("naming", &tmp)(std::io::ErrorKind::InvalidData.into()))?;
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
+        }
+        std::fs::rename(&tmp, &target).map_err(io_err("renaming into", &target))?;
+        drop(remove_tmp);
+        Ok((digest, target))
+    }
+
     /// A writer for the blob `digest` (`expected_size` if the descriptor gave one); `what`
     /// names the blob in errors.
     pub(crate) async fn writer(
@@ -103,6 +149,7 @@ impl Blobs {
         }
         let file = tokio::fs::File::create(&tmp).await.map_err(io_err("creating", &tmp))?;
         Ok(BlobWriter {
+            cap: None,
             file: Some(file),
             hasher: Sha256::new(),
             written: 0,
@@ -115,9 +162,13 @@ impl Blobs {
     }
 }
 
+/// The error a writer returns once more than `bytes` were written to it.
+type TooLarge = Box<dyn Fn() -> OciError + Send + Sync>;
+
 /// Hashes and counts while writing to a temp file; [`BlobWriter::finish`] publishes the
 /// blob only if digest and size match. Dropped unfinished, it removes its temp file.
 pub(crate) struct BlobWriter {
+    cap: Option<(u64, TooLarge)>,
     file: Option<tokio::fs::File>,
     hasher: Sha256,
     written: u64,
@@ -129,10 +180,38 @@ pub(crate) struct BlobWriter {
 }
 
 impl BlobWriter {
+    /// Fails the write that takes the blob past `bytes` with `too_large()`, whatever size
+    /// the descriptor or the registry declared.
+    pub(crate) fn capped(
+        mut self,
+        bytes: u64,
+        too_large: impl Fn() -> OciError + Send + Sync + 'static,
+    ) -> Self {
+        self.cap = Some((bytes, Box::new(too_large)));
+        self
+    }
+
+    /// Fails with the cap's error if a blob of `declared` bytes would not fit under it.
+    pub(crate) fn admits(&self, declared: u64) -> Result<(), OciError> {
+        match self.cap.as_ref() {
+            Some((cap, too_large)) if declared > *cap => Err(too_large()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
     pub(crate) async fn write(&mut self, chunk: &[u8]) -> Result<(), OciError> {
         self.written += chunk.len() as u64;
         if let Some(expected) = self.expected_size.filter(|e| self.written > *e) {
             return Err(self.size_mismatch(expected));
+        }
+        if let Some((cap, too_large)) = self.cap.as_ref().filter(|(cap, _)| self.written > *cap) {
+            tracing::debug!(digest = %self.expected_digest, cap, "blob is larger than its cap");
+            return Err(too_large());
         }
         self.hasher.update(chunk);
         let Some(file) = self.file.as_mut() else { return Ok(()) };
@@ -162,6 +241,15 @@ impl BlobWriter {
         }
         tokio::fs::rename(&self.tmp, &self.target).await.map_err(io_err("renaming into", &self.target))?;
         Ok(self.target.clone())
+    }
+}
+
+/// Removes a temp file when dropped (a no-op once it was renamed into place).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -216,5 +304,37 @@ mod tests {
         assert!(matches!(w.finish().await, Err(OciError::SizeMismatch { expected: 4, actual: 3, .. })));
         assert!(blobs.path("sha256:short").is_none());
         assert!(blobs.path("sha512:00").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_capped_writer_stops_at_its_cap_whatever_the_descriptor_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::new(dir.path().to_path_buf());
+        let digest = sha256_digest(b"abcdef");
+        let too_large = || OciError::Registry { reference: "r".into(), detail: "capped".into() };
+        // The descriptor claims 6 bytes, within a cap of 4: the cap still holds.
+        let mut w = blobs.writer(&digest, Some(6), "layer").await.unwrap().capped(4, too_large);
+        w.write(b"abcd").await.unwrap();
+        assert_eq!(w.written(), 4);
+        let err = w.write(b"ef").await.unwrap_err();
+        assert!(err.to_string().contains("capped"), "{err}");
+        drop(w);
+        assert!(!blobs.has(&digest).await);
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "temp file left behind");
+    }
+
+    #[test]
+    fn ingest_stores_under_the_content_digest_and_honours_its_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::new(dir.path().to_path_buf());
+        let never = || -> OciError { unreachable!("within the cap") };
+        let (digest, path) = blobs.ingest(&mut &b"module bytes"[..], 12, never).unwrap();
+        assert_eq!(digest, sha256_digest(b"module bytes"));
+        assert_eq!(std::fs::read(path).unwrap(), b"module bytes");
+        let mut endless = std::io::repeat(0);
+        let too_large = || OciError::Registry { reference: "r".into(), detail: "capped".into() };
+        let err = blobs.ingest(&mut endless, 1 << 20, too_large).unwrap_err();
+        assert!(err.to_string().contains("capped"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "temp file left behind");
     }
 }

@@ -10,12 +10,21 @@
 //! - ordinary OCI / Docker v2 images whose Entrypoint/Cmd names a `.wasm` file in the
 //!   layers (or that hold exactly one `.wasm` file);
 //! - image indexes / manifest lists (the `wasip1`/`wasi`/`wasm` entry is chosen);
-//! - `file:///abs/path/app.wasm` (no registry).
+//! - `file:///abs/path/app.wasm` (no registry; static pods only, see [`FileImages`]).
+//!
+//! Every read is capped (see `limits.rs`): manifests and configs at 4 MiB, an image's
+//! layers together and what a layer unpacks to at `--image-max-size`. Blobs stream to
+//! disk and are verified (size and digest) while they stream.
 
 mod auth;
 mod blobs;
+mod fetch;
 mod formats;
+pub mod gc;
 mod image;
+mod layer_guard;
+mod limits;
+mod local;
 mod push;
 mod reference;
 mod registry;
@@ -24,6 +33,8 @@ mod store;
 use std::path::PathBuf;
 
 pub use auth::RegistryAuth;
+pub use gc::GcReport;
+pub use limits::{Limit, MAX_MANIFEST_SIZE};
 pub use push::{PushFormat, push};
 pub use store::Store;
 
@@ -51,6 +62,18 @@ impl PullPolicy {
             _ => PullPolicy::IfNotPresent,
         }
     }
+}
+
+/// Whether a pull may read a `file://` module from this node's disk. Only static pods
+/// (written by the node's admin under `--pod-manifest-path`) may: any pod author could
+/// otherwise read any file the agent can (`file:///etc/shadow`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FileImages {
+    /// `file://` references fail with [`OciError::LocalFileRefused`].
+    #[default]
+    Refused,
+    /// `file://` references are read (regular files only, up to `--image-max-size`).
+    Allowed,
 }
 
 /// Which kind of artifact the Wasm module came from.
@@ -124,6 +147,14 @@ pub enum OciError {
     StoreIo { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("image store: index entry {path} is malformed: {detail}")]
     StoreIndex { path: PathBuf, detail: String },
+    #[error("{what} of image {reference:?} exceeds {limit}")]
+    TooLarge { reference: String, what: String, limit: Limit },
+    #[error(
+        "image {reference:?} is refused: file:// images may only be used by static pods (from --pod-manifest-path); a pod from the API server must name a registry image"
+    )]
+    LocalFileRefused { reference: String },
+    #[error("file:// image {path} is {kind}, not a regular file (only regular files are read)")]
+    LocalFileNotRegular { path: PathBuf, kind: &'static str },
     #[error("reading local module {path} failed: {source}")]
     LocalFile { path: PathBuf, source: std::io::Error },
     #[error("image pull secret of type {kind:?} is unusable: {detail}")]

@@ -1,46 +1,32 @@
-//! One registry conversation through oci-client: the client (plain HTTP only for
-//! insecure registries), manifest and blob fetches with verification, blob and manifest
-//! uploads, and the mapping of registry failures onto [`OciError`].
+//! One registry conversation: authentication and uploads through oci-client, manifest
+//! and blob downloads through the bounded GETs of `fetch.rs` (with their digests
+//! verified), and the mapping of oci-client's failures onto [`OciError`].
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use futures::StreamExt;
+use base64::Engine as _;
+use http::HeaderValue;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::{Client, Reference, RegistryOperation};
+use tokio::sync::OnceCell;
 
 use super::blobs::{BlobWriter, sha256_digest};
-use super::formats::{Descriptor, MANIFEST_TYPES};
+use super::fetch::{CONNECT_TIMEOUT, Http, READ_TIMEOUT, chain};
+use super::formats::Descriptor;
 use super::reference::{client_registry, insecure_hosts};
 use super::{OciError, RegistryAuth, ensure_crypto_provider};
-
-/// How long to wait for a TCP/TLS connection to a registry.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one read from a registry may stall.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A client bound to one image reference and its credentials.
 pub(crate) struct Registry {
     client: Client,
+    http: Http,
     reference: Reference,
     auth: oci_client::secrets::RegistryAuth,
+    /// The `Authorization` header of pulls, found once per conversation.
+    pull_auth: OnceCell<Option<HeaderValue>>,
     /// The reference as the user gave it, for error messages.
     image: String,
-}
-
-/// `err` and its sources, joined by ": ".
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text = format!("{text}: {s_text}");
-        }
-        source = s.source();
-    }
-    text
 }
 
 impl Registry {
@@ -65,6 +51,8 @@ impl Registry {
         })?;
         Ok(Self {
             client,
+            http: Http::new(reference, image, insecure)?,
+            pull_auth: OnceCell::new(),
             auth: auth.for_registry(reference.resolve_registry()),
             reference: reference.clone(),
             image: image.to_string(),
@@ -129,58 +117,61 @@ impl Registry {
         }
     }
 
-    /// The manifest named by the reference, or by `digest` in the same repository:
-    /// its bytes and verified digest.
+    /// The `Authorization` header for pulls: a bearer token when the registry asks for one
+    /// (oci-client runs that exchange), else the pull secret's basic credentials, else none.
+    async fn pull_authorization(&self) -> Result<Option<&HeaderValue>, OciError> {
+        let header = self
+            .pull_auth
+            .get_or_try_init(|| async {
+                let token = self
+                    .client
+                    .auth(&self.reference, &self.auth, RegistryOperation::Pull)
+                    .await
+                    .map_err(|e| self.error(e))?;
+                let value = match (token, &self.auth) {
+                    (Some(token), _) => Some(format!("Bearer {token}")),
+                    (None, oci_client::secrets::RegistryAuth::Basic(user, password)) => {
+                        let pair =
+                            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                        Some(format!("Basic {pair}"))
+                    }
+                    (None, _) => None,
+                };
+                Ok::<_, OciError>(value.and_then(|v| HeaderValue::from_str(&v).ok()))
+            })
+            .await?;
+        Ok(header.as_ref())
+    }
+
+    /// The manifest named by the reference, or by `digest` in the same repository, read
+    /// up to its cap: its bytes and verified digest.
     pub(crate) async fn manifest(&self, digest: Option<&str>) -> Result<(Vec<u8>, String), OciError> {
-        let target = match digest {
-            Some(d) => self.reference.clone_with_digest(d.to_string()),
-            None => self.reference.clone(),
-        };
-        let (body, got) = self
-            .client
-            .pull_manifest_raw(&target, &self.auth, MANIFEST_TYPES)
-            .await
-            .map_err(|e| self.error(e))?;
+        let named = digest.or(self.reference.digest()).or(self.reference.tag()).unwrap_or("latest");
+        let auth = self.pull_authorization().await?;
+        let (body, announced) = self.http.manifest(named, auth).await?;
         let actual = sha256_digest(&body);
-        let expected = target.digest().map(str::to_string).unwrap_or(got);
-        if expected.starts_with("sha256:") && expected != actual {
-            return Err(OciError::DigestMismatch {
-                what: format!("manifest of {}", self.image),
-                expected,
-                actual,
-            });
+        let pinned = digest.or(self.reference.digest()).map(str::to_string);
+        for expected in pinned.into_iter().chain(announced) {
+            if expected.starts_with("sha256:") && expected != actual {
+                return Err(OciError::DigestMismatch {
+                    what: format!("manifest of {}", self.image),
+                    expected,
+                    actual,
+                });
+            }
         }
-        Ok((body.to_vec(), actual))
+        Ok((body, actual))
     }
 
-    /// Streams the blob `desc` into `writer`, which verifies size and digest.
-    pub(crate) async fn blob(&self, desc: &Descriptor, mut writer: BlobWriter) -> Result<PathBuf, OciError> {
-        let mut stream = self
-            .client
-            .pull_blob_stream(&self.reference, desc.digest.as_str())
-            .await
-            .map_err(|e| self.error(e))?;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.stream_error(desc, e))?;
-            writer.write(&chunk).await?;
-        }
-        writer.finish().await
-    }
-
-    fn stream_error(&self, desc: &Descriptor, e: std::io::Error) -> OciError {
-        if let Some(DigestError::VerificationError { expected, actual }) =
-            e.get_ref().and_then(|inner| inner.downcast_ref::<DigestError>())
-        {
-            return OciError::DigestMismatch {
-                what: format!("blob {} of {}", desc.digest, self.image),
-                expected: expected.clone(),
-                actual: actual.clone(),
-            };
-        }
-        OciError::Registry {
-            reference: self.image.clone(),
-            detail: format!("downloading blob {} was interrupted: {}", desc.digest, chain(&e)),
-        }
+    /// Streams the blob `desc` into `writer`, which verifies size and digest and stops at
+    /// its cap; where it was stored, and its size.
+    pub(crate) async fn blob(
+        &self,
+        desc: &Descriptor,
+        writer: BlobWriter,
+    ) -> Result<(PathBuf, u64), OciError> {
+        let auth = self.pull_authorization().await?;
+        self.http.blob(desc, auth, writer).await
     }
 
     /// Uploads `data` as a blob with `digest` (skipped if the registry has it).

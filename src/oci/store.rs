@@ -15,18 +15,19 @@ use serde::{Deserialize, Serialize};
 
 use super::blobs::{Blobs, sha256_digest, write_atomic};
 use super::formats::{self, Descriptor, ImageConfig, Manifest, Plan, Rejection};
-use super::image::{self, Layer};
+use super::image::{self, Layer, Unpack};
+use super::limits::{Budget, Limit, human};
 use super::reference::{self, ImageRef};
 use super::registry::Registry;
-use super::{ArtifactFormat, OciError, PullPolicy, Pulled, RegistryAuth};
+use super::{ArtifactFormat, FileImages, OciError, PullPolicy, Pulled, RegistryAuth};
 
 /// What a reference resolved to when it was last pulled.
 #[derive(Debug, Serialize, Deserialize)]
-struct IndexEntry {
+pub(super) struct IndexEntry {
     /// The normalized reference (the file name is its hash).
-    reference: String,
-    manifest_digest: String,
-    pulled: Pulled,
+    pub(super) reference: String,
+    pub(super) manifest_digest: String,
+    pub(super) pulled: Pulled,
 }
 
 /// Content-addressed images on disk; cheap to clone (clones share the per-reference locks).
@@ -34,17 +35,40 @@ struct IndexEntry {
 pub struct Store {
     root: PathBuf,
     insecure_registries: Vec<String>,
+    /// `--image-max-size`: an image's layers together, and what one layer unpacks to.
+    max_image_size: u64,
     blobs: Blobs,
     /// One lock per normalized reference: concurrent pulls of one image run one at a time.
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Pulls hold it shared, garbage collection exclusively (see `gc.rs`).
+    gc: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Store {
     /// A store rooted at `root` (normally `<data-dir>/images`; created on first pull).
     /// Registries in `insecure_registries` (`host:port`, as in the image reference) are
-    /// reached over plain HTTP; every other registry over HTTPS.
+    /// reached over plain HTTP; every other registry over HTTPS. Images may be as large as
+    /// [`crate::config::DEFAULT_IMAGE_MAX_SIZE`] unless [`Store::with_max_image_size`] says.
     pub fn new(root: PathBuf, insecure_registries: Vec<String>) -> Self {
-        Store { blobs: Blobs::new(root.clone()), root, insecure_registries, locks: Arc::default() }
+        Store {
+            blobs: Blobs::new(root.clone()),
+            root,
+            insecure_registries,
+            max_image_size: crate::config::DEFAULT_IMAGE_MAX_SIZE,
+            locks: Arc::default(),
+            gc: Arc::default(),
+        }
+    }
+
+    /// Caps what one image may download (its layers together) and what one layer, or a
+    /// `file://` module, may unpack to (`--image-max-size`).
+    pub fn with_max_image_size(mut self, bytes: u64) -> Self {
+        self.max_image_size = bytes;
+        self
+    }
+
+    pub(super) fn gc_lock(&self) -> &tokio::sync::RwLock<()> {
+        &self.gc
     }
 
     /// The directory the store lives in.
@@ -53,18 +77,23 @@ impl Store {
     }
 
     /// Makes `image` available locally according to `policy` and returns the module.
-    /// `file:///abs/path.wasm` references are read from disk whatever the policy.
+    /// `file:///abs/path.wasm` references are read from disk whatever the policy, if
+    /// `files` allows them (static pods only).
     pub async fn pull(
         &self,
         image: &str,
         policy: PullPolicy,
         auth: &RegistryAuth,
+        files: FileImages,
     ) -> Result<Pulled, OciError> {
         let reference = match reference::parse(image)? {
-            ImageRef::LocalFile(path) => return self.pull_local(image, &path).await,
+            ImageRef::LocalFile(path) => {
+                return super::local::pull(&self.blobs, image, &path, files, self.max_image_size).await;
+            }
             ImageRef::Registry(r) => r,
         };
         let key = reference::index_key(&reference);
+        let _no_gc = self.gc.read().await;
         let lock = self.lock_for(&key);
         let _guard = lock.lock().await;
         if policy != PullPolicy::Always
@@ -109,6 +138,10 @@ impl Store {
         if entry.reference != key || !self.blobs.has(&entry.pulled.wasm_digest).await {
             return None;
         }
+        // Used now: image GC removes the least recently used first.
+        if let Ok(file) = std::fs::File::options().append(true).open(&path) {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
         Some(Pulled { image: image.to_string(), wasm_path, ..entry.pulled })
     }
 
@@ -122,22 +155,6 @@ impl Store {
         let bytes = serde_json::to_vec_pretty(&entry)
             .map_err(|e| OciError::StoreIndex { path: path.clone(), detail: e.to_string() })?;
         write_atomic(&self.root, &path, &bytes).await
-    }
-
-    async fn pull_local(&self, image: &str, path: &Path) -> Result<Pulled, OciError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|source| OciError::LocalFile { path: path.into(), source })?;
-        let (wasm_digest, wasm_path) = self.blobs.put(&bytes).await?;
-        Ok(Pulled {
-            image: image.to_string(),
-            image_id: format!("file://{}@{wasm_digest}", path.display()),
-            wasm_digest,
-            wasm_path,
-            entrypoint: Vec::new(),
-            cmd: Vec::new(),
-            format: ArtifactFormat::LocalFile,
-        })
     }
 
     /// Resolves the reference at the registry and stores what the module needs.
@@ -175,9 +192,10 @@ impl Store {
             }
         };
         let image_id = reference::image_id(r, &top_digest);
+        let mut budget = Budget::new(Limit::Image(self.max_image_size));
         let pulled = match formats::plan(config, layers).map_err(reject)? {
             Plan::WasmLayer { format, layer } => {
-                let wasm_path = self.fetch_blob(&reg, &layer, "Wasm layer").await?;
+                let wasm_path = self.fetch_blob(&reg, &layer, "Wasm layer", &mut budget).await?;
                 Pulled {
                     image: image.into(),
                     image_id,
@@ -190,7 +208,7 @@ impl Store {
             }
             Plan::Image { config, layers } => {
                 let (wasm_digest, wasm_path, (entrypoint, cmd)) =
-                    self.fetch_image(&reg, image, &config, layers).await?;
+                    self.fetch_image(&reg, image, &config, layers, &mut budget).await?;
                 Pulled {
                     image: image.into(),
                     image_id,
@@ -212,8 +230,11 @@ impl Store {
         image: &str,
         config: &Descriptor,
         layer_descs: Vec<(Descriptor, formats::Compression)>,
+        budget: &mut Budget,
     ) -> Result<(String, PathBuf, (Vec<String>, Vec<String>)), OciError> {
-        let config_path = self.fetch_blob(reg, config, "image config").await?;
+        let config_path =
+            self.fetch_blob(reg, config, "image config", &mut Budget::new(Limit::Manifest)).await?;
+        // Within its cap: checked as it was stored (or now, if it was stored before).
         let config_bytes = tokio::fs::read(&config_path).await.map_err(|source| OciError::StoreIo {
             action: "reading",
             path: config_path.clone(),
@@ -227,35 +248,63 @@ impl Store {
         let container = parsed.config.unwrap_or_default();
         let mut layers = Vec::with_capacity(layer_descs.len());
         for (desc, compression) in layer_descs {
-            let path = self.fetch_blob(reg, &desc, "layer").await?;
+            let path = self.fetch_blob(reg, &desc, "layer", budget).await?;
             layers.push(Layer { path, digest: desc.digest, compression });
         }
         let entrypoint =
             (container.entrypoint.clone().unwrap_or_default(), container.cmd.clone().unwrap_or_default());
-        let reference = image.to_string();
-        let (bytes, inner_path) =
-            tokio::task::spawn_blocking(move || image::find_module(&layers, &container, &reference))
-                .await
-                .map_err(|e| OciError::Registry {
-                reference: image.into(),
-                detail: format!("layer extraction task failed: {e}"),
-            })??;
-        let (wasm_digest, wasm_path) = self.blobs.put(&bytes).await?;
-        tracing::debug!(image, module = %inner_path, %wasm_digest, "extracted Wasm module from image layers");
-        Ok((wasm_digest, wasm_path, entrypoint))
+        let (reference, blobs, max_unpacked) = (image.to_string(), self.blobs.clone(), self.max_image_size);
+        let found = tokio::task::spawn_blocking(move || {
+            let unpack = Unpack { reference: &reference, max_unpacked };
+            image::find_module(&unpack, &layers, &container, &blobs)
+        })
+        .await
+        .map_err(|e| OciError::Registry {
+            reference: image.into(),
+            detail: format!("layer extraction task failed: {e}"),
+        })??;
+        tracing::debug!(image, module = %found.inner, wasm_digest = %found.digest, "extracted Wasm module from image layers");
+        Ok((found.digest, found.path, entrypoint))
     }
 
-    /// The stored blob for `desc`, downloading and verifying it if it is not stored yet.
-    async fn fetch_blob(&self, reg: &Registry, desc: &Descriptor, what: &str) -> Result<PathBuf, OciError> {
+    /// The stored blob for `desc`, downloading and verifying it if it is not stored yet,
+    /// and counting it against `budget` (also when it was stored already).
+    async fn fetch_blob(
+        &self,
+        reg: &Registry,
+        desc: &Descriptor,
+        what: &str,
+        budget: &mut Budget,
+    ) -> Result<PathBuf, OciError> {
         let invalid = || OciError::BadManifest {
             reference: reg.image().to_string(),
             detail: format!("{what} digest {:?} is not sha256:<64 hex>", desc.digest),
         };
         let path = self.blobs.path(&desc.digest).ok_or_else(invalid)?;
-        if self.blobs.has(&desc.digest).await {
-            return Ok(path);
+        let limit = budget.limit;
+        let too_large = |size: Option<u64>| {
+            let (reference, digest) = (reg.image().to_string(), desc.digest.clone());
+            let what = match size {
+                Some(n) => format!("{what} {digest} ({})", human(n)),
+                None => format!("{what} {digest}"),
+            };
+            move || OciError::TooLarge { reference: reference.clone(), what: what.clone(), limit }
+        };
+        if let Ok(meta) = tokio::fs::metadata(&path).await
+            && meta.is_file()
+        {
+            return if budget.spend(meta.len()) { Ok(path) } else { Err(too_large(Some(meta.len()))()) };
         }
-        let writer = self.blobs.writer(&desc.digest, desc.size, &format!("{what} {}", desc.digest)).await?;
-        reg.blob(desc, writer).await
+        if let Some(declared) = desc.size.filter(|s| *s > budget.remaining()) {
+            return Err(too_large(Some(declared))());
+        }
+        let writer = self
+            .blobs
+            .writer(&desc.digest, desc.size, &format!("{what} {}", desc.digest))
+            .await?
+            .capped(budget.remaining(), too_large(None));
+        let (path, written) = reg.blob(desc, writer).await?;
+        budget.spend(written);
+        Ok(path)
     }
 }

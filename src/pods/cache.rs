@@ -14,7 +14,7 @@ use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use tokio::time::Instant;
 
-use crate::pods::env::ObjectSource;
+use crate::objects::ObjectSource;
 use crate::volumes::VolumeSource;
 
 /// Objects by `(namespace, name)`, each with when it was read (`None`: it did not exist).

@@ -8,11 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::runtime::{ContainerRun, Running};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::runtime::{ContainerRun, Running, RuntimeError};
+use crate::volumes::VolumeError;
 
 /// Starts a new instance of a container's module (same image, env and mounts) with the
 /// given argv and streams: what `kubectl exec` runs.
-pub type ExecFn = Arc<dyn Fn(ContainerRun) -> Result<Box<dyn Running>, String> + Send + Sync>;
+pub type ExecFn = Arc<dyn Fn(ContainerRun) -> Result<Box<dyn Running>, RuntimeError> + Send + Sync>;
 
 /// One container as the API sees it.
 #[derive(Clone)]
@@ -24,8 +27,60 @@ pub struct ContainerEntry {
     pub exec: Option<ExecFn>,
     /// The env and mounts of the container, for exec instances.
     pub env: Vec<(String, String)>,
-    pub mounts: Vec<super::runtime::MountSpec>,
+    /// The container's mounts, opened anew (beneath their volumes) for each exec.
+    pub mounts: Vec<crate::volumes::Mount>,
     pub memory_limit: Option<u64>,
+    /// Handles an exec instance may hold (`--max-open-files`).
+    pub max_handles: usize,
+    /// When the current run started.
+    pub started: std::time::SystemTime,
+    /// Reads the current run's (CPU nanoseconds, memory bytes), if the runtime measures it.
+    pub usage: Option<crate::metrics::UsageFn>,
+    /// The writing end of the run's stdin, for `kubectl attach -i` (`stdin: true`);
+    /// `None` inside once it was closed (`stdinOnce`).
+    pub stdin: Option<StdinWriter>,
+}
+
+/// The writing end of a container's stdin, shared by its attach sessions (one writes at
+/// a time).
+pub type StdinWriter = Arc<tokio::sync::Mutex<Option<tokio::io::DuplexStream>>>;
+
+/// Why an instance beside a container could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("container is not running")]
+    NotRunning,
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error(transparent)]
+    Start(#[from] RuntimeError),
+}
+
+impl ContainerEntry {
+    /// Starts a new instance beside the running container (`kubectl exec`, an exec
+    /// probe): its module, env, memory limit and handle cap, its volumes opened anew
+    /// beneath each (the guest may have changed its subPaths), and no ports.
+    pub fn start_instance(
+        &self,
+        argv: Vec<String>,
+        stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
+        stdout: Box<dyn AsyncWrite + Send + Unpin>,
+        stderr: Box<dyn AsyncWrite + Send + Unpin>,
+    ) -> Result<Box<dyn Running>, InstanceError> {
+        let start = self.exec.as_ref().ok_or(InstanceError::NotRunning)?;
+        let run = ContainerRun {
+            argv,
+            env: self.env.clone(),
+            mounts: crate::volumes::open_all(&self.mounts)?,
+            stdin,
+            stdout,
+            stderr,
+            memory_limit: self.memory_limit,
+            max_handles: self.max_handles,
+            network: None,
+        };
+        Ok(start(run)?)
+    }
 }
 
 /// One pod as the API sees it.
@@ -101,6 +156,22 @@ impl Directory {
                 m.values().map(|p| p.containers.values().filter(|c| c.running).count()).collect();
             (per_pod.iter().filter(|n| **n > 0).count(), per_pod.iter().sum())
         })
+    }
+
+    /// The images every known pod names (init and main containers).
+    pub fn images(&self) -> std::collections::HashSet<String> {
+        self.with(|m| {
+            m.values()
+                .filter_map(|e| e.pod.spec.as_ref())
+                .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+                .filter_map(|c| c.image.clone())
+                .collect()
+        })
+    }
+
+    /// Every known pod with its containers.
+    pub fn entries(&self) -> Vec<PodEntry> {
+        self.with(|m| m.values().cloned().collect())
     }
 
     /// Every known pod.

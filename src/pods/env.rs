@@ -2,152 +2,45 @@
 //! argv, resolved by the kubelet's rules.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVarSource, Pod, Secret};
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::{Container, EnvVarSource};
 use tracing::warn;
 
-use crate::volumes::downward::{self, DownwardError};
-
-/// The pod a container belongs to, and the node facts the downward API reports.
-#[derive(Debug, Clone, Copy)]
-pub struct PodContext<'a> {
-    pub pod: &'a Pod,
-    /// Reported as `status.hostIP`, `status.hostIPs`, `status.podIP` and `status.podIPs`.
-    pub node_ip: IpAddr,
-    /// The node's allocatable `(cpu millicores, memory bytes)`: what `limits.cpu` and
-    /// `limits.memory` resolve to for a container without that limit.
-    pub allocatable: (u64, u64),
-}
-
-impl PodContext<'_> {
-    /// The pod's namespace (`default` when unset, as for a static pod).
-    pub fn namespace(&self) -> &str {
-        self.pod.metadata.namespace.as_deref().unwrap_or("default")
-    }
-}
-
-/// Reads ConfigMaps and Secrets of a namespace; `Ok(None)` when the object does not exist.
-/// Implemented for [`kube::Client`] (one GET per call) and by fakes in tests.
-pub trait ObjectSource: Send + Sync {
-    fn config_map(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<ConfigMap>, kube::Error>> + Send;
-    fn secret(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<Secret>, kube::Error>> + Send;
-}
-
-impl ObjectSource for Client {
-    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, kube::Error> {
-        Api::<ConfigMap>::namespaced(self.clone(), ns).get_opt(name).await
-    }
-
-    async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, kube::Error> {
-        Api::<Secret>::namespaced(self.clone(), ns).get_opt(name).await
-    }
-}
-
-/// Which kind of object a reference names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigKind {
-    ConfigMap,
-    Secret,
-}
-
-impl ConfigKind {
-    /// The lowercase name the kubelet uses in "not found" messages.
-    pub fn resource(self) -> &'static str {
-        match self {
-            ConfigKind::ConfigMap => "configmap",
-            ConfigKind::Secret => "secret",
-        }
-    }
-}
-
-impl std::fmt::Display for ConfigKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ConfigKind::ConfigMap => "ConfigMap",
-            ConfigKind::Secret => "Secret",
-        })
-    }
-}
+use crate::config::{MAX_ENV_TOTAL, MAX_ENV_VALUE};
+pub use crate::objects::LookupError;
+use crate::objects::downward::{self, DownwardError};
+use crate::objects::{ConfigKind, Lookup, ObjectSource, PodContext};
 
 /// Why a container's environment could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {
-    /// A required ConfigMap/Secret (`key: None`) or key is missing; the kubelet reports this
-    /// as `CreateContainerConfigError`. Displays as the kubelet's message.
-    #[error("{}", missing_message(*kind, namespace, name, key.as_deref()))]
-    MissingConfig { kind: ConfigKind, namespace: String, name: String, key: Option<String> },
-    /// Reading a ConfigMap/Secret failed for another reason than "not found".
-    #[error("getting {kind} {namespace}/{name} failed: {source}")]
-    Api { kind: ConfigKind, namespace: String, name: String, source: kube::Error },
+    /// A referenced ConfigMap or Secret (or one of its keys) cannot be used.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
     /// A `fieldRef` or `resourceFieldRef` could not be resolved.
     #[error("env var {var}: {source}")]
     Downward { var: String, source: DownwardError },
+    /// A value (after `$(VAR)` expansion) is longer than one may be.
+    #[error("{what} is longer than {limit} bytes after $(VAR) expansion")]
+    ValueTooLong { what: String, limit: usize },
+    /// The environment (names and values), or argv, together is larger than it may be.
+    #[error("the container's {what} is larger than {limit} bytes in all (at {at})")]
+    TooLarge { what: &'static str, limit: usize, at: String },
 }
 
-fn missing_message(kind: ConfigKind, namespace: &str, name: &str, key: Option<&str>) -> String {
-    match key {
-        None => format!("{} {name:?} not found", kind.resource()),
-        Some(key) => format!("couldn't find key {key} in {kind} {namespace}/{name}"),
-    }
+/// Keeps a running total against [`MAX_ENV_TOTAL`].
+struct Budget {
+    what: &'static str,
+    used: usize,
 }
 
-/// ConfigMaps and Secrets read during one resolution, so each is fetched once.
-pub(crate) struct Lookup<'s, S> {
-    src: &'s S,
-    namespace: String,
-    config_maps: HashMap<String, Option<ConfigMap>>,
-    secrets: HashMap<String, Option<Secret>>,
-}
-
-impl<'s, S: ObjectSource> Lookup<'s, S> {
-    pub(crate) fn new(src: &'s S, namespace: &str) -> Self {
-        Lookup { src, namespace: namespace.into(), config_maps: HashMap::new(), secrets: HashMap::new() }
-    }
-
-    pub(crate) async fn config_map(&mut self, name: &str) -> Result<Option<&ConfigMap>, EnvError> {
-        if !self.config_maps.contains_key(name) {
-            let got = self.src.config_map(&self.namespace, name).await.map_err(|source| EnvError::Api {
-                kind: ConfigKind::ConfigMap,
-                namespace: self.namespace.clone(),
-                name: name.into(),
-                source,
-            })?;
-            self.config_maps.insert(name.into(), got);
+impl Budget {
+    fn spend(&mut self, bytes: usize, at: &str) -> Result<(), EnvError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > MAX_ENV_TOTAL {
+            return Err(EnvError::TooLarge { what: self.what, limit: MAX_ENV_TOTAL, at: at.into() });
         }
-        Ok(self.config_maps.get(name).and_then(Option::as_ref))
-    }
-
-    pub(crate) async fn secret(&mut self, name: &str) -> Result<Option<&Secret>, EnvError> {
-        if !self.secrets.contains_key(name) {
-            let got = self.src.secret(&self.namespace, name).await.map_err(|source| EnvError::Api {
-                kind: ConfigKind::Secret,
-                namespace: self.namespace.clone(),
-                name: name.into(),
-                source,
-            })?;
-            self.secrets.insert(name.into(), got);
-        }
-        Ok(self.secrets.get(name).and_then(Option::as_ref))
-    }
-
-    fn missing(&self, kind: ConfigKind, name: &str, key: Option<&str>) -> EnvError {
-        EnvError::MissingConfig {
-            kind,
-            namespace: self.namespace.clone(),
-            name: name.into(),
-            key: key.map(Into::into),
-        }
+        Ok(())
     }
 }
 
@@ -193,18 +86,19 @@ pub async fn resolve_env(
 ) -> Result<Vec<(String, String)>, EnvError> {
     let mut lookup = Lookup::new(src, ctx.namespace());
     let mut env = EnvList::default();
+    let mut budget = Budget { what: "environment", used: 0 };
     for from in container.env_from.iter().flatten() {
         let pairs: Vec<(String, String)> = if let Some(r) = &from.config_map_ref {
             match lookup.config_map(&r.name).await? {
                 Some(cm) => cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 None if r.optional == Some(true) => continue,
-                None => return Err(lookup.missing(ConfigKind::ConfigMap, &r.name, None)),
+                None => return Err(lookup.missing(ConfigKind::ConfigMap, &r.name, None).into()),
             }
         } else if let Some(r) = &from.secret_ref {
             match lookup.secret(&r.name).await? {
                 Some(s) => s.data.iter().flatten().map(|(k, v)| (k.clone(), lossy(&v.0))).collect(),
                 None if r.optional == Some(true) => continue,
-                None => return Err(lookup.missing(ConfigKind::Secret, &r.name, None)),
+                None => return Err(lookup.missing(ConfigKind::Secret, &r.name, None).into()),
             }
         } else {
             continue;
@@ -214,6 +108,7 @@ pub async fn resolve_env(
         for (key, value) in pairs {
             let name = format!("{prefix}{key}");
             if is_env_var_name(&name) {
+                budget.spend(name.len() + value.len(), &name)?;
                 env.set(name, value);
             } else {
                 invalid.push(name);
@@ -225,13 +120,15 @@ pub async fn resolve_env(
     }
     for var in container.env.iter().flatten() {
         let value = match (&var.value, &var.value_from) {
-            (Some(v), _) if !v.is_empty() => expand(v, |name| env.get(name)),
+            (Some(v), _) if !v.is_empty() => expand(v, |name| env.get(name), MAX_ENV_VALUE)
+                .map_err(|limit| EnvError::ValueTooLong { what: format!("env var {}", var.name), limit })?,
             (_, Some(from)) => match value_from(&mut lookup, ctx, container, &var.name, from).await? {
                 Some(v) => v,
                 None => continue,
             },
             _ => String::new(),
         };
+        budget.spend(var.name.len() + value.len(), &var.name)?;
         env.set(var.name.clone(), value);
     }
     Ok(env.vars)
@@ -256,12 +153,12 @@ async fn value_from<S: ObjectSource>(
         let optional = r.optional == Some(true);
         let value = match lookup.config_map(&r.name).await? {
             None if optional => return Ok(None),
-            None => return Err(lookup.missing(ConfigKind::ConfigMap, &r.name, None)),
+            None => return Err(lookup.missing(ConfigKind::ConfigMap, &r.name, None).into()),
             Some(cm) => cm.data.as_ref().and_then(|d| d.get(&r.key)).cloned(),
         };
         return match value {
             None if optional => Ok(None),
-            None => Err(lookup.missing(ConfigKind::ConfigMap, &r.name, Some(&r.key))),
+            None => Err(lookup.missing(ConfigKind::ConfigMap, &r.name, Some(&r.key)).into()),
             some => Ok(some),
         };
     }
@@ -269,12 +166,12 @@ async fn value_from<S: ObjectSource>(
         let optional = r.optional == Some(true);
         let value = match lookup.secret(&r.name).await? {
             None if optional => return Ok(None),
-            None => return Err(lookup.missing(ConfigKind::Secret, &r.name, None)),
+            None => return Err(lookup.missing(ConfigKind::Secret, &r.name, None).into()),
             Some(s) => s.data.as_ref().and_then(|d| d.get(&r.key)).map(|b| lossy(&b.0)),
         };
         return match value {
             None if optional => Ok(None),
-            None => Err(lookup.missing(ConfigKind::Secret, &r.name, Some(&r.key))),
+            None => Err(lookup.missing(ConfigKind::Secret, &r.name, Some(&r.key)).into()),
             some => Ok(some),
         };
     }
@@ -293,47 +190,59 @@ pub fn is_env_var_name(name: &str) -> bool {
 
 /// Kubernetes `$(VAR)` expansion: `$(NAME)` becomes the value `lookup` gives, or stays as
 /// written when `lookup` has none; `$$` is a literal `$`; a `$` before anything else, or an
-/// unterminated `$(`, is copied as is.
-pub fn expand<'v>(input: &str, lookup: impl Fn(&str) -> Option<&'v str>) -> String {
+/// unterminated `$(`, is copied as is. A result longer than `max` bytes is `Err(max)`,
+/// found before it is built (values that expand to others can double at each step).
+pub fn expand<'v>(
+    input: &str,
+    lookup: impl Fn(&str) -> Option<&'v str>,
+    max: usize,
+) -> Result<String, usize> {
     let bytes = input.as_bytes();
-    let mut out = String::with_capacity(input.len());
+    let mut out = String::with_capacity(input.len().min(max));
     let mut copied = 0;
     let mut i = 0;
+    let push = |out: &mut String, text: &str| {
+        if out.len().saturating_add(text.len()) > max {
+            return Err(max);
+        }
+        out.push_str(text);
+        Ok(())
+    };
     while i + 1 < bytes.len() {
         if bytes[i] != b'$' {
             i += 1;
             continue;
         }
-        out.push_str(&input[copied..i]);
+        push(&mut out, &input[copied..i])?;
         let rest = &input[i + 1..];
         match bytes[i + 1] {
             b'$' => {
-                out.push('$');
+                push(&mut out, "$")?;
                 i += 2;
             }
             b'(' => match rest.find(')') {
                 Some(close) => {
                     let name = &rest[1..close];
                     match lookup(name) {
-                        Some(value) => out.push_str(value),
-                        None => out.push_str(&input[i..i + 2 + close]),
+                        Some(value) => push(&mut out, value)?,
+                        None => push(&mut out, &input[i..i + 2 + close])?,
                     }
                     i += 2 + close;
                 }
                 None => {
-                    out.push_str("$(");
+                    push(&mut out, "$(")?;
                     i += 2;
                 }
             },
             _ => {
-                out.push('$');
+                push(&mut out, "$")?;
                 i += 1;
             }
         }
         copied = i;
     }
-    out.push_str(&input[copied..]);
-    out
+    push(&mut out, &input[copied..])?;
+    Ok(out)
 }
 
 /// The guest's argv, by Kubernetes' rule: `command` replaces the image's Entrypoint and
@@ -347,15 +256,24 @@ pub fn argv(
     image_cmd: &[String],
     module_path: &str,
     env: &[(String, String)],
-) -> Vec<String> {
+) -> Result<Vec<String>, EnvError> {
     let lookup = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let expanded = |list: &Option<Vec<String>>| -> Vec<String> {
-        list.iter().flatten().map(|s| expand(s, lookup)).collect()
+    let mut budget = Budget { what: "command and arguments", used: 0 };
+    let mut expanded = |field: &str, list: &Option<Vec<String>>| -> Result<Vec<String>, EnvError> {
+        let mut out = Vec::new();
+        for (i, s) in list.iter().flatten().enumerate() {
+            let what = format!("{field}[{i}]");
+            let value = expand(s, lookup, MAX_ENV_VALUE)
+                .map_err(|limit| EnvError::ValueTooLong { what: what.clone(), limit })?;
+            budget.spend(value.len(), &what)?;
+            out.push(value);
+        }
+        Ok(out)
     };
-    let command = expanded(&container.command);
-    let args = expanded(&container.args);
+    let command = expanded("command", &container.command)?;
+    let args = expanded("args", &container.args)?;
     if !command.is_empty() {
-        return command.into_iter().chain(args).collect();
+        return Ok(command.into_iter().chain(args).collect());
     }
     let argv: Vec<String> = match (image_entrypoint.is_empty(), args.is_empty()) {
         (false, false) => image_entrypoint.iter().cloned().chain(args).collect(),
@@ -363,7 +281,7 @@ pub fn argv(
         (true, false) => std::iter::once(module_path.to_string()).chain(args).collect(),
         (true, true) => image_cmd.to_vec(),
     };
-    if argv.is_empty() { vec![module_path.to_string()] } else { argv }
+    Ok(if argv.is_empty() { vec![module_path.to_string()] } else { argv })
 }
 
 #[cfg(test)]

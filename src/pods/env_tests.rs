@@ -124,7 +124,7 @@ fn expansion_follows_the_kubelet_rules() {
         ("$é$(A)", "$é1"),
         ("plain", "plain"),
     ] {
-        assert_eq!(expand(input, lookup), want, "expanding {input:?}");
+        assert_eq!(expand(input, lookup, 64), Ok(want.to_string()), "expanding {input:?}");
     }
 }
 
@@ -173,7 +173,7 @@ async fn missing_required_config_reads_like_the_kubelet() {
     for (mut container, want) in cases {
         container["name"] = json!("c");
         let err = resolve(&source(), container.clone()).await.expect_err("must fail");
-        assert!(matches!(err, EnvError::MissingConfig { .. }), "{container}: {err:?}");
+        assert!(matches!(err, EnvError::Lookup(LookupError::MissingConfig { .. })), "{container}: {err:?}");
         assert_eq!(err.to_string(), want);
     }
 }
@@ -186,7 +186,7 @@ async fn other_api_errors_are_api_errors() {
             .await
             .expect_err("403 must not be skipped as optional");
     assert!(
-        matches!(&err, EnvError::Api { kind: ConfigKind::ConfigMap, name, .. } if name == "cfg"),
+        matches!(&err, EnvError::Lookup(LookupError::Api { kind: ConfigKind::ConfigMap, name, .. }) if name == "cfg"),
         "{err:?}"
     );
     assert!(err.to_string().contains("forbidden"), "{err}");
@@ -318,13 +318,36 @@ fn argv_follows_command_args_and_image_rules() {
         (Some(&[]), Some(&["z"]), &ep, &none, &["/app.wasm", "6", "z"]),
     ];
     for (command, args, entrypoint, image_cmd, want) in cases {
-        let got = argv(&container(command, args), entrypoint, image_cmd, "mod.wasm", &env);
+        let got = argv(&container(command, args), entrypoint, image_cmd, "mod.wasm", &env).unwrap();
         assert_eq!(got, s(want), "{command:?} {args:?} {entrypoint:?} {image_cmd:?}");
     }
 }
 
 #[test]
 fn image_entrypoint_is_not_expanded() {
-    let got = argv(&container(None, None), &["$(PORT)".to_string()], &[], "m", &pairs(&[("PORT", "1")]));
+    let got =
+        argv(&container(None, None), &["$(PORT)".to_string()], &[], "m", &pairs(&[("PORT", "1")])).unwrap();
     assert_eq!(got, vec!["$(PORT)".to_string()]);
+}
+
+#[tokio::test]
+async fn an_expansion_bomb_is_refused_naming_the_variable_before_it_is_built() -> anyhow::Result<()> {
+    // A=x*1000, B=$(A)$(A), C=$(B)$(B), ...: the 9th step would be 256 KB.
+    let mut env = vec![json!({"name": "V0", "value": "x".repeat(1000)})];
+    for i in 1..40 {
+        env.push(json!({"name": format!("V{i}"), "value": format!("$(V{})$(V{})", i - 1, i - 1)}));
+    }
+    let err = resolve(&source(), json!({"name": "c", "env": env})).await.expect_err("too long");
+    assert_eq!(err.to_string(), "env var V8 is longer than 131072 bytes after $(VAR) expansion");
+    // Many values each under the cap, too much together.
+    let wide: Vec<Value> =
+        (0..20).map(|i| json!({"name": format!("W{i}"), "value": "y".repeat(120 * 1024)})).collect();
+    let err = resolve(&source(), json!({"name": "c", "env": wide})).await.expect_err("too large");
+    assert_eq!(err.to_string(), "the container's environment is larger than 2097152 bytes in all (at W17)");
+    // In args too.
+    let env = pairs(&[("A", &"z".repeat(100 * 1024))]);
+    let c = container(None, Some(&["ok", "$(A)$(A)"]));
+    let err = argv(&c, &[], &[], "m", &env).expect_err("arg too long");
+    assert_eq!(err.to_string(), "args[1] is longer than 131072 bytes after $(VAR) expansion");
+    Ok(())
 }

@@ -59,8 +59,9 @@ impl Manifests {
                 return changes;
             }
         };
-        let gone: Vec<PathBuf> =
-            self.seen.keys().filter(|p| !files.iter().any(|(f, _)| f == *p)).cloned().collect();
+        // A set, not a scan per known file: a rescan of N manifests costs O(N), not O(N²).
+        let present: std::collections::HashSet<&PathBuf> = files.iter().map(|(f, _)| f).collect();
+        let gone: Vec<PathBuf> = self.seen.keys().filter(|p| !present.contains(p)).cloned().collect();
         for path in gone {
             if let Some(uid) = self.seen.remove(&path).and_then(|s| s.uid) {
                 info!(file = %path.display(), "static pod manifest removed");
@@ -159,6 +160,7 @@ pub fn static_pod(text: &str, path: &Path, node_name: &str) -> Result<Pod, Strin
     }
     let mut pod: Pod = serde_json::from_value(value).map_err(|e| format!("not a valid Pod: {e}"))?;
     let name = pod.metadata.name.clone().filter(|n| !n.is_empty()).ok_or("metadata.name is missing")?;
+    check_names(&pod, &format!("{name}-{node_name}"))?;
     let spec = pod.spec.as_mut().ok_or("spec is missing")?;
     if spec.containers.is_empty() {
         return Err("spec.containers is empty".into());
@@ -198,6 +200,38 @@ pub fn static_pod(text: &str, path: &Path, node_name: &str) -> Result<Pod, Strin
     annotations.insert("kubernetes.io/config.hash".into(), uid);
     pod.status = None;
     Ok(pod)
+}
+
+/// The names a static pod's files and logs are named by, checked as the API server would
+/// check them (they become paths under the data dir): the pod's name (with the node's),
+/// its namespace, and its containers' and volumes' names, each unique.
+fn check_names(pod: &Pod, full_name: &str) -> Result<(), String> {
+    use crate::base::names::{is_dns_label, is_dns_subdomain};
+    if !is_dns_subdomain(full_name) {
+        return Err(format!(
+            "metadata.name: the pod's name {full_name:?} (name-node) is not a valid DNS-1123 subdomain \
+             (lowercase letters, digits, '-' and '.', at most 253)"
+        ));
+    }
+    if let Some(ns) = pod.metadata.namespace.as_deref()
+        && !is_dns_label(ns)
+    {
+        return Err(format!("metadata.namespace: {ns:?} is not a valid DNS-1123 label"));
+    }
+    let spec = pod.spec.as_ref().ok_or("spec is missing")?;
+    let containers =
+        spec.init_containers.iter().flatten().chain(&spec.containers).map(|c| ("container", &c.name));
+    let volumes = spec.volumes.iter().flatten().map(|v| ("volume", &v.name));
+    let mut seen = std::collections::HashSet::new();
+    for (what, name) in containers.chain(volumes) {
+        if !is_dns_label(name) {
+            return Err(format!("{what} name {name:?} is not a valid DNS-1123 label"));
+        }
+        if !seen.insert((what, name)) {
+            return Err(format!("{what} name {name:?} is used twice"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

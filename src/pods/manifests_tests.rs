@@ -98,3 +98,24 @@ fn a_single_file_is_a_manifest_path_too() {
     assert_eq!(m.rescan(), vec![Change::Remove(uid(&edit[1]))]);
     assert!(check_readable(&file).is_err());
 }
+
+#[test]
+fn names_that_become_paths_are_checked_as_the_api_server_would() {
+    let path = Path::new("/m/p.yaml");
+    let manifest = |meta: &str, containers: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {meta}\nspec:\n  containers: {containers}\n")
+    };
+    let ok = manifest("{name: web}", "[{name: app, image: x}]");
+    assert!(static_pod(&ok, path, "node-1").is_ok());
+    let cases = [
+        (manifest("{name: ../../etc}", "[{name: app, image: x}]"), "metadata.name"),
+        (manifest("{name: web, namespace: ../x}", "[{name: app, image: x}]"), "metadata.namespace"),
+        (manifest("{name: web}", "[{name: ../../../tmp, image: x}]"), "container name \"../../../tmp\""),
+        (manifest("{name: web}", "[{name: a, image: x}, {name: a, image: y}]"), "used twice"),
+        (manifest("{name: Web}", "[{name: a, image: x}]"), "not a valid DNS-1123 subdomain"),
+    ];
+    for (text, want) in cases {
+        let err = static_pod(&text, path, "node-1").expect_err(&text);
+        assert!(err.contains(want), "{text}: {err}");
+    }
+}

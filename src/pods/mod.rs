@@ -5,14 +5,15 @@ pub mod cache;
 pub mod directory;
 pub mod env;
 pub mod manifests;
+pub mod ports;
 mod prepare;
-pub(crate) mod quantity;
-mod recover;
+pub mod probes;
 pub mod report;
 pub mod runtime;
+pub mod runtimeclass;
 pub mod source;
-mod start;
 pub mod status;
+mod sweep;
 pub mod wasm;
 mod worker;
 
@@ -28,7 +29,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client};
 use serde_json::json;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
 use crate::events::Recorder;
@@ -60,6 +61,16 @@ pub struct Shared<R> {
     pub sync_frequency: std::time::Duration,
     /// The ConfigMaps and Secrets those rewrites read (kept for `sync_frequency`).
     pub objects: Arc<cache::ObjectCache>,
+    /// Which pod holds each node port (pods use the node's network).
+    pub ports: Arc<ports::PortTable>,
+    /// What a container may use when its spec does not say (`--default-memory-limit`).
+    pub limits: crate::config::PodLimits,
+    /// Where pods' listeners are bound, and the HTTP limits (`--pod-listen-address`, ...).
+    pub serving: crate::config::Serving,
+    /// Runs every container's probes on one timer.
+    pub prober: probes::Prober,
+    /// Told when a pod goes away: image garbage collection looks then.
+    pub image_gc: Arc<tokio::sync::Notify>,
 }
 
 impl<R> Shared<R> {
@@ -79,13 +90,13 @@ impl<R> Shared<R> {
     }
 
     /// The context env and volumes are resolved in, for one pod.
-    pub fn context<'a>(&self, pod: &'a Pod) -> env::PodContext<'a> {
-        env::PodContext { pod, node_ip: self.node_ip, allocatable: self.allocatable }
+    pub fn context<'a>(&self, pod: &'a Pod) -> crate::objects::PodContext<'a> {
+        crate::objects::PodContext { pod, node_ip: self.node_ip, allocatable: self.allocatable }
     }
 }
 
-/// The latest state of a pod, as the worker receives it (`None`: gone from the API).
-pub type PodSlot = watch::Sender<Option<Arc<Pod>>>;
+/// Where a pod's worker receives its messages.
+pub type PodSlot = mpsc::UnboundedSender<worker::Msg>;
 
 /// After inotify reports a change in `--pod-manifest-path`, how long to let the writer
 /// finish before reading the files (an editor may write a file in several steps). Without
@@ -102,6 +113,8 @@ struct Controller<R> {
     active: HashSet<String>,
     /// UIDs of pods that came from the API (a re-list only concerns those).
     from_api: HashSet<String>,
+    /// The handlers of the RuntimeClasses pods name.
+    runtime_classes: runtimeclass::RuntimeClasses,
 }
 
 impl<R: ContainerRuntime> Controller<R> {
@@ -114,22 +127,41 @@ impl<R: ContainerRuntime> Controller<R> {
         let finished =
             matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
         if finished {
+            // A finished pod's runs have ended, and with them its listeners.
             self.active.remove(&uid);
+            self.shared.ports.release(&uid);
         }
         if let Some(slot) = self.workers.get(&uid) {
-            let _ = slot.send(Some(Arc::new(pod)));
+            let _ = slot.send(worker::Msg::Update(Arc::new(pod)));
             return;
         }
+        tracing::debug!(pod = pod.metadata.name.as_deref().unwrap_or(""), %uid, "new pod");
         if !finished
             && pod.metadata.deletion_timestamp.is_none()
             && self.active.len() >= self.max_pods as usize
         {
-            reject(self.shared.client.as_ref(), &pod, self.active.len(), self.max_pods).await;
+            let (used, capacity) = (self.active.len(), self.max_pods);
+            let message = format!(
+                "Pod Node didn't have enough resource: pods, requested: 1, used: {used}, capacity: {capacity}"
+            );
+            self.reject(&pod, "OutOfpods", message).await;
             return;
         }
-        let pod = Arc::new(pod);
-        let (tx, rx) = watch::channel(Some(pod.clone()));
-        tokio::spawn(worker::Worker::run(self.shared.clone(), pod, rx));
+        if !finished && pod.metadata.deletion_timestamp.is_none() {
+            let ours = self.shared.runtime.name();
+            if let Err(message) = self.runtime_classes.admit(self.shared.client.as_ref(), &pod, ours).await {
+                self.reject(&pod, runtimeclass::REASON, message).await;
+                return;
+            }
+            let claimed = ports::declared(&pod).and_then(|ports| self.shared.ports.claim(&pod, &ports));
+            if let Err(e) = claimed {
+                let message = format!("Predicate NodePorts failed: {e}");
+                self.reject(&pod, "NodePorts", message).await;
+                return;
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(worker::run(self.shared.clone(), Arc::new(pod), rx));
         if !finished {
             self.active.insert(uid.clone());
         }
@@ -151,13 +183,11 @@ impl<R: ContainerRuntime> Controller<R> {
         }
     }
 
-    /// A mirror pod is gone from the API: if its static pod still runs, its worker gets the
-    /// pod again and reports it, which creates a new mirror.
+    /// A mirror pod is gone from the API: if its static pod still runs, its worker reports
+    /// it anew, which creates a new mirror.
     fn mirror_gone(&self, pod: &Pod) {
-        let Some(slot) = report::mirror_hash(pod).and_then(|h| self.workers.get(&h)) else { return };
-        let current = slot.borrow().clone();
-        if current.is_some() {
-            let _ = slot.send(current);
+        if let Some(slot) = report::mirror_hash(pod).and_then(|h| self.workers.get(&h)) {
+            let _ = slot.send(worker::Msg::MirrorGone);
         }
     }
 
@@ -171,10 +201,17 @@ impl<R: ContainerRuntime> Controller<R> {
         }
     }
 
+    /// Removes the files of pods gone while the agent was down (see `sweep.rs`).
+    fn sweep(&self) {
+        let known: HashSet<String> = self.workers.keys().cloned().collect();
+        let removed = sweep::sweep(&self.shared.data_dir, &known);
+        info!(removed, "swept the files of pods gone while the agent was down");
+    }
+
     /// A pod is gone (deleted from the API, or its manifest removed).
     fn gone(&mut self, uid: &str) {
         if let Some(slot) = self.workers.remove(uid) {
-            let _ = slot.send(None);
+            let _ = slot.send(worker::Msg::Gone);
         }
         self.active.remove(uid);
         self.from_api.remove(uid);
@@ -206,10 +243,17 @@ pub async fn run<R: ContainerRuntime>(
         workers: HashMap::new(),
         active: HashSet::new(),
         from_api: HashSet::new(),
+        runtime_classes: runtimeclass::RuntimeClasses::default(),
     };
     // The static pods start before the watch reports mirror pods, so that a mirror of no
     // static pod is known to be one.
     ctl.manifests_changed(statics.as_mut()).await;
+    // Standalone, the static pods are all there is; connected, the first list completes it.
+    let mut swept = false;
+    if ctl.shared.client.is_none() {
+        ctl.sweep();
+        swept = true;
+    }
     let mut relisted: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
@@ -224,7 +268,8 @@ pub async fn run<R: ContainerRuntime>(
                     ctl.mirror_seen(&pod);
                 }
                 Some(Ok(Event::Delete(pod))) if report::is_mirror(&pod) => ctl.mirror_gone(&pod),
-                Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
+                Some(Ok(Event::Apply(mut pod) | Event::InitApply(mut pod))) => {
+                    report::mark_from_api(&mut pod);
                     let uid = pod.metadata.uid.clone().unwrap_or_default();
                     relisted.insert(uid.clone());
                     ctl.from_api.insert(uid);
@@ -239,6 +284,9 @@ pub async fn run<R: ContainerRuntime>(
                         info!(%uid, "pod vanished while the watch was re-listing");
                         ctl.gone(&uid);
                     }
+                    if !std::mem::replace(&mut swept, true) {
+                        ctl.sweep();
+                    }
                 }
                 Some(Err(e)) => warn!(error = %e, "pod watch failed; retrying with back-off"),
                 None => break,
@@ -248,18 +296,29 @@ pub async fn run<R: ContainerRuntime>(
     info!("pod controller stopped");
 }
 
-/// Kubelet-style admission failure: the node is full.
-async fn reject(client: Option<&Client>, pod: &Pod, used: usize, capacity: u32) {
-    let (ns, name) =
-        (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default());
-    let message = format!(
-        "Pod Node didn't have enough resource: pods, requested: 1, used: {used}, capacity: {capacity}"
-    );
-    warn!(pod = %name, "{message}");
-    let patch = json!({"status": {"phase": "Failed", "reason": "OutOfpods", "message": message}});
-    let Some(client) = client else { return };
-    let api = Api::<Pod>::namespaced(client.clone(), &ns);
-    if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-        warn!(pod = %name, error = %e, "could not mark the pod OutOfpods");
+/// Kubelet-style admission failure: the pod is Failed with the reason and message, and a
+/// Warning Event says the same. A static pod (no API to report to) is logged.
+impl<R: ContainerRuntime> Controller<R> {
+    async fn reject(&self, pod: &Pod, reason: &'static str, message: String) {
+        let (ns, name) = (
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
+        warn!(pod = %name, reason, "{message}");
+        let Some(client) = self.shared.client.clone() else { return };
+        let object = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        };
+        self.shared.recorder.publish(&object, crate::events::Kind::Warning, reason, &message).await;
+        let patch = json!({"status": {"phase": "Failed", "reason": reason, "message": message}});
+        let api = Api::<Pod>::namespaced(client, &ns);
+        if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            warn!(pod = %name, error = %e, "could not mark the pod Failed");
+        }
     }
 }

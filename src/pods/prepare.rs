@@ -1,108 +1,122 @@
 //! Before any container of a pod starts: materialize its volumes and pull each image
 //! once, turning every failure into the reason the kubelet would show.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use kube::{Api, Client};
+use tracing::{Instrument, debug, debug_span};
 
-use super::runtime::{ContainerRuntime, ImageRequest, Prepared};
+use super::runtime::{ContainerRuntime, ImageRequest, PulledImage};
+use super::worker::effects::{Failure, Prepared};
+use crate::base::error::chain;
+use crate::oci::{FileImages, PullPolicy, RegistryAuth};
 use crate::volumes::{PodVolumes, VolumeError};
 
-/// What a pod needs before its containers can start.
-pub struct PreparedPod {
+/// What a pod's containers start from: its volumes and its pulled images.
+pub struct PreparedPod<I> {
     pub volumes: PodVolumes,
     /// By image reference.
-    pub images: HashMap<String, Prepared>,
-    /// (image, seconds) of each pull, for the Pulled events.
-    pub pulls: Vec<(String, f64)>,
+    pub images: HashMap<String, PulledImage<I>>,
 }
 
-/// Why preparing failed, and how the worker should react.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// An image could not be pulled: back off and retry (ErrImagePull / ImagePullBackOff).
-    Pull { image: String, reason: &'static str, message: String },
-    /// A referenced ConfigMap or Secret is missing: retry later (CreateContainerConfigError).
-    Config { message: String },
-    /// The pod can never run here (e.g. an unsupported volume type): fail the pod.
-    Fatal { reason: &'static str, message: String },
-}
-
-/// Prepares volumes, then pulls the images of all containers (init first).
+/// Prepares volumes, then pulls the images of all containers (init first). `on_pull` is
+/// told of each image as its pull starts.
 pub async fn prepare<R: ContainerRuntime>(
     shared: Arc<super::Shared<R>>,
     pod: Arc<Pod>,
     pod_dir: PathBuf,
     on_pull: impl Fn(&str) + Send,
-) -> Result<PreparedPod, Failure> {
-    let runtime = shared.runtime.clone();
+) -> Result<(PreparedPod<R::Image>, Prepared), Failure> {
     let ctx = shared.context(&pod);
-    let volumes = match PodVolumes::prepare(&shared.source(), &ctx, &pod_dir).await {
-        Ok(v) => v,
-        Err(e @ VolumeError::MissingConfig { .. }) => return Err(Failure::Config { message: e.to_string() }),
-        Err(e @ VolumeError::Unsupported { .. }) => {
-            return Err(Failure::Fatal { reason: "UnsupportedVolume", message: e.to_string() });
-        }
-        Err(e) => return Err(Failure::Config { message: e.to_string() }),
-    };
+    let began = Instant::now();
+    let volumes = PodVolumes::prepare(&shared.source(), &ctx, &pod_dir)
+        .instrument(debug_span!("volumes"))
+        .await
+        .map_err(volume_failure)?;
+    debug!(ms = began.elapsed().as_secs_f64() * 1e3, "volumes ready");
     let containers: Vec<Container> = match pod.spec.as_ref() {
         Some(s) => s.init_containers.iter().flatten().chain(&s.containers).cloned().collect(),
         None => Vec::new(),
     };
-    let secrets = match &shared.client {
+    let auth = match &shared.client {
         Some(client) => pull_secrets(client, &pod).await,
-        None => Vec::new(),
+        None => RegistryAuth::anonymous(),
     };
-    let mut images: HashMap<String, Prepared> = HashMap::new();
-    let mut pulls = Vec::new();
+    let mut images = HashMap::new();
+    let mut done = Prepared::default();
     for c in containers {
         let Some(image) = c.image.clone().filter(|i| !i.trim().is_empty()) else {
-            return Err(Failure::Fatal {
-                reason: "InvalidImageName",
-                message: format!("container {:?} has no image", c.name),
-            });
+            let message = format!("container {:?} has no image", c.name);
+            return Err(Failure::Fatal { reason: "InvalidImageName", message });
         };
         if images.contains_key(&image) {
             continue;
         }
         on_pull(&image);
         let started = Instant::now();
-        let request = ImageRequest {
-            image: image.clone(),
-            pull_policy: c.image_pull_policy.clone(),
-            pull_secrets: secrets.clone(),
-        };
-        match runtime.prepare(request).await {
+        let pull_policy = PullPolicy::from_k8s(c.image_pull_policy.as_deref(), &image);
+        let file_images =
+            if super::report::is_static(&pod) { FileImages::Allowed } else { FileImages::Refused };
+        let request = ImageRequest { image: image.clone(), pull_policy, auth: auth.clone(), file_images };
+        let pulled = shared.runtime.prepare(request).instrument(debug_span!("image", %image)).await;
+        match pulled {
             Ok(p) => {
-                pulls.push((image.clone(), started.elapsed().as_secs_f64()));
+                debug!(%image, ms = started.elapsed().as_secs_f64() * 1e3, "image ready");
+                done.pulls.push((image.clone(), started.elapsed().as_secs_f64()));
+                done.image_ids.insert(image.clone(), p.image_id.clone());
                 images.insert(image, p);
             }
-            Err(e) => return Err(Failure::Pull { image, reason: e.reason, message: e.message }),
+            Err(e) => return Err(Failure::Pull { image, reason: e.reason, message: chain(&e) }),
         }
     }
-    Ok(PreparedPod { volumes, images, pulls })
+    done.token_due = token_due(&volumes);
+    done.watch_disk = volumes.layout().has_size_limits();
+    Ok((PreparedPod { volumes, images }, done))
 }
 
-/// The data of each `imagePullSecrets` entry that can be read; a missing one is skipped,
-/// as the kubelet does (the pull then fails with the registry's own message).
-async fn pull_secrets(client: &Client, pod: &Pod) -> Vec<(String, BTreeMap<String, Vec<u8>>)> {
+/// How soon the volumes' earliest service account token is due to be requested again.
+pub fn token_due(volumes: &PodVolumes) -> Option<std::time::Duration> {
+    let at = volumes.token_refresh_at()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+/// A volume that cannot be prepared: an unsupported type fails the pod; anything else
+/// (a missing object, a refused token, a failed read) may clear, so it is retried.
+fn volume_failure(e: VolumeError) -> Failure {
+    match e {
+        e @ VolumeError::Unsupported { .. } => {
+            Failure::Fatal { reason: "UnsupportedVolume", message: chain(&e) }
+        }
+        e => Failure::Config { message: chain(&e) },
+    }
+}
+
+/// The credentials of each `imagePullSecrets` entry that can be read; a missing or
+/// unusable one is skipped, as the kubelet does (the pull then fails with the registry's
+/// own message).
+async fn pull_secrets(client: &Client, pod: &Pod) -> RegistryAuth {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let refs = pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()).unwrap_or_default();
-    let mut out = Vec::new();
+    let mut auth = RegistryAuth::anonymous();
     for r in refs {
         match api.get_opt(&r.name).await {
             Ok(Some(secret)) => {
                 let data = secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-                out.push((secret.type_.unwrap_or_default(), data));
+                match RegistryAuth::from_secret_data(secret.type_.as_deref().unwrap_or_default(), &data) {
+                    Ok(a) => auth.merge(a),
+                    Err(e) => {
+                        tracing::warn!(secret = %r.name, error = %chain(&e), "ignoring an unusable imagePullSecret")
+                    }
+                }
             }
             Ok(None) => tracing::warn!(secret = %r.name, "imagePullSecret not found; pulling without it"),
             Err(e) => tracing::warn!(secret = %r.name, error = %e, "reading imagePullSecret failed"),
         }
     }
-    out
+    auth
 }

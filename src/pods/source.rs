@@ -6,7 +6,7 @@ use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 
-use crate::pods::env::ObjectSource;
+use crate::objects::ObjectSource;
 use crate::volumes::VolumeSource;
 
 /// The API server, if the node has one.

@@ -41,6 +41,10 @@ pub struct ContainerView {
     /// The previous run's termination, if any.
     pub last: Option<State>,
     pub restart_count: u32,
+    /// The startup probe passed (or there is none), for the current run.
+    pub probe_started: bool,
+    /// The readiness probe passes (or there is none) and startup is done.
+    pub probe_ready: bool,
 }
 
 impl ContainerView {
@@ -53,11 +57,18 @@ impl ContainerView {
             state: State::waiting("ContainerCreating", None),
             last: None,
             restart_count: 0,
+            probe_started: true,
+            probe_ready: true,
         }
     }
 
     fn running(&self) -> bool {
         matches!(self.state, State::Running { .. })
+    }
+
+    /// Running, and its probes say it may take traffic.
+    fn ready(&self) -> bool {
+        self.running() && self.probe_ready
     }
 }
 
@@ -135,8 +146,8 @@ fn container_json(c: &ContainerView) -> Value {
         "imageID": c.image_id,
         "state": state_json(&c.state, &c.container_id),
         "lastState": c.last.as_ref().map(|s| state_json(s, "")).unwrap_or_else(|| json!({})),
-        "ready": c.running(),
-        "started": c.running(),
+        "ready": c.ready(),
+        "started": c.running() && c.probe_started,
         "restartCount": c.restart_count,
     });
     if !c.container_id.is_empty() {
@@ -159,7 +170,7 @@ pub fn status_json(view: &PodView, now: &str) -> Value {
     let phase = phase(view);
     let names = |cs: &[&ContainerView]| cs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(" ");
     let incomplete: Vec<&ContainerView> = if view.init_done { vec![] } else { view.init.iter().collect() };
-    let unready: Vec<&ContainerView> = view.main.iter().filter(|c| !c.running()).collect();
+    let unready: Vec<&ContainerView> = view.main.iter().filter(|c| !c.ready()).collect();
     let finished = phase == "Succeeded" || phase == "Failed";
     let ready_reason = if finished { "PodCompleted" } else { "ContainersNotReady" };
     let unready_msg = format!("containers with unready status: [{}]", names(&unready));

@@ -1,13 +1,19 @@
 //! The real container runtime: images from the OCI store, compiled and run by the
 //! Wasmtime host in `providers/wasi`.
 
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use krustlet_wasi_provider::{Artifact, ExitStatus, Preopen, RunHandle, RunSpec, Runtime};
+use krustlet_wasi_provider::{
+    Artifact, ArtifactKind, ExitStatus, HttpLimits, NetworkPolicy, Preopen, RunHandle, RunSpec, Runtime,
+};
 
-use super::runtime::{ContainerRun, ContainerRuntime, Exit, ImageRequest, PrepareError, Prepared, Running};
-use crate::oci::{OciError, PullPolicy, RegistryAuth, Store};
+use super::runtime::{
+    ContainerNetwork, ContainerRun, ContainerRuntime, CountersFn, Exit, ImageKind, ImageRequest, PulledImage,
+    Running, RuntimeError, ServeCounters, Stopper, UsageFn,
+};
+use crate::oci::{OciError, Store};
 
 /// Pulls with the OCI store and runs with one Wasmtime runtime for the whole process.
 pub struct WasmRuntime {
@@ -19,68 +25,126 @@ impl WasmRuntime {
     pub fn new(store: Store, wasm: Runtime) -> Self {
         WasmRuntime { store, wasm }
     }
+
+    /// The compiled artifact of a pulled module: from the cache, else compiled now (off
+    /// the async threads).
+    async fn compile(&self, path: std::path::PathBuf, digest: String) -> Result<Artifact, RuntimeError> {
+        if let Some(a) = self.wasm.cached(&digest) {
+            return Ok(a);
+        }
+        let wasm = self.wasm.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path)
+                .map_err(|e| RuntimeError::new(CREATE, ReadModule { path, source: e }))?;
+            wasm.load(&bytes, &digest).map_err(|e| RuntimeError::new(CREATE, e))
+        });
+        compiled.await.map_err(|e| RuntimeError::new(CREATE, e))?
+    }
 }
 
-fn pull_error(e: &OciError) -> PrepareError {
-    let reason = match e {
+const CREATE: &str = "CreateContainerError";
+
+/// A pulled module could not be read back from the image store.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the pulled module {} failed", path.display())]
+struct ReadModule {
+    path: std::path::PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+/// A port of an HTTP server could not be listened on.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} for the wasi:http component")]
+struct Listen {
+    addr: SocketAddr,
+    #[source]
+    source: std::io::Error,
+}
+
+/// The node's word for what an artifact is.
+fn kind_of(artifact: &Artifact) -> ImageKind {
+    match artifact.kind() {
+        ArtifactKind::Module => ImageKind::Command,
+        ArtifactKind::Component => ImageKind::SocketCommand,
+        ArtifactKind::HttpProxy => ImageKind::HttpServer,
+    }
+}
+
+/// Gives the run its network: listeners for an HTTP server (bound here, so a port in
+/// use is this container's error), wasi:sockets on the declared ports for a command
+/// component, nothing for a module (preview1 has no sockets).
+fn with_network(
+    spec: RunSpec,
+    artifact: &Artifact,
+    network: Option<ContainerNetwork>,
+) -> Result<RunSpec, RuntimeError> {
+    let Some(net) = network else { return Ok(spec) };
+    Ok(match artifact.kind() {
+        ArtifactKind::Module => spec,
+        ArtifactKind::Component => {
+            let ports = net.tcp_ports.iter().chain(&net.udp_ports).copied();
+            spec.network(NetworkPolicy::open(ports))
+        }
+        ArtifactKind::HttpProxy => {
+            let listeners = (net.tcp_ports.iter())
+                .map(|port| {
+                    let addr = SocketAddr::new(net.listen_address, *port);
+                    TcpListener::bind(addr)
+                        .map_err(|source| RuntimeError::new(CREATE, Listen { addr, source }))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let limits =
+                HttpLimits { request_timeout: net.request_timeout, max_concurrent: net.max_concurrent };
+            // Outgoing connections (wasi:sockets as a client) but no listening of its own.
+            spec.listeners(listeners).http(limits).network(NetworkPolicy::open([]))
+        }
+    })
+}
+
+/// The kubelet's reason for a pull that failed this way.
+fn pull_reason(e: &OciError) -> &'static str {
+    match e {
         OciError::NotPresent { .. } => "ErrImageNeverPull",
-        OciError::BadReference { .. } => "InvalidImageName",
+        OciError::BadReference { .. } | OciError::LocalFileRefused { .. } => "InvalidImageName",
         _ => "ErrImagePull",
-    };
-    PrepareError { reason, message: e.to_string() }
+    }
 }
 
 impl ContainerRuntime for WasmRuntime {
-    fn prepare(&self, request: ImageRequest) -> BoxFuture<'_, Result<Prepared, PrepareError>> {
+    type Image = Artifact;
+
+    fn name(&self) -> &'static str {
+        krustlet_wasi_provider::RUNTIME_NAME
+    }
+
+    fn prepare(&self, request: ImageRequest) -> BoxFuture<'_, Result<PulledImage<Artifact>, RuntimeError>> {
         Box::pin(async move {
-            let mut auth = RegistryAuth::anonymous();
-            for (kind, data) in &request.pull_secrets {
-                match RegistryAuth::from_secret_data(kind, data) {
-                    Ok(a) => auth.merge(a),
-                    Err(e) => tracing::warn!(error = %e, "ignoring an unusable imagePullSecret"),
-                }
-            }
-            let policy = PullPolicy::from_k8s(request.pull_policy.as_deref(), &request.image);
-            let pulled = self.store.pull(&request.image, policy, &auth).await.map_err(|e| pull_error(&e))?;
-            let artifact = match self.wasm.cached(&pulled.wasm_digest) {
-                Some(a) => a,
-                None => {
-                    let (wasm, path, digest) =
-                        (self.wasm.clone(), pulled.wasm_path.clone(), pulled.wasm_digest.clone());
-                    let compiled = tokio::task::spawn_blocking(move || {
-                        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                        wasm.load(&bytes, &digest).map_err(|e| e.to_string())
-                    })
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r);
-                    compiled.map_err(|message| PrepareError { reason: "CreateContainerError", message })?
-                }
-            };
+            let pulled = (self
+                .store
+                .pull(&request.image, request.pull_policy, &request.auth, request.file_images)
+                .await)
+                .map_err(|e| RuntimeError::new(pull_reason(&e), e))?;
+            let image = self.compile(pulled.wasm_path.clone(), pulled.wasm_digest.clone()).await?;
             let module_path = match pulled.entrypoint.first().or(pulled.cmd.first()) {
                 Some(first) => first.clone(),
                 None => format!("{}.wasm", short_name(&request.image)),
             };
-            Ok(Prepared {
+            Ok(PulledImage {
                 image_id: pulled.image_id,
                 entrypoint: pulled.entrypoint,
                 cmd: pulled.cmd,
                 module_path,
-                payload: Arc::new(artifact),
+                kind: kind_of(&image),
+                image,
             })
         })
     }
 
-    fn start(&self, prepared: &Prepared, run: ContainerRun) -> Result<Box<dyn Running>, String> {
-        let artifact =
-            prepared.payload.downcast_ref::<Artifact>().ok_or("prepared image is not a Wasm artifact")?;
+    fn start(&self, artifact: &Artifact, run: ContainerRun) -> Result<Box<dyn Running>, RuntimeError> {
         let mut spec = RunSpec::new().argv(run.argv).envs(run.env).stdout(run.stdout).stderr(run.stderr);
         for m in run.mounts {
-            spec = spec.preopen(if m.read_only {
-                Preopen::read_only(m.host, m.guest)
-            } else {
-                Preopen::read_write(m.host, m.guest)
-            });
+            spec = spec.preopen(Preopen::opened(m.dir, m.guest, m.read_only));
         }
         if let Some(stdin) = run.stdin {
             spec = spec.stdin(stdin);
@@ -88,7 +152,9 @@ impl ContainerRuntime for WasmRuntime {
         if let Some(limit) = run.memory_limit {
             spec = spec.memory_limit(limit);
         }
-        let handle = self.wasm.run(artifact, spec).map_err(|e| e.to_string())?;
+        spec = spec.max_handles(run.max_handles);
+        spec = with_network(spec, artifact, run.network)?;
+        let handle = self.wasm.run(artifact, spec).map_err(|e| RuntimeError::new(CREATE, e))?;
         Ok(Box::new(WasmRun(handle)))
     }
 }
@@ -107,27 +173,42 @@ impl Running for WasmRun {
         Box::pin(async move { exit_of(self.0.wait().await) })
     }
 
-    fn stopper(&self) -> Arc<dyn Fn() + Send + Sync> {
+    fn stopper(&self) -> Stopper {
         let s = self.0.stopper();
-        Arc::new(move || s.stop())
+        Arc::new(move |grace| s.shutdown(grace))
+    }
+
+    fn usage(&self) -> Option<UsageFn> {
+        let usage = self.0.usage();
+        Some(Arc::new(move || (usage.cpu_nanos(), usage.memory_bytes())))
+    }
+
+    fn counters(&self) -> Option<CountersFn> {
+        let stats = self.0.http_stats()?;
+        Some(Arc::new(move || {
+            let s = stats.snapshot();
+            ServeCounters {
+                requests: s.requests,
+                trapped: s.trapped,
+                out_of_memory: s.out_of_memory,
+                timed_out: s.timed_out,
+                over_capacity: s.over_capacity,
+                in_flight: s.in_flight,
+            }
+        }))
     }
 }
 
-/// The provider's exit status in the kubelet's terms (one place for the mapping).
+/// The provider's exit status in the kubelet's terms: its code, and the reason.
 pub fn exit_of(status: ExitStatus) -> Exit {
+    let code = status.code();
     match status {
-        ExitStatus::Exited(code) => Exit::from_code(code, None),
-        ExitStatus::Trapped { message } => {
-            Exit { code: krustlet_wasi_provider::TRAP_EXIT_CODE, reason: "Error", message: Some(message) }
+        ExitStatus::Exited(_) => Exit::from_code(code, None),
+        ExitStatus::Trapped { message } => Exit { code, reason: "Error", message: Some(message) },
+        ExitStatus::OutOfMemory => {
+            Exit { code, reason: "OOMKilled", message: Some("the guest exceeded its memory limit".into()) }
         }
-        ExitStatus::OutOfMemory => Exit {
-            code: krustlet_wasi_provider::KILLED_EXIT_CODE,
-            reason: "OOMKilled",
-            message: Some("the guest exceeded its memory limit".into()),
-        },
-        ExitStatus::Stopped => {
-            Exit { code: krustlet_wasi_provider::KILLED_EXIT_CODE, reason: "Error", message: None }
-        }
+        ExitStatus::Stopped => Exit { code, reason: "Error", message: None },
     }
 }
 

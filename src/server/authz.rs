@@ -110,6 +110,8 @@ mod tests {
         assert_eq!(a(Method::GET, "/exec/ns/p/c"), ("get", "proxy"));
         assert_eq!(a(Method::GET, "/pods"), ("get", "proxy"));
         assert_eq!(a(Method::POST, "/run/ns/p/c"), ("create", "proxy"));
+        assert_eq!(a(Method::POST, "/portForward/ns/p"), ("create", "proxy"));
+        assert_eq!(a(Method::GET, "/portForward/ns/p/0b6c1c1e"), ("get", "proxy"));
         assert_eq!(a(Method::GET, "/metrics"), ("get", "metrics"));
         assert_eq!(a(Method::GET, "/stats/summary"), ("get", "stats"));
         assert_eq!(a(Method::GET, "/logs/"), ("get", "log"));

@@ -2,20 +2,23 @@
 //! image, env and mounts) with argv = `command`, wired to the client's streams over
 //! WebSocket (v5/v4 channels) or SPDY/3.1; the exit code goes back on the error channel
 //! so `kubectl exec` exits with it. Closing the client stops the instance.
+//! `/attach/{ns}/{pod}/{container}`: the same protocols, streaming what the running
+//! container writes from now on until its run ends or the client leaves.
 
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
 use tracing::{debug, info};
 
-use super::remotecommand::{self, PROTOCOL_HEADER, SPDY_UPGRADE, Session, Wanted};
-use super::{ServerState, names};
-use crate::pods::directory::ContainerEntry;
-use crate::pods::runtime::ContainerRun;
+use super::remotecommand::{self, Session, Wanted};
+use super::{ServerState, names, upgrade};
+use crate::logs::LogRegistry;
+use crate::pods::directory::{ContainerEntry, PodEntry};
 
 type Failure = (StatusCode, String);
 
@@ -24,9 +27,37 @@ pub async fn exec(
     Path((ns, pod, container)): Path<(String, String, String)>,
     req: Request,
 ) -> Response {
-    match prepare(&state, &ns, &pod, &container, req).await {
+    match prepare(&state, &ns, &pod, &container, req, false).await {
         Ok(r) => r,
         Err((code, msg)) => (code, msg).into_response(),
+    }
+}
+
+pub async fn attach(
+    State(state): State<Arc<ServerState>>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    match prepare(&state, &ns, &pod, &container, req, true).await {
+        Ok(r) => r,
+        Err((code, msg)) => (code, msg).into_response(),
+    }
+}
+
+/// What a session does once its streams are up.
+#[derive(Clone)]
+enum Action {
+    /// A new instance with this argv.
+    Exec(Vec<String>),
+    /// The running container's output, from this log file's end; its stdin, if it reads
+    /// one, and whether that closes when this client's input ends (`stdinOnce`).
+    Attach(LogRegistry, std::path::PathBuf, bool),
+}
+
+async fn serve(session: Session, entry: ContainerEntry, action: Action) {
+    match action {
+        Action::Exec(argv) => run(session, entry, argv).await,
+        Action::Attach(logs, path, once) => attach_output(session, logs, path, entry.stdin, once).await,
     }
 }
 
@@ -36,6 +67,7 @@ async fn prepare(
     pod: &str,
     container: &str,
     mut req: Request,
+    attach: bool,
 ) -> Result<Response, Failure> {
     names::check_names(ns, pod, container)?;
     let query = req.uri().query().unwrap_or("").to_string();
@@ -43,15 +75,23 @@ async fn prepare(
         .filter(|(k, _)| k == "command")
         .map(|(_, v)| v.into_owned())
         .collect();
-    if argv.is_empty() {
+    if argv.is_empty() && !attach {
         return Err((StatusCode::BAD_REQUEST, "you must specify at least one command".into()));
     }
-    let entry = target(state, ns, pod, container)?;
+    let (pod_entry, entry) = target(state, ns, pod, container)?;
     let wanted = Wanted::from_query(&query);
-    info!(namespace = ns, pod, container, ?argv, "exec");
-    let is_ws = header_has(&req, header::UPGRADE, "websocket");
-    if is_ws {
-        let offered: Vec<String> = header_values(&req, &header::SEC_WEBSOCKET_PROTOCOL);
+    let action = if attach {
+        let path = crate::logs::container_log(&pod_entry.log_dir, container, entry.run);
+        info!(namespace = ns, pod, container, "attach");
+        let spec = pod_entry.pod.spec.as_ref();
+        let c = spec.and_then(|s| s.containers.iter().find(|c| c.name == container));
+        Action::Attach(state.logs.clone(), path, c.and_then(|c| c.stdin_once).unwrap_or(false))
+    } else {
+        info!(namespace = ns, pod, container, ?argv, "exec");
+        Action::Exec(argv)
+    };
+    if upgrade::is_websocket(&req) {
+        let offered = upgrade::ws_protocols(&req);
         let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
         let protocol = remotecommand::negotiate_ws(&offered).ok_or((
             StatusCode::BAD_REQUEST,
@@ -60,46 +100,42 @@ async fn prepare(
         let ws = WebSocketUpgrade::from_request(req, state)
             .await
             .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
-        let ws = ws.protocols([protocol.name()]);
+        // A message is held whole until it is read: bound it (and its frames) per connection.
+        let ws = ws
+            .protocols([protocol.name()])
+            .max_message_size(remotecommand::WS_MAX_MESSAGE)
+            .max_frame_size(remotecommand::WS_MAX_MESSAGE);
         return Ok(ws.on_upgrade(move |socket| async move {
             match remotecommand::ws_session(socket, protocol, wanted).await {
-                Ok(session) => run(session, entry, argv).await,
+                Ok(session) => serve(session, entry, action).await,
                 Err(e) => debug!(error = %e, "exec WebSocket session failed"),
             }
         }));
     }
-    if !header_has(&req, header::UPGRADE, "spdy/3.1") {
+    if !upgrade::is_spdy(&req) {
         return Err((StatusCode::BAD_REQUEST, "exec needs an Upgrade to SPDY/3.1 or websocket".into()));
     }
-    let offered = header_values(&req, PROTOCOL_HEADER);
+    let offered = upgrade::spdy_protocols(&req);
     let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
     let protocol = remotecommand::negotiate_spdy(&offered).ok_or((
         StatusCode::FORBIDDEN,
         format!("no supported X-Stream-Protocol-Version among {offered:?}"),
     ))?;
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let io = match upgrade.await {
-            Ok(u) => TokioIo::new(u),
-            Err(e) => return debug!(error = %e, "exec upgrade failed"),
-        };
+    Ok(upgrade::spdy(&mut req, protocol.name(), "exec", move |io| async move {
         match remotecommand::spdy_session(io, protocol, wanted).await {
-            Ok(session) => run(session, entry, argv).await,
+            Ok(session) => serve(session, entry, action).await,
             Err(e) => debug!(error = %e, "exec SPDY session failed"),
         }
-    });
-    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static(SPDY_UPGRADE));
-    if let Ok(v) = HeaderValue::from_str(protocol.name()) {
-        h.insert(PROTOCOL_HEADER, v);
-    }
-    Ok(resp)
+    }))
 }
 
-/// The running container to exec into, or the kubelet-like error.
-fn target(state: &ServerState, ns: &str, pod: &str, container: &str) -> Result<ContainerEntry, Failure> {
+/// The running container to exec into (and its pod), or the kubelet-like error.
+fn target(
+    state: &ServerState,
+    ns: &str,
+    pod: &str,
+    container: &str,
+) -> Result<(PodEntry, ContainerEntry), Failure> {
     let entry = state
         .pods
         .get(ns, pod)
@@ -115,26 +151,78 @@ fn target(state: &ServerState, ns: &str, pod: &str, container: &str) -> Result<C
             format!("container {container:?} in pod {ns}/{pod} is not running"),
         ));
     }
-    Ok(c)
+    Ok((entry, c))
+}
+
+/// Streams the container's output from now until its run ends (its log's writer goes)
+/// or the client leaves. stdout and stderr arrive merged on stdout, as with a tty.
+/// A client's stdin (`kubectl attach -i`) goes to the guest's stdin when the container
+/// has `stdin: true` (with `stdinOnce`, the guest's stdin ends when this input ends), and
+/// is read and dropped otherwise.
+async fn attach_output(
+    mut session: Session,
+    logs: LogRegistry,
+    path: std::path::PathBuf,
+    guest_stdin: Option<crate::pods::directory::StdinWriter>,
+    once: bool,
+) {
+    drop(session.resize.take());
+    let options = crate::logs::LogOptions { follow: true, tail_lines: Some(0), ..Default::default() };
+    let mut stream = match crate::logs::stream(&logs, &path, options).await {
+        Ok(s) => s,
+        Err(e) => return session.finish(Err(crate::base::error::chain(&e))).await,
+    };
+    // Input goes to the guest only once its output is followed: nothing it answers is missed.
+    if let Some(mut input) = session.stdin.take() {
+        tokio::spawn(async move {
+            let Some(writer) = guest_stdin else {
+                return tokio::io::copy(&mut input, &mut tokio::io::sink()).await.map(|_| ());
+            };
+            let mut slot = writer.lock().await;
+            let copied = match slot.as_mut() {
+                Some(w) => tokio::io::copy(&mut input, w).await.map(|_| ()),
+                None => Ok(()),
+            };
+            if once {
+                // Dropping the writer is the guest's end of file.
+                slot.take();
+            }
+            copied
+        });
+    }
+    let Some(mut out) = session.stdout.take() else {
+        return session.finish(Err("attach needs stdout (kubectl attach asks for it)".into())).await;
+    };
+    let closed = session.closed.clone();
+    loop {
+        tokio::select! {
+            chunk = stream.next() => match chunk {
+                Some(Ok(bytes)) => {
+                    if out.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(e)) => return session.finish(Err(crate::base::error::chain(&e))).await,
+                None => break,
+            },
+            _ = closed.cancelled() => return,
+        }
+    }
+    let _ = out.shutdown().await;
+    drop(out);
+    session.finish(Ok(0)).await;
 }
 
 /// Runs the instance until it exits (reporting its code) or the client goes away (stop it).
 async fn run(mut session: Session, entry: ContainerEntry, argv: Vec<String>) {
-    let Some(start) = entry.exec.clone() else {
-        return session.finish(Err("container is not running".into())).await;
-    };
-    let run = ContainerRun {
-        argv,
-        env: entry.env,
-        mounts: entry.mounts,
-        stdin: session.stdin.take(),
-        stdout: session.stdout.take().unwrap_or_else(|| Box::new(tokio::io::sink())),
-        stderr: session.stderr.take().unwrap_or_else(|| Box::new(tokio::io::sink())),
-        memory_limit: entry.memory_limit,
-    };
-    let mut running = match start(run) {
+    // Wasm guests have no terminal: resizes are read and dropped, so they never back up the
+    // connection (a receiver left undrained would stop its reader, stdin included).
+    drop(session.resize.take());
+    let stdout = session.stdout.take().unwrap_or_else(|| Box::new(tokio::io::sink()));
+    let stderr = session.stderr.take().unwrap_or_else(|| Box::new(tokio::io::sink()));
+    let mut running = match entry.start_instance(argv, session.stdin.take(), stdout, stderr) {
         Ok(r) => r,
-        Err(message) => return session.finish(Err(message)).await,
+        Err(e) => return session.finish(Err(crate::base::error::chain(&e))).await,
     };
     let stop = running.stopper();
     let closed = session.closed.clone();
@@ -145,22 +233,7 @@ async fn run(mut session: Session, entry: ContainerEntry, argv: Vec<String>) {
         }
         _ = closed.cancelled() => {
             debug!("exec client went away; stopping the instance");
-            stop();
+            stop(std::time::Duration::ZERO);
         }
     }
-}
-
-fn header_values(req: &Request, name: impl header::AsHeaderName) -> Vec<String> {
-    req.headers()
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect()
-}
-
-fn header_has(req: &Request, name: header::HeaderName, token: &str) -> bool {
-    header_values(req, &name).iter().any(|v| v.eq_ignore_ascii_case(token))
 }

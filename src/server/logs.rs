@@ -109,7 +109,10 @@ fn parse_query(query: &str) -> Result<(LogOptions, bool), Failure> {
                 "at most one of sinceSeconds or sinceTime may be specified".into(),
             ));
         }
-        (Some(s), None) => Some(SystemTime::now() - Duration::from_secs(s)),
+        // Further back than the clock goes (`sinceSeconds=9223372036854775807`): everything.
+        (Some(s), None) => {
+            Some(SystemTime::now().checked_sub(Duration::from_secs(s)).unwrap_or(SystemTime::UNIX_EPOCH))
+        }
         (None, t) => t,
     };
     Ok((opts, previous))
@@ -139,6 +142,46 @@ mod tests {
             "sinceSeconds=5&sinceTime=2026-01-02T03:04:05Z",
         ] {
             assert_eq!(parse_query(q).unwrap_err().0, StatusCode::BAD_REQUEST, "{q}");
+        }
+    }
+
+    #[test]
+    fn huge_or_odd_values_are_an_answer_never_a_panic() {
+        for n in [u64::MAX, i64::MAX as u64, 1 << 40, 86_400 * 365 * 10_000] {
+            let (o, _) = parse_query(&format!("sinceSeconds={n}")).unwrap();
+            let since = o.since.unwrap();
+            assert!(since <= SystemTime::UNIX_EPOCH + Duration::from_secs(86_400), "{n}: {since:?}");
+        }
+        let (o, _) = parse_query("sinceTime=0001-01-01T00:00:00Z&tailLines=18446744073709551615").unwrap();
+        assert!(o.since.unwrap() < SystemTime::UNIX_EPOCH && o.tail_lines == Some(u64::MAX));
+        let pieces = [
+            "sinceSeconds=",
+            "sinceTime=",
+            "limitBytes=",
+            "tailLines=",
+            "follow=",
+            "%FF",
+            "%",
+            "=",
+            "&",
+            "9",
+            "-",
+            "99999999999999999999",
+            "é",
+            "9999-12-31T23:59:59.999999999Z",
+            "+",
+            "Z",
+        ];
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        for _ in 0..20_000 {
+            let mut q = String::new();
+            for _ in 0..(seed % 6) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                q.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            let _ = parse_query(&q);
         }
     }
 }

@@ -1,17 +1,28 @@
-//! The kubelet API: HTTPS on `--addr:--port` for the API server (logs, exec, pods), with
+//! The kubelet API: HTTPS on `--addr:--port` for the API server (logs, exec, port-forward, pods), with
 //! client-certificate authentication and SubjectAccessReview authorization, and plain
 //! `/healthz` on 127.0.0.1:`--healthz-port`.
 
+mod accept;
+mod activity;
 pub mod authz;
+mod channels;
+mod conn;
+#[cfg(test)]
+mod conn_tests;
 pub mod endpoint;
 mod exec;
+mod inbound;
 mod logs;
 mod names;
+mod portforward;
 pub mod remotecommand;
+mod spdy;
+mod stats;
+mod task;
 pub mod tls;
+mod upgrade;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -19,20 +30,15 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+use crate::config::ApiLimits;
 use crate::pods::directory::Directory;
 use tls::{Authenticator, Identity};
-
-/// How long a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the handlers share.
 pub struct ServerState {
@@ -44,60 +50,38 @@ pub struct ServerState {
     pub logs: crate::logs::LogRegistry,
     /// Standalone: clients on loopback need no certificate (`--allow-anonymous-localhost`).
     pub allow_anonymous_localhost: bool,
+    /// Timeouts and connection caps (`--api-*`).
+    pub limits: ApiLimits,
+    /// The last CPU readings, for `/stats/summary`'s rates.
+    pub cpu_rates: stats::CpuRates,
 }
 
 /// The caller of one connection: who its certificate says it is, or why it is nobody.
 #[derive(Clone)]
 struct Caller(Result<Identity, String>, std::net::SocketAddr);
 
-/// Serves the kubelet API on `listener` until `shutdown` fires.
+/// Serves the kubelet API on `listener` until `shutdown` fires, within `state.limits`.
 pub async fn run(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     state: Arc<ServerState>,
-    mut shutdown: broadcast::Receiver<()>,
+    shutdown: broadcast::Receiver<()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    let app = router(state.clone());
-    info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "kubelet API listening");
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "accepting a connection failed");
-                    continue;
-                }
-            },
-            _ = shutdown.recv() => break,
-        };
+    let limits = state.limits;
+    let shared = Arc::new(conn::Shared::new(
+        TlsAcceptor::from(tls),
+        router(state.clone()),
+        state.authn.clone(),
+        limits,
+    ));
+    info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), ?limits, "kubelet API listening");
+    accept::run(listener, limits.max_connections, shutdown, |tcp, peer, slot| {
         // Exec and log streams are many small writes: send each at once, as Go's net
         // package (and so the kubelet) does by default, instead of waiting for an ACK.
         let _ = tcp.set_nodelay(true);
-        let (acceptor, app, authn) = (acceptor.clone(), app.clone(), state.authn.clone());
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return debug!(%peer, "TLS handshake timed out"),
-            };
-            let certs: Vec<_> = (tls.get_ref().1.peer_certificates().into_iter().flatten())
-                .map(|c| c.clone().into_owned())
-                .collect();
-            let caller = Caller(authn.authenticate(&certs), peer);
-            let svc = app.map_request(move |req: http::Request<hyper::body::Incoming>| {
-                let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut().insert(caller.clone());
-                req
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc))
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
+        tokio::spawn(conn::serve(shared.clone(), tcp, peer, slot));
+    })
+    .await;
     info!("kubelet API stopped");
 }
 
@@ -105,8 +89,19 @@ fn router(state: Arc<ServerState>) -> Router {
     Router::new()
         .route("/pods", get(pods))
         .route("/metrics", get(metrics))
+        .route("/metrics/resource", get(stats::resource))
+        .route("/stats/summary", get(stats::summary))
         .route("/exec/{namespace}/{pod}/{container}", get(exec::exec).post(exec::exec))
+        .route("/attach/{namespace}/{pod}/{container}", get(exec::attach).post(exec::attach))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(logs::container_logs))
+        .route(
+            "/portForward/{namespace}/{pod}",
+            get(portforward::port_forward).post(portforward::port_forward),
+        )
+        .route(
+            "/portForward/{namespace}/{pod}/{uid}",
+            get(portforward::port_forward_uid).post(portforward::port_forward_uid),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found") })
         .layer(middleware::from_fn_with_state(state.clone(), guard))

@@ -26,17 +26,36 @@ fn is_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// Checks namespace (DNS label), pod (DNS subdomain) and container (DNS label) names.
-pub fn check_names(namespace: &str, pod: &str, container: &str) -> Result<(), (StatusCode, String)> {
-    let bad = |what: &str, v: &str| (StatusCode::BAD_REQUEST, format!("invalid {what} name {v:?}"));
+fn bad(what: &str, v: &str) -> (StatusCode, String) {
+    (StatusCode::BAD_REQUEST, format!("invalid {what} name {v:?}"))
+}
+
+/// Checks namespace (DNS label) and pod (DNS subdomain) names.
+pub fn check_pod(namespace: &str, pod: &str) -> Result<(), (StatusCode, String)> {
     if !is_label(namespace) {
         return Err(bad("namespace", namespace));
     }
     if pod.len() > 253 || !pod.split('.').all(is_label) {
         return Err(bad("pod", pod));
     }
+    Ok(())
+}
+
+/// Checks namespace (DNS label), pod (DNS subdomain) and container (DNS label) names.
+pub fn check_names(namespace: &str, pod: &str, container: &str) -> Result<(), (StatusCode, String)> {
+    check_pod(namespace, pod)?;
     if !is_label(container) {
         return Err(bad("container", container));
+    }
+    Ok(())
+}
+
+/// Checks a pod UID from a path: letters, digits and dashes (a UUID, or a static pod's hash).
+pub fn check_uid(uid: &str) -> Result<(), (StatusCode, String)> {
+    let ok =
+        !uid.is_empty() && uid.len() <= 128 && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !ok {
+        return Err((StatusCode::BAD_REQUEST, format!("invalid pod UID {uid:?}")));
     }
     Ok(())
 }
@@ -58,5 +77,10 @@ mod tests {
         assert!(check_names("ns", "..", "c").is_err());
         assert!(check_names("ns", "p", "C").is_err());
         assert!(check_names("ns", "p", "").is_err());
+        assert!(check_pod("ns", "web-1").is_ok() && check_pod("NS", "p").is_err());
+        assert!(check_uid("0b6c1c1e-5f4a-4c1e-9c55-2f0e4d1b7a10").is_ok());
+        for uid in ["", "a/b", "x y", &"u".repeat(129)] {
+            assert!(check_uid(uid).is_err(), "{uid}");
+        }
     }
 }

@@ -192,6 +192,18 @@ fn load(
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl ReloadingCert {
+    /// The pair to serve: the files' if the certificate file changed since the last load
+    /// and the pair loads and matches, else the one loaded last. A renewal writes the key
+    /// first and the certificate second, each by an atomic rename: between the two the
+    /// certificate file is unchanged, so nothing is reloaded; a pair caught in any other
+    /// order (a hand-made one) fails rustls' key check and is tried again at the next
+    /// handshake, since its stamp is not recorded.
+    fn current(&self) -> Arc<CertifiedKey> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let now = stamp(&self.cert_file);
         if now != current.1 {
@@ -204,6 +216,53 @@ impl ResolvesServerCert for ReloadingCert {
                 Err(e) => tracing::warn!(error = %e, "serving certificate changed but cannot be loaded yet"),
             }
         }
-        Some(current.0.clone())
+        current.0.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a new self-signed pair; returns (certificate PEM, key PEM).
+    fn pair() -> (String, String) {
+        crate::certs::self_signed("wasm-1", &[]).unwrap()
+    }
+
+    fn served(cert: &ReloadingCert) -> Vec<u8> {
+        cert.current().cert[0].as_ref().to_vec()
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().as_ref().to_vec()
+    }
+
+    #[test]
+    fn a_renewed_pair_is_served_once_whole_and_never_a_mismatched_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_file, key_file) = (dir.path().join("krustlet.crt"), dir.path().join("krustlet.key"));
+        let write = |p: &Path, s: &str| crate::files::write_atomic(p, s.as_bytes(), 0o600).unwrap();
+        let (a_cert, a_key) = pair();
+        write(&key_file, &a_key);
+        write(&cert_file, &a_cert);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let resolver = ReloadingCert::new(&cert_file, &key_file, provider).unwrap();
+        assert_eq!(served(&resolver), der(&a_cert));
+
+        // Renewal order: key, then certificate. Between the two, the old pair stays.
+        let (b_cert, b_key) = pair();
+        write(&key_file, &b_key);
+        assert_eq!(served(&resolver), der(&a_cert));
+        write(&cert_file, &b_cert);
+        assert_eq!(served(&resolver), der(&b_cert));
+
+        // The other order: the new certificate with the old key is refused, not served,
+        // and the pair is taken once its key arrives.
+        let (c_cert, c_key) = pair();
+        write(&cert_file, &c_cert);
+        assert_eq!(served(&resolver), der(&b_cert));
+        write(&key_file, &c_key);
+        assert_eq!(served(&resolver), der(&c_cert));
+        assert!(resolver.current().keys_match().is_ok());
     }
 }

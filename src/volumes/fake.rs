@@ -12,7 +12,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::core::Status;
 
 use super::VolumeSource;
-use crate::pods::env::ObjectSource;
+use crate::objects::ObjectSource;
 
 /// Objects keyed by `namespace/name`.
 #[derive(Default)]

@@ -1,16 +1,19 @@
 //! A pod's volumes as directories on the host, and each container's mounts of them as WASI
 //! preopened directories (host dir -> guest path, read-only or read-write).
 
-pub mod downward;
+mod beneath;
 #[cfg(test)]
 pub(crate) mod fake;
 mod host_path;
 mod payload;
+mod usage;
 mod writer;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
@@ -18,8 +21,9 @@ use k8s_openapi::api::core::v1::{Container, ServiceAccount, Volume};
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use crate::pods::env::{ConfigKind, EnvError, Lookup, ObjectSource, PodContext};
-use downward::DownwardError;
+use crate::objects::downward::DownwardError;
+use crate::objects::{ConfigKind, Lookup, LookupError, ObjectSource, PodContext};
+use beneath::BeneathError;
 use payload::Tokens;
 
 /// Reads what volumes are built from: ConfigMaps, Secrets, and service account tokens.
@@ -46,12 +50,70 @@ impl VolumeSource for Client {
     }
 }
 
-/// One directory a container sees: `host` preopened at `guest`.
+/// One directory a container sees: a volume, or a subPath inside it, at `guest`. It holds
+/// no open handle and no resolved path: [`Mount::open`] resolves it anew, beneath the
+/// volume's root, at every container start and every exec, because a guest may have
+/// changed what the subPath names since (e.g. replaced it with a symlink that climbs out).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
-    pub host: PathBuf,
+    /// The volume's directory on the host: made by the agent, or the pod's hostPath.
+    pub volume_root: PathBuf,
+    /// The subPath inside the volume (normalized: relative, no `..`); empty for all of it.
+    pub sub_path: PathBuf,
+    /// The path the guest sees it at.
     pub guest: String,
     pub read_only: bool,
+    /// A missing subPath is created (emptyDir and hostPath volumes, as the kubelet does).
+    create: bool,
+    /// For error messages: the container and the volume this mount belongs to.
+    container: String,
+    volume: String,
+}
+
+/// A [`Mount`] opened: the directory handle the runtime preopens (never a path).
+#[derive(Debug)]
+pub struct OpenMount {
+    pub dir: OwnedFd,
+    pub guest: String,
+    pub read_only: bool,
+}
+
+impl Mount {
+    /// Opens the mounted directory beneath the volume's root (see `beneath.rs`): a subPath
+    /// that leads out of the volume, through `..` or any symlink, is refused, and a missing
+    /// one is created inside the volume only.
+    pub fn open(&self) -> Result<OpenMount, VolumeError> {
+        let dir =
+            beneath::open_dir(&self.volume_root, &self.sub_path, self.create).map_err(|e| self.error(e))?;
+        Ok(OpenMount { dir, guest: self.guest.clone(), read_only: self.read_only })
+    }
+
+    fn error(&self, e: BeneathError) -> VolumeError {
+        let (container, volume) = (self.container.clone(), self.volume.clone());
+        let sub_path = self.sub_path.display().to_string();
+        let whole = self.sub_path.as_os_str().is_empty();
+        match e {
+            BeneathError::Escapes => VolumeError::InvalidSubPath { container, volume, sub_path },
+            BeneathError::NotDirectory if whole => {
+                VolumeError::NotDirectory { container, volume, path: self.volume_root.clone() }
+            }
+            BeneathError::NotDirectory => VolumeError::SubPathNotDirectory { container, volume, sub_path },
+            BeneathError::Missing if !whole && !self.create => {
+                VolumeError::SubPathMissing { container, volume, sub_path }
+            }
+            other => VolumeError::Mount {
+                container,
+                volume,
+                path: self.volume_root.join(&self.sub_path),
+                source: std::io::Error::other(other),
+            },
+        }
+    }
+}
+
+/// Opens every mount of a container (see [`Mount::open`]), or says which one failed.
+pub fn open_all(mounts: &[Mount]) -> Result<Vec<OpenMount>, VolumeError> {
+    mounts.iter().map(Mount::open).collect()
 }
 
 /// Why a pod's volumes could not be prepared or mounted.
@@ -66,7 +128,7 @@ pub enum VolumeError {
     MissingConfig { volume: String, kind: ConfigKind, name: String, key: Option<String> },
     /// Reading a ConfigMap/Secret failed for another reason than "not found".
     #[error("MountVolume.SetUp failed for volume {volume:?} : {source}")]
-    Api { volume: String, source: Box<EnvError> },
+    Api { volume: String, source: Box<LookupError> },
     #[error(
         "MountVolume.SetUp failed for volume {volume:?} : requesting a token for service account \
          {namespace}/{service_account} failed: {problem}"
@@ -129,20 +191,29 @@ enum Kind {
 struct Prepared {
     host: PathBuf,
     kind: Kind,
+    /// An emptyDir's `sizeLimit`, in bytes.
+    size_limit: Option<u64>,
 }
 
-/// The volumes of one pod, materialized under `<pod_dir>/volumes/<name>` (hostPath volumes
-/// stay where they are).
+/// Where each volume of a pod is on the host: under `<pod_dir>/volumes/<name>` (hostPath
+/// volumes stay where they are). Fixed once prepared; shared by every start and exec.
 #[derive(Debug)]
-pub struct PodVolumes {
+pub struct VolumeLayout {
     root: PathBuf,
     volumes: BTreeMap<String, Prepared>,
+}
+
+/// The volumes of one pod: their layout, and the service account tokens their refreshes
+/// renew.
+#[derive(Debug)]
+pub struct PodVolumes {
+    layout: Arc<VolumeLayout>,
     tokens: Tokens,
 }
 
 impl PodVolumes {
     /// Materializes every volume of the pod: emptyDir as a directory (kept across calls,
-    /// `medium` and `sizeLimit` ignored); hostPath as the host path itself, after the
+    /// `medium` ignored, `sizeLimit` kept for [`VolumeLayout::over_size_limit`]); hostPath as the host path itself, after the
     /// kubelet's `type` checks (`DirectoryOrCreate`/`FileOrCreate` create it); configMap and
     /// secret as one file per key or per item, `mode`/`defaultMode` applied (default 0644),
     /// skipped when `optional` and missing; downwardAPI as one file per item; projected as
@@ -182,9 +253,11 @@ impl PodVolumes {
                     source,
                 })?;
             }
-            volumes.insert(volume.name.clone(), Prepared { host, kind });
+            let size_limit = (volume.empty_dir.as_ref().and_then(|e| e.size_limit.as_ref()))
+                .and_then(|q| crate::base::quantity::bytes(&q.0));
+            volumes.insert(volume.name.clone(), Prepared { host, kind, size_limit });
         }
-        let mut this = PodVolumes { root, volumes, tokens: Tokens::new() };
+        let mut this = PodVolumes { layout: Arc::new(VolumeLayout { root, volumes }), tokens: Tokens::new() };
         this.refresh(src, ctx).await?;
         Ok(this)
     }
@@ -200,7 +273,7 @@ impl PodVolumes {
     ) -> Result<(), VolumeError> {
         let mut lookup = Lookup::new(src, ctx.namespace());
         for volume in pod_volumes(ctx) {
-            let Some(prepared) = self.volumes.get(&volume.name) else { continue };
+            let Some(prepared) = self.layout.volumes.get(&volume.name) else { continue };
             if matches!(prepared.kind, Kind::EmptyDir | Kind::HostPath) {
                 continue;
             }
@@ -220,92 +293,85 @@ impl PodVolumes {
         self.tokens.values().map(|t| t.refresh_at).min()
     }
 
-    /// The mounts of one container: each `volumeMount` as a [`Mount`] at its `mountPath`.
-    /// A `subPath` (relative, no `..`, not escaping the volume through a symlink) mounts
-    /// that directory of the volume; it is created in an emptyDir/hostPath volume if missing
-    /// (as the kubelet does) and must be a directory (a WASI preopen is one). `readOnly` is
-    /// honoured; configMap, secret, downwardAPI and projected volumes are always read-only.
+    /// The volumes' layout, for opening mounts while a refresh runs.
+    pub fn layout(&self) -> Arc<VolumeLayout> {
+        self.layout.clone()
+    }
+
+    /// See [`VolumeLayout::mounts`].
     pub fn mounts(&self, container: &Container) -> Result<Vec<Mount>, VolumeError> {
-        let mut mounts = Vec::new();
-        for vm in container.volume_mounts.iter().flatten() {
-            let at = MountAt { container: &container.name, volume: &vm.name };
-            let prepared = self.volumes.get(&vm.name).ok_or_else(|| VolumeError::NoSuchVolume {
-                container: at.container.into(),
-                volume: at.volume.into(),
-            })?;
-            if vm.sub_path_expr.as_deref().is_some_and(|e| !e.is_empty()) {
-                return Err(VolumeError::SubPathExpr {
-                    container: at.container.into(),
-                    volume: at.volume.into(),
-                });
-            }
-            let writable = matches!(prepared.kind, Kind::EmptyDir | Kind::HostPath);
-            let base = prepared.host.canonicalize().map_err(at.io(&prepared.host))?;
-            let host = match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                Some(sub) => at.sub_dir(&base, sub, writable)?,
-                None if base.is_dir() => base,
-                None => {
-                    let (container, volume) = (at.container.into(), at.volume.into());
-                    return Err(VolumeError::NotDirectory { container, volume, path: base });
-                }
-            };
-            let read_only = !writable || vm.read_only == Some(true);
-            mounts.push(Mount { host, guest: vm.mount_path.clone(), read_only });
-        }
-        Ok(mounts)
+        self.layout.mounts(container)
     }
 
     /// Where this pod's volume data lives (`<pod_dir>/volumes`).
     pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Removes the pod's volume data under `<pod_dir>/volumes` (emptyDir, configMap, secret,
-    /// downwardAPI, projected). hostPath volumes are never under it, so their contents stay.
-    /// A missing directory is not an error.
-    pub fn cleanup(pod_dir: &Path) -> std::io::Result<()> {
-        match std::fs::remove_dir_all(pod_dir.join("volumes")) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        &self.layout.root
     }
 }
 
-/// One volumeMount of one container, for error messages.
-#[derive(Clone, Copy)]
-struct MountAt<'a> {
-    container: &'a str,
-    volume: &'a str,
+/// An emptyDir over its `sizeLimit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverLimit {
+    pub volume: String,
+    pub used: u64,
+    pub limit: u64,
 }
 
-impl MountAt<'_> {
-    fn io(self, path: &Path) -> impl FnOnce(std::io::Error) -> VolumeError {
-        let (container, volume, path) = (self.container.into(), self.volume.into(), path.to_path_buf());
-        move |source| VolumeError::Mount { container, volume, path, source }
+impl VolumeLayout {
+    /// Whether the pod has an emptyDir with a `sizeLimit` (whose usage must be watched).
+    pub fn has_size_limits(&self) -> bool {
+        self.volumes.values().any(|v| v.size_limit.is_some())
     }
 
-    /// The directory `sub` names inside the volume at `base` (canonical), created if missing
-    /// in a writable volume; it must not leave the volume, even through a symlink.
-    fn sub_dir(self, base: &Path, sub: &str, writable: bool) -> Result<PathBuf, VolumeError> {
-        let (container, volume, sub_path) = (self.container.into(), self.volume.into(), sub.into());
-        let Some(rel) = writer::normalize(sub) else {
-            return Err(VolumeError::InvalidSubPath { container, volume, sub_path });
-        };
-        let path = base.join(rel);
-        if std::fs::symlink_metadata(&path).is_err() {
-            if !writable {
-                return Err(VolumeError::SubPathMissing { container, volume, sub_path });
+    /// The first emptyDir that holds more than its `sizeLimit` (blocking: walks the
+    /// volumes, see `usage.rs`).
+    pub fn over_size_limit(&self) -> Option<OverLimit> {
+        self.volumes.iter().find_map(|(name, v)| {
+            let limit = v.size_limit?;
+            let used = usage::disk_usage(&v.host, limit);
+            (used > limit).then(|| OverLimit { volume: name.clone(), used, limit })
+        })
+    }
+    /// The mounts of one container: each `volumeMount` as a [`Mount`] at its `mountPath`,
+    /// checked as far as it can be without opening anything (the volume exists, no
+    /// subPathExpr, a subPath that is relative and has no `..`). `readOnly` is honoured;
+    /// configMap, secret, downwardAPI and projected volumes are always read-only. Open the
+    /// result with [`open_all`] at each start: that is where a subPath is resolved beneath
+    /// its volume, created if missing in an emptyDir/hostPath volume (as the kubelet does),
+    /// and must be a directory (a WASI preopen is one).
+    pub fn mounts(&self, container: &Container) -> Result<Vec<Mount>, VolumeError> {
+        let mut mounts = Vec::new();
+        for vm in container.volume_mounts.iter().flatten() {
+            let (c, v) = (container.name.clone(), vm.name.clone());
+            let prepared = self
+                .volumes
+                .get(&vm.name)
+                .ok_or_else(|| VolumeError::NoSuchVolume { container: c.clone(), volume: v.clone() })?;
+            if vm.sub_path_expr.as_deref().is_some_and(|e| !e.is_empty()) {
+                return Err(VolumeError::SubPathExpr { container: c, volume: v });
             }
-            writer::ensure_dir(&path).map_err(self.io(&path))?;
+            let sub_path = match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                Some(sub) => match writer::normalize(sub) {
+                    Some(rel) => PathBuf::from(rel),
+                    None => {
+                        let sub_path = sub.to_string();
+                        return Err(VolumeError::InvalidSubPath { container: c, volume: v, sub_path });
+                    }
+                },
+                None => PathBuf::new(),
+            };
+            let writable = matches!(prepared.kind, Kind::EmptyDir | Kind::HostPath);
+            mounts.push(Mount {
+                volume_root: prepared.host.clone(),
+                sub_path,
+                guest: vm.mount_path.clone(),
+                read_only: !writable || vm.read_only == Some(true),
+                create: writable,
+                container: c,
+                volume: v,
+            });
         }
-        let real = path.canonicalize().map_err(self.io(&path))?;
-        if !real.starts_with(base) {
-            Err(VolumeError::InvalidSubPath { container, volume, sub_path })
-        } else if !real.is_dir() {
-            Err(VolumeError::SubPathNotDirectory { container, volume, sub_path })
-        } else {
-            Ok(real)
-        }
+        Ok(mounts)
     }
 }
 

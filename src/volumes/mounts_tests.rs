@@ -22,9 +22,11 @@ impl Setup {
         PodVolumes::prepare(&source(), &ctx(&self.pod), self.dir.path()).await
     }
 
-    async fn mounts(&self) -> Result<Vec<Mount>, VolumeError> {
+    /// Prepares the volumes, then opens the first container's mounts as a start does.
+    async fn mounts(&self) -> Result<Vec<Seen>, VolumeError> {
         let vols = self.prepare().await?;
-        vols.mounts(&self.pod.spec.as_ref().expect("spec").containers[0])
+        let mounts = vols.mounts(&self.pod.spec.as_ref().expect("spec").containers[0])?;
+        Ok(open_all(&mounts)?.into_iter().map(Seen::from).collect())
     }
 
     fn vol(&self, name: &str) -> PathBuf {
@@ -32,8 +34,28 @@ impl Setup {
     }
 }
 
-fn mount(host: PathBuf, guest: &str, read_only: bool) -> Mount {
-    Mount { host, guest: guest.into(), read_only }
+/// An opened mount as the guest gets it: which directory (by inode), where, how.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    ino: u64,
+    guest: String,
+    read_only: bool,
+}
+
+impl From<OpenMount> for Seen {
+    fn from(m: OpenMount) -> Seen {
+        Seen { ino: rustix::fs::fstat(&m.dir).expect("fstat").st_ino, guest: m.guest, read_only: m.read_only }
+    }
+}
+
+fn mount(host: PathBuf, guest: &str, read_only: bool) -> Seen {
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&host).expect("mounted dir exists"));
+    Seen { ino, guest: guest.into(), read_only }
+}
+
+/// The first container's mounts, opened: `Err` is the first that failed.
+fn open_first(vols: &PodVolumes, pod: &k8s_openapi::api::core::v1::Pod) -> Result<(), VolumeError> {
+    open_all(&vols.mounts(&pod.spec.as_ref().expect("spec").containers[0])?).map(drop)
 }
 
 #[tokio::test]
@@ -99,7 +121,7 @@ async fn sub_path_errors() -> anyhow::Result<()> {
         let e = s.vol("e");
         std::fs::write(e.join("file"), "x")?;
         std::os::unix::fs::symlink(s.host.path(), e.join("link"))?;
-        let err = vols.mounts(&s.pod.spec.as_ref().expect("spec").containers[0]).expect_err(sub_path);
+        let err = open_first(&vols, &s.pod).expect_err(sub_path);
         assert!(check(&err), "{volume}/{sub_path}: {err:?}");
     }
     Ok(())
@@ -176,8 +198,7 @@ async fn host_path_or_create_types_create_the_path() -> anyhow::Result<()> {
     let vols = PodVolumes::prepare(&source(), &ctx(&p), dir.path()).await?;
     assert!(new_dir.is_dir());
     assert_eq!(std::fs::read(&new_file)?, b"");
-    let err =
-        vols.mounts(&p.spec.as_ref().expect("spec").containers[0]).expect_err("a file cannot be a preopen");
+    let err = open_first(&vols, &p).expect_err("a file cannot be a preopen");
     assert!(matches!(err, VolumeError::NotDirectory { .. }), "{err:?}");
     assert!(!dir.path().join("volumes/d").exists(), "hostPath data is not copied under the pod");
     Ok(())
@@ -190,5 +211,35 @@ async fn empty_dir_keeps_contents_across_prepares() -> anyhow::Result<()> {
     std::fs::write(s.vol("e").join("state"), "1")?;
     s.prepare().await?;
     assert_eq!(std::fs::read_to_string(s.vol("e").join("state"))?, "1");
+    Ok(())
+}
+
+/// The host escape of issue 12: a guest that mounts the whole volume replaces the subPath
+/// another mount uses with a symlink that climbs out. The next start (or exec) must refuse
+/// it, not preopen the host directory, and must not create anything through it.
+#[tokio::test]
+async fn a_sub_path_replaced_by_a_symlink_out_is_refused_at_the_next_open() -> anyhow::Result<()> {
+    let s = Setup::new(
+        |_| json!([{"name": "e", "emptyDir": {}}]),
+        json!([{"name": "e", "mountPath": "/all"}, {"name": "e", "mountPath": "/sub", "subPath": "work/dir"}]),
+    );
+    let vols = s.prepare().await?;
+    let mounts = vols.mounts(&s.pod.spec.as_ref().expect("spec").containers[0])?;
+    let first = open_all(&mounts)?;
+    assert_eq!(Seen::from(open_all(&mounts)?.remove(1)), mount(s.vol("e").join("work/dir"), "/sub", false));
+    drop(first);
+    // What the guest does through /all: `work` becomes a symlink out of the volume.
+    let outside = s.host.path();
+    std::fs::remove_dir_all(s.vol("e").join("work"))?;
+    let climb = "../".repeat(40);
+    std::os::unix::fs::symlink(format!("{climb}{}", outside.display()), s.vol("e").join("work"))?;
+    let err = open_all(&mounts).expect_err("the symlink leads out");
+    assert!(matches!(err, VolumeError::InvalidSubPath { .. }), "{err:?}");
+    assert_eq!(std::fs::read_dir(outside)?.count(), 0, "no subPath was created outside the volume");
+    // An absolute symlink too.
+    std::fs::remove_file(s.vol("e").join("work"))?;
+    std::os::unix::fs::symlink(outside, s.vol("e").join("work"))?;
+    assert!(matches!(open_all(&mounts), Err(VolumeError::InvalidSubPath { .. })));
+    assert_eq!(std::fs::read_dir(outside)?.count(), 0);
     Ok(())
 }

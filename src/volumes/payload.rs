@@ -10,8 +10,9 @@ use k8s_openapi::api::core::v1::{
 };
 
 use super::writer::{FileData, Payload, mode_bits, normalize};
-use super::{VolumeError, VolumeSource, downward};
-use crate::pods::env::{ConfigKind, EnvError, Lookup, ObjectSource, PodContext};
+use super::{VolumeError, VolumeSource};
+use crate::objects::downward;
+use crate::objects::{ConfigKind, Lookup, LookupError, ObjectSource, PodContext};
 
 /// The kubelet's default mode for files of configMap, secret, downwardAPI and projected volumes.
 const DEFAULT_MODE: i32 = 0o644;
@@ -116,7 +117,8 @@ async fn object<S: ObjectSource>(
     r: &ObjectRef<'_>,
     default_mode: i32,
 ) -> Result<Payload, VolumeError> {
-    let lookup_err = |source: EnvError| VolumeError::Api { volume: volume.into(), source: Box::new(source) };
+    let lookup_err =
+        |source: LookupError| VolumeError::Api { volume: volume.into(), source: Box::new(source) };
     let entries: Option<BTreeMap<String, Vec<u8>>> = match r.kind {
         ConfigKind::ConfigMap => lookup.config_map(r.name).await.map_err(lookup_err)?.map(|cm| {
             let text = cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes()));

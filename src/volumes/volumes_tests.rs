@@ -332,23 +332,3 @@ async fn invalid_item_paths_are_rejected() {
         assert!(matches!(result, Err(VolumeError::InvalidPath { .. })), "{path:?}: {result:?}");
     }
 }
-
-#[tokio::test]
-async fn cleanup_removes_volume_data_but_not_host_paths() -> anyhow::Result<()> {
-    let host = tempfile::tempdir()?;
-    std::fs::write(host.path().join("keep"), "x")?;
-    let (dir, vols) = prepare(
-        &source(),
-        json!([{"name": "h", "hostPath": {"path": host.path(), "type": "Directory"}},
-               {"name": "e", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "cfg"}}]),
-    )
-    .await;
-    let vols = vols?;
-    assert_eq!(vols.root(), dir.path().join("volumes"));
-    std::fs::write(dir.path().join("volumes/e/scratch"), "y")?;
-    PodVolumes::cleanup(dir.path())?;
-    assert!(!dir.path().join("volumes").exists());
-    assert_eq!(read(&host.path().join("keep")), "x");
-    PodVolumes::cleanup(dir.path())?;
-    Ok(())
-}

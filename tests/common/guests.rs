@@ -9,6 +9,8 @@ use std::sync::{Mutex, OnceLock};
 use super::{AGENT, REPO};
 
 /// Compiles `examples/guests/<name>.c` once per test process; returns the .wasm path.
+/// A component guest (first line `// component: ...`) is built with
+/// examples/build-components.sh, which installs its tools on first use.
 pub fn build(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
@@ -19,6 +21,14 @@ pub fn build(name: &str) -> PathBuf {
     std::fs::create_dir_all(&out_dir).unwrap();
     let src = Path::new(REPO).join(format!("examples/guests/{name}.c"));
     let out = out_dir.join(format!("{name}.wasm"));
+    let source = std::fs::read_to_string(&src).unwrap_or_else(|err| panic!("{}: {err}", src.display()));
+    if source.starts_with("// component: ") {
+        let script = Path::new(REPO).join("examples/build-components.sh");
+        let run = Command::new("bash").arg(script).arg(&out_dir).output().expect("bash runs");
+        assert!(run.status.success(), "build-components.sh: {}", String::from_utf8_lossy(&run.stderr));
+        built.insert(name.to_string(), out.clone());
+        return out;
+    }
     let status = Command::new("clang")
         .args(["--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-Wl,--strip-all", "-o"])
         .arg(&out)

@@ -13,9 +13,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod bystander;
 pub mod guests;
+pub mod kubelet_api;
+pub mod netns;
 pub mod node;
 pub mod registry;
+pub mod seeded;
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub const AGENT: &str = env!("CARGO_BIN_EXE_krustlet-wasi");
@@ -196,6 +200,11 @@ impl Cluster {
 /// A node shared by the tests of one test binary, started from a thread that lives as
 /// long as the process (the agent gets SIGTERM when the thread that started it ends).
 pub fn shared_node(tag: &'static str, port: u16) -> Option<&'static node::TestNode> {
+    shared_node_with(tag, port, &cluster()?.registry)
+}
+
+/// Like [`shared_node`], pulling over plain HTTP from `insecure` (`host:port,...`).
+pub fn shared_node_with(tag: &'static str, port: u16, insecure: &str) -> Option<&'static node::TestNode> {
     static NODES: OnceLock<
         std::sync::Mutex<std::collections::HashMap<&'static str, &'static node::TestNode>>,
     > = OnceLock::new();
@@ -205,9 +214,10 @@ pub fn shared_node(tag: &'static str, port: u16) -> Option<&'static node::TestNo
         return Some(n);
     }
     let (tx, rx) = std::sync::mpsc::channel();
+    let insecure = insecure.to_string();
     std::thread::spawn(move || {
         let n: &'static node::TestNode =
-            Box::leak(Box::new(node::TestNode::join(cluster, tag, port, &cluster.registry)));
+            Box::leak(Box::new(node::TestNode::join(cluster, tag, port, &insecure)));
         tx.send(n).unwrap();
         loop {
             std::thread::park();
@@ -264,6 +274,22 @@ pub fn standalone_args(manifests: &Path, data: &Path, name: &str, port: u16) -> 
     args.iter().map(|s| s.to_string()).collect()
 }
 
+/// Both kubectls: the installed one (1.32) and Debian's 1.20 from the control plane's
+/// cache, which speaks only SPDY. CI must have both.
+pub fn kubectls() -> Vec<PathBuf> {
+    let mut k = vec![PathBuf::from("kubectl")];
+    let old = PathBuf::from("/var/cache/krustlet-wasi/k8s-1.20.2/bin/kubectl-1.20");
+    let cache =
+        std::env::var("KRUSTLET_CP_CACHE").map(|c| PathBuf::from(c).join("bin/kubectl-1.20")).unwrap_or(old);
+    if cache.exists() {
+        k.push(cache);
+    } else {
+        assert!(std::env::var("CI").is_err(), "CI needs kubectl-1.20 (bootstrap/cluster.sh install)");
+        eprintln!("kubectl-1.20 not found; run bootstrap/cluster.sh install to test SPDY with it");
+    }
+    k
+}
+
 /// Polls `f` every 250 ms until it returns `Some`, or panics after `timeout` naming `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
     wait_for_explained(what, timeout, f, String::new)
@@ -310,11 +336,23 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent with `args`; its output goes to files in `log_dir`.
     pub fn start(log_dir: &Path, args: &[String]) -> Agent {
+        Agent::start_with(log_dir, &[], args)
+    }
+
+    /// Like `start`, the agent run through `prefix` (e.g. `ip netns exec NS`).
+    pub fn start_with(log_dir: &Path, prefix: &[String], args: &[String]) -> Agent {
         std::fs::create_dir_all(log_dir).unwrap();
         let n = std::fs::read_dir(log_dir).map(|d| d.count()).unwrap_or(0);
         let stdout = log_dir.join(format!("agent-{n}.out"));
         let stderr = log_dir.join(format!("agent-{n}.err"));
-        let mut cmd = Command::new(AGENT);
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(AGENT);
+                c
+            }
+            None => Command::new(AGENT),
+        };
         // The agent dies with the thread that started it: no orphan nodes after a test run.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
@@ -332,6 +370,27 @@ impl Agent {
             .spawn()
             .expect("agent starts");
         Agent { child: Some(child), stdout, stderr }
+    }
+
+    /// Whether the agent process still runs (not exited, not a zombie), without reaping it.
+    pub fn alive(&self) -> bool {
+        let Some(pid) = self.pid() else { return false };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the parenthesized command name.
+        stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    }
+
+    /// The agent's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The agent's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
     }
 
     pub fn output(&self) -> String {

@@ -16,6 +16,8 @@ pub struct TestNode {
     pub dir: tempfile::TempDir,
     pub agent: Agent,
     pub args: Vec<String>,
+    /// What the agent is run through (`ip netns exec NS`), if anything.
+    prefix: Vec<String>,
     cluster: &'static Cluster,
 }
 
@@ -33,13 +35,27 @@ impl TestNode {
         registry: &str,
         extra: &[&str],
     ) -> TestNode {
+        Self::join_at(cluster, tag, port, registry, extra, None)
+    }
+
+    /// Like `join_with`, the agent running in the network namespace `netns` (its IP the
+    /// node IP), when given.
+    pub fn join_at(
+        cluster: &'static Cluster,
+        tag: &str,
+        port: u16,
+        registry: &str,
+        extra: &[&str],
+        netns: Option<&super::netns::Netns>,
+    ) -> TestNode {
         let name = format!("kw-{tag}-{}", std::process::id());
         cluster.forget_node(&name);
         let dir = tempfile::tempdir().unwrap();
         let bootstrap = cluster.bootstrap_file(dir.path());
+        let node_ip = netns.map_or("127.0.0.1".to_string(), |n| n.node_ip.clone());
         let args: Vec<String> = [
             "--node-ip",
-            "127.0.0.1",
+            &node_ip,
             "--node-name",
             &name,
             "--hostname",
@@ -59,19 +75,31 @@ impl TestNode {
         .chain(extra)
         .map(|s| s.to_string())
         .collect();
-        let mut agent = Agent::start(&dir.path().join("logs"), &args);
+        let prefix = netns.map(|n| n.prefix()).unwrap_or_default();
+        let mut agent = Agent::start_with(&dir.path().join("logs"), &prefix, &args);
         agent.wait_output("BOOTSTRAP: TLS certificate requires manual approval", Duration::from_secs(90));
         cluster.kubectl_ok(&["certificate", "approve", &format!("{name}-tls")]);
         agent.wait_output("node registered and Ready", Duration::from_secs(60));
         wait_schedulable(cluster, &name);
-        TestNode { name, port, dir, agent, args, cluster }
+        TestNode { name, port, dir, agent, args, prefix, cluster }
     }
 
     /// Stops the agent (SIGTERM) and starts it again with the same data dir.
     pub fn restart(&mut self) {
         let (status, _) = self.agent.terminate();
         assert!(status.success(), "agent exit {status}");
-        self.agent = Agent::start(&self.dir.path().join("logs"), &self.args);
+        self.agent = Agent::start_with(&self.dir.path().join("logs"), &self.prefix, &self.args);
+        self.agent.wait_output("node registered and Ready", Duration::from_secs(60));
+    }
+
+    /// Whether the node's agent process still runs.
+    pub fn agent_alive(&self) -> bool {
+        self.agent.alive()
+    }
+
+    /// Starts the agent again (it was stopped with `agent.terminate()`), same data dir.
+    pub fn restart_stopped(&mut self) {
+        self.agent = Agent::start_with(&self.dir.path().join("logs"), &self.prefix, &self.args);
         self.agent.wait_output("node registered and Ready", Duration::from_secs(60));
     }
 

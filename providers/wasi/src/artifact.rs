@@ -6,18 +6,24 @@ use std::sync::Arc;
 use wasmtime::Engine;
 use wasmtime::InstancePre;
 use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::error::{Error, Result};
-use crate::host::Host;
+use crate::host::{Host, ProxyHost};
 
-/// Whether an artifact is a core module (run as WASI preview1 `_start`) or a
-/// component (run as `wasi:cli/command`).
+/// How an artifact runs: a core module (WASI preview1 `_start`), a command component
+/// (`wasi:cli/run`), or an HTTP proxy component (`wasi:http/incoming-handler`, served
+/// on listeners).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ArtifactKind {
-    /// A core WebAssembly module importing `wasi_snapshot_preview1`.
+    /// A core WebAssembly module importing `wasi_snapshot_preview1`. It cannot listen:
+    /// preview1 has no socket API.
     Module,
     /// A WebAssembly component exporting `wasi:cli/run`.
     Component,
+    /// A WebAssembly component exporting `wasi:http/incoming-handler` (the
+    /// `wasi:http/proxy` world): a server, not a command.
+    HttpProxy,
 }
 
 /// Where a [`Runtime::load`](crate::Runtime::load) got its compiled code from.
@@ -50,6 +56,7 @@ impl Artifact {
         match self.compiled.entry {
             Entry::Module(_) => ArtifactKind::Module,
             Entry::Component(_) => ArtifactKind::Component,
+            Entry::Proxy(_) => ArtifactKind::HttpProxy,
         }
     }
 
@@ -85,6 +92,7 @@ pub(crate) struct Compiled {
 pub(crate) enum Entry {
     Module(InstancePre<Host>),
     Component(CommandPre<Host>),
+    Proxy(ProxyPre<ProxyHost>),
 }
 
 /// The 8-byte preamble of a binary core module: `\0asm`, version 1, layer 0.
@@ -93,7 +101,7 @@ const MODULE_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
 const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 
 /// Tells a core module from a component by the version and layer fields after
-/// `\0asm`.
+/// `\0asm` (a component's exports, read once it is compiled, tell a proxy apart).
 pub(crate) fn detect_kind(bytes: &[u8], digest: &str) -> Result<ArtifactKind> {
     let unknown = |reason: String| Error::UnknownFormat { digest: digest.to_owned(), reason };
     let header: [u8; 8] = bytes

@@ -38,6 +38,13 @@ impl DiskCache {
         self.dir.join(format!("{digest}-{}.cwasm", self.engine_hash))
     }
 
+    /// Removes the cached code for `digest`, if any.
+    pub(crate) fn remove(&self, digest: &str) {
+        if crate::artifact::validate_digest(digest).is_ok() {
+            let _ = std::fs::remove_file(self.path(digest));
+        }
+    }
+
     /// Loads the cached code for `digest`. `None` when there is no file; a file that
     /// cannot be deserialized is logged, removed and also reported as `None`.
     pub(crate) fn read(&self, engine: &Engine, digest: &str) -> Option<Cached> {

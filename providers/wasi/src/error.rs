@@ -92,8 +92,8 @@ pub enum Error {
     /// A directory to preopen could not be opened on the host.
     #[error("failed to preopen host directory {host} as {guest}")]
     Preopen {
-        /// The host directory.
-        host: PathBuf,
+        /// The host directory (a path, or which handle).
+        host: String,
         /// The path the guest would have seen.
         guest: String,
         /// The wasmtime-wasi error (usually an I/O error).
@@ -104,6 +104,24 @@ pub enum Error {
     /// `run` was called outside a tokio runtime, so the guest task has nowhere to go.
     #[error("Runtime::run must be called from within a tokio runtime")]
     NoTokioRuntime,
+
+    /// An HTTP proxy artifact was run without a listener to serve on.
+    #[error("artifact {digest} is a wasi:http proxy and needs at least one listener to serve on")]
+    NoListener {
+        /// The digest of the artifact.
+        digest: String,
+    },
+
+    /// A listener handed to `run` could not be served on (e.g. it is not listening,
+    /// or cannot be made non-blocking).
+    #[error("cannot serve on listener {address}")]
+    Listener {
+        /// The listener's local address, or why it has none.
+        address: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Converts a wasmtime error into a boxed std error, keeping its message chain.

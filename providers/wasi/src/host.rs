@@ -1,26 +1,72 @@
-//! Per-guest store data: the WASI context, the memory limiter, and the adapters that
+//! Per-guest store data ([`Host`] for commands and modules, [`ProxyHost`] for one HTTP
+//! request): the WASI and wasi:http contexts, the memory limiter, and the adapters that
 //! turn a caller's `AsyncRead`/`AsyncWrite` into what wasmtime-wasi's stdio wants.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::{WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// What every guest store holds. Core modules use `wasi` through the preview1
-/// linker; components use it through its [`WasiView`] impl.
+use crate::outgoing::Outgoing;
+
+/// What a command or module guest's store holds. Core modules use `wasi` through the
+/// preview1 linker; components use it through its [`WasiView`] impl, and may send
+/// outgoing wasi:http requests.
 pub(crate) struct Host {
     pub(crate) wasi: WasiP1Ctx,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) hooks: Outgoing,
     pub(crate) limiter: MemoryLimiter,
+}
+
+impl Host {
+    pub(crate) fn new(wasi: WasiP1Ctx, limiter: MemoryLimiter) -> Self {
+        Host { wasi, http: WasiHttpCtx::new(), hooks: Outgoing, limiter }
+    }
 }
 
 impl WasiView for Host {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         self.wasi.ctx()
+    }
+}
+
+/// What one table element costs the host: a pointer (a funcref or externref slot).
+pub(crate) const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let table = self.wasi.ctx().table;
+        WasiHttpCtxView { ctx: &mut self.http, table, hooks: &mut self.hooks }
+    }
+}
+
+/// The store of one HTTP request's instance: a plain WASI context (no preview1 state to
+/// set up per request) and the wasi:http context.
+pub(crate) struct ProxyHost {
+    pub(crate) table: ResourceTable,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) hooks: Outgoing,
+    pub(crate) limiter: MemoryLimiter,
+}
+
+impl WasiView for ProxyHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for ProxyHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
 
@@ -32,8 +78,8 @@ pub(crate) struct MemoryLimitExceeded {
     requested: usize,
 }
 
-/// Caps the total linear memory of all instances in one store (a component has
-/// several) and remembers whether the cap was hit.
+/// Caps the total linear memory and table space of all instances in one store (a
+/// component has several) and remembers whether the cap was hit.
 ///
 /// Growing past the cap traps — the guest is killed, as the kernel would kill a
 /// native container — rather than letting `memory.grow` return -1.
@@ -47,6 +93,8 @@ pub(crate) struct MemoryLimiter {
     last_approved: usize,
     /// Set once a growth was refused.
     pub(crate) exceeded: bool,
+    /// Where the committed bytes are published, if anywhere.
+    usage: Option<Arc<crate::usage::Usage>>,
 }
 
 impl MemoryLimiter {
@@ -54,6 +102,40 @@ impl MemoryLimiter {
         // A limit beyond the address space is the same as no limit.
         let limit = limit.and_then(|bytes| usize::try_from(bytes).ok());
         MemoryLimiter { limit, ..MemoryLimiter::default() }
+    }
+
+    /// Also publishes the bytes committed to `usage`.
+    pub(crate) fn metered(mut self, usage: Arc<crate::usage::Usage>) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    fn commit(&mut self, bytes: usize) {
+        self.committed = bytes;
+        if let Some(usage) = &self.usage {
+            usage.set_memory(bytes);
+        }
+    }
+
+    /// Approves `growth` more bytes (of a memory or a table) unless they pass the cap.
+    fn grow(&mut self, growth: usize) -> wasmtime::Result<bool> {
+        let requested = self.committed.saturating_add(growth);
+        if let Some(limit) = self.limit
+            && requested > limit
+        {
+            self.exceeded = true;
+            return Err(wasmtime::Error::new(MemoryLimitExceeded { limit, requested }));
+        }
+        self.commit(requested);
+        self.last_approved = growth;
+        Ok(true)
+    }
+
+    /// The growth approved last did not happen after all.
+    fn undo_last(&mut self) -> wasmtime::Result<()> {
+        self.commit(self.committed.saturating_sub(self.last_approved));
+        self.last_approved = 0;
+        Ok(())
     }
 }
 
@@ -68,32 +150,30 @@ impl ResourceLimiter for MemoryLimiter {
             // Wasm's own maximum: memory.grow returns -1, as the spec says.
             return Ok(false);
         }
-        let growth = desired.saturating_sub(current);
-        let requested = self.committed.saturating_add(growth);
-        if let Some(limit) = self.limit
-            && requested > limit
-        {
-            self.exceeded = true;
-            return Err(wasmtime::Error::new(MemoryLimitExceeded { limit, requested }));
-        }
-        self.committed = requested;
-        self.last_approved = growth;
-        Ok(true)
+        self.grow(desired.saturating_sub(current))
     }
 
     fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.committed = self.committed.saturating_sub(self.last_approved);
-        self.last_approved = 0;
-        Ok(())
+        self.undo_last()
     }
 
+    /// Tables count against the same cap: each element is a pointer the host allocates
+    /// ([`TABLE_ELEMENT_BYTES`]), so a guest cannot grow a funcref table past its memory
+    /// limit either.
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(maximum.is_none_or(|max| desired <= max))
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        self.grow(desired.saturating_sub(current).saturating_mul(TABLE_ELEMENT_BYTES))
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.undo_last()
     }
 }
 

@@ -1,10 +1,12 @@
 //! Wasmtime host for krustlet-wasi: `RunSpec` in, `RunHandle` out. No Kubernetes types.
 //!
 //! One [`Runtime`] per process owns the wasmtime engine, an epoch ticker thread and
-//! the compile caches. [`Runtime::load`] turns wasm bytes (a WASI preview1 core module
-//! or a `wasi:cli/command` component) into an [`Artifact`]; [`Runtime::run`] starts it
-//! as a tokio task with the argv, env, preopens, stdio and memory limit of a
-//! [`RunSpec`] and returns a [`RunHandle`] whose `wait` gives an [`ExitStatus`].
+//! the compile caches. [`Runtime::load`] turns wasm bytes (a WASI preview1 core module,
+//! a `wasi:cli/command` component or a `wasi:http/proxy` component) into an
+//! [`Artifact`]; [`Runtime::run`] starts it as a tokio task with the argv, env,
+//! preopens, stdio, memory limit and network policy of a [`RunSpec`] — a proxy is served
+//! on the spec's listeners, an instance per request — and returns a [`RunHandle`] whose
+//! `wait` gives an [`ExitStatus`].
 //!
 //! ```no_run
 //! # async fn demo(wasm: &[u8]) -> krustlet_wasi_provider::Result<()> {
@@ -27,20 +29,35 @@
 
 mod artifact;
 mod cache;
+mod engines;
 mod error;
 mod exit;
 mod host;
+mod outgoing;
+mod output;
 mod run;
 mod runtime;
+mod serve;
+mod sockets;
 mod spec;
 mod ticker;
+mod usage;
 
 pub use artifact::{Artifact, ArtifactKind, LoadSource};
+pub use engines::DEFAULT_HTTP_POOL;
 pub use error::{BoxError, Error, Result};
 pub use exit::{ExitStatus, KILLED_EXIT_CODE, TRAP_EXIT_CODE};
+pub use outgoing::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT};
 pub use run::{RunHandle, Stopper};
 pub use runtime::{CacheStats, DEFAULT_EPOCH_TICK, Runtime, RuntimeBuilder};
-pub use spec::{Preopen, RunSpec, Sink, Stdin};
+pub use serve::{DEFAULT_MAX_CONCURRENT, DEFAULT_REQUEST_TIMEOUT, HttpLimits, HttpStats, HttpStatsSnapshot};
+pub use sockets::NetworkPolicy;
+pub use spec::{HostDir, Preopen, RunSpec, Sink, Stdin};
+pub use usage::Usage;
+
+/// This runtime's name: the scheme of the container IDs and of the runtime version a
+/// node reports for it (`wasmtime://<container>`, `wasmtime://48.0.8`).
+pub const RUNTIME_NAME: &str = "wasmtime";
 
 /// The wasmtime version this provider is linked against, read from the workspace
 /// `Cargo.lock` at build time (falls back to `"48.0"` when no lock file is found).
@@ -59,6 +76,7 @@ mod tests {
         send_sync::<super::Stopper>();
         send_sync::<super::ExitStatus>();
         send_sync::<super::Error>();
+        send_sync::<super::HttpStats>();
         send::<super::RunHandle>();
         send::<super::RunSpec>();
     }

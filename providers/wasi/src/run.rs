@@ -1,51 +1,78 @@
 //! Running a guest: [`Runtime::run`] builds the WASI context and store, spawns the
-//! guest as a tokio task, and returns a [`RunHandle`] to wait for or stop it.
+//! guest (or, for an HTTP proxy, its server) as a tokio task, and returns a
+//! [`RunHandle`] to wait for, shut down or stop it.
 
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::{AbortHandle, JoinHandle};
 use tracing::Instrument;
+
+use crate::usage::{Metered, Usage};
 use wasmtime::{Engine, InstancePre, Store};
 use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiView};
 
 use crate::artifact::{Artifact, Compiled, Entry};
 use crate::error::{Error, Result, boxed};
 use crate::exit::ExitStatus;
 use crate::host::{Host, MemoryLimiter, SyncReader, SyncWriter};
 use crate::runtime::Runtime;
-use crate::spec::RunSpec;
+use crate::serve::{self, Control, HttpStats};
+use crate::spec::{HostDir, Preopen, RunSpec};
 use crate::ticker::Ticker;
 
 /// Bytes a guest may have in flight to a stdout/stderr sink before its writes wait.
 const STDIO_BUDGET: usize = 64 * 1024;
 
 /// How long a finished guest's buffered output may take to reach its sinks.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Runtime {
     /// Starts `artifact` with `spec` as a task on the current tokio runtime.
     ///
+    /// An [`HttpProxy`](crate::ArtifactKind::HttpProxy) artifact is served on the
+    /// spec's listeners until [`RunHandle::shutdown`] or [`RunHandle::stop`]; each
+    /// request gets its own instance with the spec's argv, env, preopens, network
+    /// policy and memory limit (stdin is closed). Any other artifact runs once, and
+    /// the spec's listeners, if any, are closed at once.
+    ///
     /// Errors are about setting up (a preopen that cannot be opened, no tokio
-    /// runtime, an artifact from another `Runtime`); everything after that —
-    /// instantiation traps, exits, memory exhaustion — is the handle's
-    /// [`ExitStatus`]. The task runs in the caller's tracing span.
-    pub fn run(&self, artifact: &Artifact, spec: RunSpec) -> Result<RunHandle> {
+    /// runtime, an artifact from another `Runtime`, a proxy without listeners);
+    /// everything after that — instantiation traps, exits, memory exhaustion — is the
+    /// handle's [`ExitStatus`]. The task runs in the caller's tracing span.
+    pub fn run(&self, artifact: &Artifact, mut spec: RunSpec) -> Result<RunHandle> {
         let tokio = tokio::runtime::Handle::try_current().map_err(|_| Error::NoTokioRuntime)?;
         let compiled = Arc::clone(&artifact.compiled);
-        if !Engine::same(&compiled.engine, &self.inner.engine) {
-            return Err(Error::ForeignArtifact { digest: compiled.digest.clone() });
+        let foreign = || Error::ForeignArtifact { digest: compiled.digest.clone() };
+        if let Entry::Proxy(pre) = &compiled.entry {
+            let http = self.http_engine()?;
+            if !Engine::same(&compiled.engine, &http.engine) {
+                return Err(foreign());
+            }
+            let ticker = Arc::clone(&http.ticker);
+            let (task, control) =
+                serve::start(&tokio, &http.engine, &compiled.digest, pre.clone(), spec, ticker)?;
+            // Request instances come and go: their use is not metered yet (zeros).
+            let usage = Arc::default();
+            return Ok(RunHandle { task, status: None, control: Some(control), usage });
         }
-        let limiter = MemoryLimiter::new(spec.memory_limit);
+        if !Engine::same(&compiled.engine, &self.inner.engine) {
+            return Err(foreign());
+        }
+        let ticker = Arc::clone(&self.inner.ticker);
+        drop(std::mem::take(&mut spec.listeners));
+        let usage = Arc::new(Usage::default());
+        let limiter = MemoryLimiter::new(spec.memory_limit).metered(Arc::clone(&usage));
         let (wasi, outputs) = wasi_context(spec)?;
-        let host = Host { wasi, limiter };
-        let store = new_store(&self.inner.engine, host);
-        let guest = guest(store, compiled, outputs, Arc::clone(&self.inner.ticker));
+        let store = new_store(&self.inner.engine, Host::new(wasi, limiter));
+        let guest = Metered::new(guest(store, compiled, outputs, ticker), Arc::clone(&usage));
         let task = tokio.spawn(guest.instrument(tracing::Span::current()));
-        Ok(RunHandle { task, status: None })
+        Ok(RunHandle { task, status: None, control: None, usage })
     }
 }
 
@@ -54,16 +81,11 @@ type Outputs = [Arc<dyn StdoutStream + Sync>; 2];
 
 /// Builds the WASI preview1 context (which also serves components) from the spec.
 fn wasi_context(spec: RunSpec) -> Result<(WasiP1Ctx, Outputs)> {
+    let max_handles = spec.max_handles;
     let mut builder = WasiCtxBuilder::new();
     builder.args(&spec.argv).envs(&spec.env);
-    for preopen in &spec.preopens {
-        let perms = if preopen.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
-        builder.preopened_dir(&preopen.host, &preopen.guest, perms).map_err(|err| Error::Preopen {
-            host: preopen.host.clone(),
-            guest: preopen.guest.clone(),
-            source: boxed(err),
-        })?;
-    }
+    add_preopens(&mut builder, &spec.preopens)?;
+    spec.network.apply(&mut builder);
     if let Some(stdin) = spec.stdin {
         builder.stdin(AsyncStdinStream::new(SyncReader::new(stdin)));
     }
@@ -75,7 +97,36 @@ fn wasi_context(spec: RunSpec) -> Result<(WasiP1Ctx, Outputs)> {
     });
     let [stdout, stderr] = &outputs;
     builder.stdout(Arc::clone(stdout)).stderr(Arc::clone(stderr));
-    Ok((builder.build_p1(), outputs))
+    let mut wasi = builder.build_p1();
+    if let Some(n) = max_handles {
+        wasi.ctx().table.set_max_capacity(n);
+    }
+    Ok((wasi, outputs))
+}
+
+/// Opens every preopen into the context being built.
+pub(crate) fn add_preopens(builder: &mut WasiCtxBuilder, preopens: &[Preopen]) -> Result<()> {
+    for preopen in preopens {
+        let perms = if preopen.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        builder.preopened_dir(host_path(&preopen.host), &preopen.guest, perms).map_err(|err| {
+            Error::Preopen {
+                host: preopen.host.to_string(),
+                guest: preopen.guest.clone(),
+                source: boxed(err),
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// The path wasmtime-wasi opens for a preopen. wasmtime-wasi 48 takes only paths, so an
+/// opened directory goes by its `/proc/self/fd` link: opening that reopens the very
+/// directory the handle refers to, with no lookup of the path it once had.
+fn host_path(host: &HostDir) -> PathBuf {
+    match host {
+        HostDir::Path(path) => path.clone(),
+        HostDir::Opened(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+    }
 }
 
 /// A store that yields to tokio every epoch tick and enforces the memory limit.
@@ -98,6 +149,8 @@ async fn guest(
     let result = match &compiled.entry {
         Entry::Module(pre) => run_module(&mut store, pre).await,
         Entry::Component(pre) => run_component(&mut store, pre).await,
+        // `Runtime::run` serves proxies; they never reach this task.
+        Entry::Proxy(_) => Err(wasmtime::Error::msg("an HTTP proxy is served, not run")),
     };
     let status = ExitStatus::from_run(result, store.data().limiter.exceeded);
     drop(store);
@@ -135,14 +188,17 @@ async fn drain(outputs: &Outputs) {
     }
 }
 
-/// A running guest. [`wait`](Self::wait) for its [`ExitStatus`]; [`stop`](Self::stop)
-/// it, or hand a [`Stopper`] to whoever may need to.
+/// A running guest (or HTTP server). [`wait`](Self::wait) for its [`ExitStatus`];
+/// [`shutdown`](Self::shutdown) or [`stop`](Self::stop) it, or hand a [`Stopper`] to
+/// whoever may need to.
 ///
 /// Dropping the handle stops the guest: whoever owns the handle owns the guest.
 #[derive(Debug)]
 pub struct RunHandle {
     task: JoinHandle<ExitStatus>,
     status: Option<ExitStatus>,
+    control: Option<Control>,
+    usage: Arc<Usage>,
 }
 
 impl RunHandle {
@@ -169,9 +225,33 @@ impl RunHandle {
         self.task.abort();
     }
 
+    /// Ends the run gracefully. An HTTP server stops accepting at once (its listeners
+    /// are closed: their ports are free once [`wait`](Self::wait) returns), lets the
+    /// requests in flight finish for up to `grace`, then cuts the rest; `wait` then
+    /// returns [`ExitStatus::Stopped`]. Calling it again can only shorten the grace.
+    /// Any other guest is stopped at once, as by [`stop`](Self::stop): wasm has no
+    /// signal to ask a guest to leave.
+    pub fn shutdown(&self, grace: Duration) {
+        match &self.control {
+            Some(control) => control.shutdown(grace),
+            None => self.stop(),
+        }
+    }
+
+    /// What the run uses now: its guest's CPU time and memory (zeros for an HTTP
+    /// server, whose request instances are not metered yet).
+    pub fn usage(&self) -> Arc<Usage> {
+        Arc::clone(&self.usage)
+    }
+
+    /// The counters of an HTTP server; `None` for any other guest.
+    pub fn http_stats(&self) -> Option<Arc<HttpStats>> {
+        self.control.as_ref().map(|control| Arc::clone(&control.stats))
+    }
+
     /// A cloneable handle that can stop the guest while another task waits on it.
     pub fn stopper(&self) -> Stopper {
-        Stopper(self.task.abort_handle())
+        Stopper { abort: self.task.abort_handle(), control: self.control.clone() }
     }
 
     /// True once the guest has ended (for any reason).
@@ -186,13 +266,24 @@ impl Drop for RunHandle {
     }
 }
 
-/// Stops one guest from anywhere; see [`RunHandle::stop`].
+/// Stops one guest from anywhere; see [`RunHandle::stop`] and [`RunHandle::shutdown`].
 #[derive(Debug, Clone)]
-pub struct Stopper(AbortHandle);
+pub struct Stopper {
+    abort: AbortHandle,
+    control: Option<Control>,
+}
 
 impl Stopper {
     /// Same as [`RunHandle::stop`].
     pub fn stop(&self) {
-        self.0.abort();
+        self.abort.abort();
+    }
+
+    /// Same as [`RunHandle::shutdown`].
+    pub fn shutdown(&self, grace: Duration) {
+        match &self.control {
+            Some(control) => control.shutdown(grace),
+            None => self.stop(),
+        }
     }
 }

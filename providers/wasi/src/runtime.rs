@@ -1,5 +1,6 @@
-//! [`Runtime`]: the one wasmtime engine per process, its linkers, its epoch ticker and
-//! its two compile caches (in memory by digest, on disk by digest and engine hash).
+//! [`Runtime`]: the one wasmtime engine per process, its linkers (preview1 modules,
+//! commands, HTTP proxies), its epoch ticker and its two compile caches (in memory by
+//! digest, on disk by digest and engine hash).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,15 +9,20 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker as ComponentLinker};
-use wasmtime::{Config, Engine, ExternType, Linker, Module};
+use wasmtime::{Engine, ExternType, Linker, Module};
 use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::artifact::{Artifact, ArtifactKind, Compiled, Entry, LoadSource};
 use crate::artifact::{detect_kind, validate_digest};
 use crate::cache::{Cached, DiskCache};
+use crate::engines::{DEFAULT_HTTP_POOL, HttpEngine, main_engine};
 use crate::error::{Error, Result, boxed};
 use crate::host::Host;
 use crate::ticker::Ticker;
+
+/// The export that makes a component an HTTP proxy (any 0.2.x version).
+const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2.";
 
 /// Default interval between epoch ticks: how long a guest runs before it yields.
 pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -26,6 +32,7 @@ pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct RuntimeBuilder {
     cache_dir: Option<PathBuf>,
     epoch_tick: Duration,
+    http_pool: u32,
 }
 
 impl RuntimeBuilder {
@@ -35,10 +42,13 @@ impl RuntimeBuilder {
     ///   compiles each artifact once
     /// * epoch tick: [`DEFAULT_EPOCH_TICK`] (10 ms) — a running guest yields to tokio
     ///   at least this often, which also bounds how long [`RunHandle::stop`] takes
+    /// * HTTP instance pool: [`DEFAULT_HTTP_POOL`] (1000) — requests of all served
+    ///   artifacts together that can run at once; one more gets a 503. Made on the
+    ///   first HTTP proxy load; it reserves 4 GiB of address space (not memory) per slot
     ///
     /// [`RunHandle::stop`]: crate::RunHandle::stop
     pub fn new() -> Self {
-        RuntimeBuilder { cache_dir: None, epoch_tick: DEFAULT_EPOCH_TICK }
+        RuntimeBuilder { cache_dir: None, epoch_tick: DEFAULT_EPOCH_TICK, http_pool: DEFAULT_HTTP_POOL }
     }
 
     /// Keeps compiled code in `dir` (created if missing) across processes.
@@ -55,14 +65,23 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Sets how many HTTP request instances the pooling allocator holds. With 0 (or
+    /// when the machine refuses the pool's address space) each request's instance is
+    /// allocated on its own, as commands' are: slower, and bounded only per artifact.
+    pub fn http_pool(mut self, instances: u32) -> Self {
+        self.http_pool = instances;
+        self
+    }
+
     /// Creates the engine, the linkers, the cache directory and the ticker thread.
     pub fn build(self) -> Result<Runtime> {
-        let engine = engine()?;
+        let engine = main_engine()?;
         let mut module_linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |host: &mut Host| &mut host.wasi)
             .map_err(|err| Error::EngineCreate(boxed(err)))?;
         let mut component_linker = ComponentLinker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker))
             .map_err(|err| Error::EngineCreate(boxed(err)))?;
         let disk = self.cache_dir.map(|dir| DiskCache::open(dir, &engine)).transpose()?;
         let ticker = Arc::new(Ticker::start(engine.clone(), self.epoch_tick)?);
@@ -71,6 +90,9 @@ impl RuntimeBuilder {
                 engine,
                 module_linker,
                 component_linker,
+                http: Mutex::new(None),
+                http_pool: self.http_pool,
+                epoch_tick: self.epoch_tick,
                 disk,
                 loaded: Mutex::new(HashMap::new()),
                 stats: Stats::default(),
@@ -107,6 +129,10 @@ pub(crate) struct Inner {
     pub(crate) engine: Engine,
     module_linker: Linker<Host>,
     component_linker: ComponentLinker<Host>,
+    /// Made on the first HTTP proxy load.
+    http: Mutex<Option<Arc<HttpEngine>>>,
+    http_pool: u32,
+    epoch_tick: Duration,
     disk: Option<DiskCache>,
     /// One slot per digest.
     loaded: Mutex<HashMap<String, Slot>>,
@@ -123,15 +149,6 @@ struct Stats {
     compiled: AtomicU64,
     disk_hits: AtomicU64,
     memory_hits: AtomicU64,
-}
-
-/// The engine configuration: async support is always on in wasmtime 48; guests are
-/// interrupted by epochs (no fuel), everything else is wasmtime's default.
-fn engine() -> Result<Engine> {
-    let mut config = Config::new();
-    config.epoch_interruption(true);
-    config.wasm_component_model(true);
-    Engine::new(&config).map_err(|err| Error::EngineCreate(boxed(err)))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -162,8 +179,11 @@ impl Runtime {
             return Ok(Artifact { compiled: Arc::clone(compiled), source: LoadSource::Memory });
         }
         let (entry, source) = self.load_uncached(bytes, digest)?;
-        let compiled =
-            Arc::new(Compiled { digest: digest.to_owned(), engine: self.inner.engine.clone(), entry });
+        let engine = match &entry {
+            Entry::Proxy(pre) => pre.engine().clone(),
+            Entry::Module(_) | Entry::Component(_) => self.inner.engine.clone(),
+        };
+        let compiled = Arc::new(Compiled { digest: digest.to_owned(), engine, entry });
         *slot = Some(Arc::clone(&compiled));
         Ok(Artifact { compiled, source })
     }
@@ -180,6 +200,15 @@ impl Runtime {
     /// Returns whether there was one. The disk cache is left alone.
     pub fn forget(&self, digest: &str) -> bool {
         lock(&self.inner.loaded).remove(digest).is_some()
+    }
+
+    /// Drops `digest`'s compiled code from memory and from the disk cache (image garbage
+    /// collection removed its module; running guests keep their code).
+    pub fn discard(&self, digest: &str) {
+        self.forget(digest);
+        if let Some(disk) = &self.inner.disk {
+            disk.remove(digest);
+        }
     }
 
     /// How many loads compiled, hit the disk cache, or hit memory so far.
@@ -221,7 +250,7 @@ impl Runtime {
             ArtifactKind::Module => {
                 Cached::Module(Module::from_binary(engine, bytes).map_err(compile_error)?)
             }
-            ArtifactKind::Component => {
+            ArtifactKind::Component | ArtifactKind::HttpProxy => {
                 Cached::Component(Component::from_binary(engine, bytes).map_err(compile_error)?)
             }
         };
@@ -257,6 +286,15 @@ impl Runtime {
                 let pre = self.inner.module_linker.instantiate_pre(&module).map_err(link_error)?;
                 Ok(Entry::Module(pre))
             }
+            Cached::Component(component) if is_proxy(&component, &self.inner.engine) => {
+                let http = self.http_engine()?;
+                let pre = http
+                    .adopt(&component)
+                    .and_then(|component| http.linker.instantiate_pre(&component))
+                    .and_then(ProxyPre::new)
+                    .map_err(link_error)?;
+                Ok(Entry::Proxy(pre))
+            }
             Cached::Component(component) => {
                 let pre = self
                     .inner
@@ -270,6 +308,27 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// The engine HTTP proxies run on, made on first use.
+    pub(crate) fn http_engine(&self) -> Result<Arc<HttpEngine>> {
+        let mut http = lock(&self.inner.http);
+        if let Some(engine) = http.as_ref() {
+            return Ok(Arc::clone(engine));
+        }
+        let inner = &self.inner;
+        let engine =
+            Arc::new(HttpEngine::new(inner.http_pool, &inner.engine, &inner.ticker, inner.epoch_tick)?);
+        *http = Some(Arc::clone(&engine));
+        Ok(engine)
+    }
+}
+
+/// True when the component exports `wasi:http/incoming-handler`: it is served, not run.
+fn is_proxy(component: &Component, engine: &Engine) -> bool {
+    component.component_type().exports(engine).any(|(name, _)| name.starts_with(INCOMING_HANDLER))
+}
+
+/// The binary format of cached code (a proxy is a component here).
 fn kind_of(code: &Cached) -> ArtifactKind {
     match code {
         Cached::Module(_) => ArtifactKind::Module,

@@ -1,17 +1,35 @@
 //! [`RunSpec`]: everything one guest run needs from the caller — argv, env, preopened
-//! directories, stdio and a memory limit. Nothing Kubernetes-shaped.
+//! directories, stdio, a memory limit, listeners, a network policy and HTTP limits.
+//! Nothing Kubernetes-shaped.
 
 use std::fmt;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::serve::HttpLimits;
+use crate::sockets::NetworkPolicy;
+
+/// Where a preopened directory comes from on the host.
+#[derive(Debug, Clone)]
+pub enum HostDir {
+    /// A path, opened with the agent's own rights when the guest starts. Only for paths
+    /// no guest can change.
+    Path(PathBuf),
+    /// A directory the caller already opened (an `O_PATH` handle is enough): the guest
+    /// gets exactly that directory, whatever its path names by the time it starts.
+    Opened(Arc<OwnedFd>),
+}
+
 /// A host directory made visible to the guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Preopen {
     /// The directory on the host.
-    pub host: PathBuf,
+    pub host: HostDir,
     /// The path the guest sees it at (e.g. `/data`).
     pub guest: String,
     /// When true the guest can read but every write, create, truncate, rename or
@@ -22,12 +40,26 @@ pub struct Preopen {
 impl Preopen {
     /// A directory the guest may only read.
     pub fn read_only(host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
-        Preopen { host: host.into(), guest: guest.into(), read_only: true }
+        Preopen { host: HostDir::Path(host.into()), guest: guest.into(), read_only: true }
     }
 
     /// A directory the guest may read and write.
     pub fn read_write(host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
-        Preopen { host: host.into(), guest: guest.into(), read_only: false }
+        Preopen { host: HostDir::Path(host.into()), guest: guest.into(), read_only: false }
+    }
+
+    /// A directory the caller opened, e.g. resolved safely beneath a volume root.
+    pub fn opened(dir: OwnedFd, guest: impl Into<String>, read_only: bool) -> Self {
+        Preopen { host: HostDir::Opened(Arc::new(dir)), guest: guest.into(), read_only }
+    }
+}
+
+impl fmt::Display for HostDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostDir::Path(p) => write!(f, "{}", p.display()),
+            HostDir::Opened(fd) => write!(f, "directory handle {}", fd.as_raw_fd()),
+        }
     }
 }
 
@@ -47,6 +79,10 @@ pub struct RunSpec {
     pub(crate) stdout: Option<Sink>,
     pub(crate) stderr: Option<Sink>,
     pub(crate) memory_limit: Option<u64>,
+    pub(crate) listeners: Vec<TcpListener>,
+    pub(crate) network: NetworkPolicy,
+    pub(crate) http: HttpLimits,
+    pub(crate) max_handles: Option<usize>,
 }
 
 impl RunSpec {
@@ -57,7 +93,14 @@ impl RunSpec {
     /// * preopens: none (the guest sees no filesystem)
     /// * stdin: closed (reads return end-of-file)
     /// * stdout, stderr: discarded
-    /// * memory limit: none beyond wasm's own (4 GiB per 32-bit memory)
+    /// * memory limit: none beyond wasm's own (4 GiB per 32-bit memory); for an HTTP
+    ///   proxy it applies to each request's instance on its own
+    /// * listeners: none (an [`HttpProxy`](crate::ArtifactKind::HttpProxy) artifact
+    ///   needs at least one; other kinds close any they are given)
+    /// * network: [`NetworkPolicy::default`], no sockets at all
+    /// * handles: wasmtime-wasi's own cap (a million open files, streams and sockets)
+    /// * HTTP limits: [`HttpLimits::default`], 30 s per request and 100 requests in
+    ///   flight
     pub fn new() -> Self {
         RunSpec {
             argv: Vec::new(),
@@ -67,6 +110,10 @@ impl RunSpec {
             stdout: None,
             stderr: None,
             memory_limit: None,
+            listeners: Vec::new(),
+            network: NetworkPolicy::default(),
+            http: HttpLimits::default(),
+            max_handles: None,
         }
     }
 
@@ -127,6 +174,36 @@ impl RunSpec {
         self.memory_limit = Some(bytes);
         self
     }
+
+    /// Sets the listeners an HTTP proxy artifact serves HTTP/1.1 on, already bound and
+    /// listening. They are closed when the run ends, so their ports are free once
+    /// [`RunHandle::wait`](crate::RunHandle::wait) has returned.
+    pub fn listeners(mut self, listeners: Vec<TcpListener>) -> Self {
+        self.listeners = listeners;
+        self
+    }
+
+    /// Sets what the guest may do with wasi:sockets.
+    pub fn network(mut self, policy: NetworkPolicy) -> Self {
+        self.network = policy;
+        self
+    }
+
+    /// Sets the per-request timeout and the concurrency cap of an HTTP proxy.
+    pub fn http(mut self, limits: HttpLimits) -> Self {
+        self.http = limits;
+        self
+    }
+}
+
+impl RunSpec {
+    /// Caps the handles the guest may hold at once (open files and directories, streams,
+    /// sockets: every WASI resource, preopens included). Opening one more traps the guest
+    /// (wasmtime-wasi reports a full table as a trap, not as `EMFILE`).
+    pub fn max_handles(mut self, n: usize) -> Self {
+        self.max_handles = Some(n);
+        self
+    }
 }
 
 impl Default for RunSpec {
@@ -146,6 +223,10 @@ impl fmt::Debug for RunSpec {
             .field("stdout", &self.stdout.is_some())
             .field("stderr", &self.stderr.is_some())
             .field("memory_limit", &self.memory_limit)
+            .field("listeners", &self.listeners.iter().map(TcpListener::local_addr).collect::<Vec<_>>())
+            .field("network", &self.network)
+            .field("http", &self.http)
+            .field("max_handles", &self.max_handles)
             .finish()
     }
 }

@@ -66,6 +66,25 @@ async fn growing_past_the_memory_limit_is_out_of_memory() {
 }
 
 #[tokio::test]
+async fn growing_a_table_past_the_memory_limit_is_out_of_memory() {
+    let runtime = runtime();
+    // Grows a funcref table by a million elements at a time (8 MB each on the host).
+    let table = wat(r#"(module
+        (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+        (memory (export "memory") 1)
+        (table $t 1 funcref)
+        (func (export "_start")
+          (loop $grow
+            (if (i32.eq (table.grow $t (ref.null func) (i32.const 1000000)) (i32.const -1))
+              (then (call $proc_exit (i32.const 3))))
+            (br $grow))))"#);
+    let artifact = load(&runtime, &table);
+    let spec = RunSpec::new().memory_limit(64 << 20);
+    let mut handle = runtime.run(&artifact, spec).unwrap();
+    assert_eq!(wait_for(&mut handle, 10).await, ExitStatus::OutOfMemory);
+}
+
+#[tokio::test]
 async fn initial_memory_over_the_limit_is_out_of_memory() {
     let runtime = runtime();
     let artifact = load(&runtime, &grow_module(100, 0));

@@ -67,3 +67,27 @@ async fn without_a_preopen_the_guest_sees_no_files() {
     // Step 1 (open in.txt on fd 3) fails: there is no fd 3.
     assert_eq!(wait_for(&mut handle, 10).await, ExitStatus::Exited(120));
 }
+
+#[tokio::test]
+async fn an_opened_directory_is_preopened_whatever_its_path_names_later() {
+    use std::os::fd::OwnedFd;
+    let t = tempfile::tempdir().unwrap();
+    let (dir, moved, decoy) = (t.path().join("dir"), t.path().join("moved"), t.path().join("decoy"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("in.txt"), "the opened one\n").unwrap();
+    std::fs::create_dir(&decoy).unwrap();
+    std::fs::write(decoy.join("in.txt"), "the decoy\n").unwrap();
+    let handle: OwnedFd = std::fs::File::open(&dir).unwrap().into();
+    // The path now names another directory, through a symlink.
+    std::fs::rename(&dir, &moved).unwrap();
+    std::os::unix::fs::symlink(&decoy, &dir).unwrap();
+    let runtime = runtime();
+    let artifact = load(&runtime, &fixture("fs.wat"));
+    let out = Capture::default();
+    let spec = RunSpec::new().preopen(Preopen::opened(handle, "/data", false)).stdout(out.clone());
+    let mut run = runtime.run(&artifact, spec).unwrap();
+    assert_eq!(wait_for(&mut run, 10).await, ExitStatus::Exited(0));
+    assert_eq!(out.text(), "the opened one\n");
+    assert_eq!(std::fs::read_to_string(moved.join("out.txt")).unwrap(), "written\n");
+    assert!(!decoy.join("out.txt").exists(), "nothing reached the directory the path names now");
+}

@@ -10,18 +10,22 @@
 //! ([`SPDY_UPGRADE`]) and `X-Stream-Protocol-Version: <chosen>` ([`PROTOCOL_HEADER`]); for a
 //! WebSocket, `Sec-WebSocket-Protocol: <chosen>` (axum: `WebSocketUpgrade::protocols([name])`).
 
-mod pipe;
 mod protocol;
+mod resize;
 mod session;
 mod spdy;
+#[cfg(test)]
+mod spdy_tests;
 mod ws;
 
 use std::time::Duration;
 
-pub use pipe::TerminalSize;
+pub use super::channels::WS_MAX_MESSAGE;
+pub use super::spdy::{PROTOCOL_HEADER, SPDY_UPGRADE};
 pub use protocol::{Protocol, Wanted, negotiate_spdy, negotiate_ws};
+pub use resize::TerminalSize;
 pub use session::Session;
-pub use spdy::{PROTOCOL_HEADER, SPDY_UPGRADE, STREAM_CREATION_TIMEOUT, spdy_session};
+pub use spdy::{STREAM_CREATION_TIMEOUT, spdy_session};
 pub use ws::ws_session;
 
 /// Why a remote command session could not be set up.

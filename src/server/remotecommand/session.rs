@@ -4,10 +4,9 @@
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::pipe::TerminalSize;
+use super::resize::TerminalSize;
 use super::{Protocol, spdy, ws};
 
 /// The streams of one exec session.
@@ -29,15 +28,6 @@ pub struct Session {
     /// close): stop the command then.
     pub closed: CancellationToken,
     pub(super) finish: Finisher,
-}
-
-/// A task aborted when its handle is dropped, so a dropped session closes its connection.
-pub(super) struct Abort(pub(super) JoinHandle<()>);
-
-impl Drop for Abort {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// The transport's way to end the session.

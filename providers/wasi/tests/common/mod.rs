@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+pub mod http;
+
 use krustlet_wasi_provider::{Artifact, ExitStatus, RunHandle, Runtime};
 use tokio::io::AsyncWrite;
 

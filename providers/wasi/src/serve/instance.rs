@@ -1,0 +1,169 @@
+//! One request's instance: the [`Template`] every request's store is built from, running
+//! the guest's handler under its deadline, and what ended it ([`Outcome`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
+
+use super::Server;
+use super::stats::{HttpStats, InFlight};
+use crate::error::Result;
+use crate::host::{MemoryLimiter, ProxyHost};
+use crate::outgoing::Outgoing;
+use crate::output::SharedOutput;
+use crate::run::add_preopens;
+use crate::sockets::NetworkPolicy;
+use crate::spec::Preopen;
+
+/// What every request's store is made from: the spec, minus what only one run can own.
+pub(crate) struct Template {
+    pub(crate) argv: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) preopens: Vec<Preopen>,
+    pub(crate) network: NetworkPolicy,
+    pub(crate) memory_limit: Option<u64>,
+    /// The spec's handle cap, else [`MAX_HANDLES`].
+    pub(crate) max_handles: Option<usize>,
+    pub(crate) stdout: SharedOutput,
+    pub(crate) stderr: SharedOutput,
+}
+
+/// Handles (streams, sockets, outgoing requests, fields, ...) one request's instance
+/// may hold at once when the spec sets no cap; one more fails in the guest. A request
+/// needs a few dozen.
+const MAX_HANDLES: usize = 1024;
+
+/// The error an instance traps with when its request's time is up.
+#[derive(Debug, thiserror::Error)]
+#[error("the request's time limit ran out")]
+pub(crate) struct DeadlineExceeded;
+
+impl Template {
+    /// A store for one request: its own WASI context, memory limiter and deadline. The
+    /// instance yields to tokio at every epoch tick and traps once `deadline` passed.
+    pub(crate) fn store(&self, engine: &Engine, deadline: Instant) -> Result<Store<ProxyHost>> {
+        let mut builder = WasiCtxBuilder::new();
+        builder.args(&self.argv).envs(&self.env);
+        add_preopens(&mut builder, &self.preopens)?;
+        self.network.apply(&mut builder);
+        builder.stdout(self.stdout.clone()).stderr(self.stderr.clone());
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(self.max_handles.unwrap_or(MAX_HANDLES));
+        let host = ProxyHost {
+            table,
+            wasi: builder.build(),
+            http: WasiHttpCtx::new(),
+            hooks: Outgoing,
+            limiter: MemoryLimiter::new(self.memory_limit),
+        };
+        let mut store = Store::new(engine, host);
+        store.limiter(|host| &mut host.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok(store)
+    }
+}
+
+/// How a request's instance ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The handler returned.
+    Finished,
+    /// It trapped, failed in a host call, or could not be instantiated.
+    Trapped(String),
+    /// It grew past its memory limit.
+    OutOfMemory,
+    /// It ran past the request timeout.
+    TimedOut,
+    /// The node-wide pool of request instances was full: it never started.
+    PoolFull,
+    /// The server cut it at the end of a shutdown's grace (or was stopped).
+    Cut,
+}
+
+impl Outcome {
+    /// What the client reads in the 500 when no response was sent yet.
+    pub(crate) fn explain(&self) -> &'static str {
+        match self {
+            Outcome::Finished => "the guest returned without sending a response\n",
+            Outcome::Trapped(_) => "the guest trapped\n",
+            Outcome::OutOfMemory => "the guest ran out of memory\n",
+            Outcome::TimedOut => "the guest ran past the request timeout\n",
+            Outcome::PoolFull => "too many requests in flight on this node\n",
+            Outcome::Cut => "the server is shutting down\n",
+        }
+    }
+}
+
+/// Instantiates the artifact in `store` (built at `started`) and runs its handler until
+/// it returns, fails, runs out of time, or the server cuts it. Counts and logs every
+/// failure.
+pub(crate) async fn run(
+    server: Arc<Server>,
+    mut store: Store<ProxyHost>,
+    request: Resource<HostIncomingRequest>,
+    response: Resource<HostResponseOutparam>,
+    started: Instant,
+    deadline: Instant,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) -> Outcome {
+    let _in_flight = InFlight::enter(&server.stats);
+    let result = {
+        let handle = async {
+            let proxy = server.pre.instantiate_async(&mut store).await?;
+            server.stats.instantiated(started.elapsed());
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, request, response).await
+        };
+        tokio::select! {
+            biased;
+            () = server.cut.cancelled() => return Outcome::Cut,
+            result = tokio::time::timeout_at(deadline.into(), handle) => result,
+        }
+    };
+    let outcome = match result {
+        Err(_elapsed) => Outcome::TimedOut,
+        Ok(Ok(())) => Outcome::Finished,
+        Ok(Err(_)) if store.data().limiter.exceeded => Outcome::OutOfMemory,
+        Ok(Err(err)) if err.downcast_ref::<DeadlineExceeded>().is_some() => Outcome::TimedOut,
+        Ok(Err(err)) if err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+            Outcome::PoolFull
+        }
+        Ok(Err(err)) => Outcome::Trapped(format!("{err:?}")),
+    };
+    drop(store);
+    let stats = &server.stats;
+    let digest = &server.digest;
+    match &outcome {
+        Outcome::Finished | Outcome::Cut => {}
+        Outcome::PoolFull => {
+            HttpStats::count(&stats.over_capacity);
+            tracing::warn!(digest, "HTTP request refused: the node's pool of request instances is full");
+        }
+        Outcome::Trapped(message) => {
+            HttpStats::count(&stats.trapped);
+            tracing::warn!(digest, error = %message, "HTTP request failed: the guest trapped");
+        }
+        Outcome::OutOfMemory => {
+            HttpStats::count(&stats.out_of_memory);
+            tracing::warn!(digest, limit = ?server.template.memory_limit,
+                "HTTP request failed: the guest ran out of memory");
+        }
+        Outcome::TimedOut => {
+            HttpStats::count(&stats.timed_out);
+            tracing::warn!(digest, timeout = ?server.limits.request_timeout,
+                "HTTP request failed: the guest ran past the request timeout");
+        }
+    }
+    outcome
+}

@@ -1,0 +1,243 @@
+//! Serving a `wasi:http/proxy` artifact: HTTP/1.1 on the caller's listeners, a fresh
+//! instance from the artifact's one `ProxyPre` per request, a concurrency cap, and a
+//! graceful shutdown that stops accepting at once and cuts what is left after a grace.
+//!
+//! One server task owns the listeners and accepts; each connection and each request's
+//! instance is a task on the server's tracker. Two tokens reach them all: `draining`
+//! (finish the request in flight, keep no connection alive) and `cut` (end now), which
+//! also fires when the server task itself is dropped, so a stopped or dropped handle
+//! leaves nothing running.
+
+mod connection;
+mod instance;
+mod request;
+mod stats;
+
+use std::net::TcpListener as StdListener;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wasmtime::Engine;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+pub use stats::{HttpStats, HttpStatsSnapshot};
+
+use crate::error::{Error, Result};
+use crate::exit::ExitStatus;
+use crate::host::ProxyHost;
+use crate::output::{SharedOutput, Writer};
+use crate::spec::RunSpec;
+use crate::ticker::Ticker;
+use instance::Template;
+
+/// Default time one request's instance may run: [`HttpLimits::default`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default number of requests one served artifact runs at once: [`HttpLimits::default`].
+pub const DEFAULT_MAX_CONCURRENT: usize = 100;
+
+/// How a served artifact bounds its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// How long one request's instance may run, from the moment the request was read to
+    /// the end of the guest's handler (its response body included). Past it the
+    /// instance is killed: a 500 if no response was sent yet, else a cut-off body.
+    /// At least 1 ms.
+    pub request_timeout: Duration,
+    /// How many requests may run at once; one more gets a 503 at once. Each running
+    /// request has its own instance, so the memory this artifact can use is up to
+    /// this many times the memory limit. At least 1.
+    pub max_concurrent: usize,
+}
+
+impl Default for HttpLimits {
+    /// [`DEFAULT_REQUEST_TIMEOUT`] (30 s) and [`DEFAULT_MAX_CONCURRENT`] (100).
+    fn default() -> Self {
+        HttpLimits { request_timeout: DEFAULT_REQUEST_TIMEOUT, max_concurrent: DEFAULT_MAX_CONCURRENT }
+    }
+}
+
+/// How many connections one served artifact keeps open at once, per request it may
+/// run: idle keep-alive connections beyond this many get a 503 and are closed.
+const CONNECTIONS_PER_REQUEST: usize = 4;
+/// ... and never fewer than this many connections.
+const MIN_CONNECTIONS: usize = 64;
+/// After an accept error (out of file descriptors, say), wait this long before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What the [`RunHandle`](crate::RunHandle) keeps of a server: its shutdown signal and
+/// its counters.
+#[derive(Debug, Clone)]
+pub(crate) struct Control {
+    /// When in-flight requests will be cut; `None` while serving.
+    shutdown: Arc<watch::Sender<Option<Instant>>>,
+    pub(crate) stats: Arc<HttpStats>,
+}
+
+impl Control {
+    /// Stops accepting now and cuts what is left after `grace`. A second call can only
+    /// bring the cut forward.
+    pub(crate) fn shutdown(&self, grace: Duration) {
+        let now = Instant::now();
+        let cut = now.checked_add(grace).unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+        self.shutdown.send_modify(|at| *at = Some(at.map_or(cut, |earlier| earlier.min(cut))));
+    }
+}
+
+/// Everything the connection and request tasks share.
+pub(crate) struct Server {
+    pub(crate) pre: ProxyPre<ProxyHost>,
+    pub(crate) template: Template,
+    pub(crate) limits: HttpLimits,
+    pub(crate) stats: Arc<HttpStats>,
+    pub(crate) digest: String,
+    /// One permit per request allowed to run.
+    pub(crate) slots: Arc<Semaphore>,
+    /// One permit per connection allowed open.
+    connections: Arc<Semaphore>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) draining: CancellationToken,
+    pub(crate) cut: CancellationToken,
+}
+
+/// Starts serving `pre` on the spec's listeners (at least one); returns the server task
+/// and its control.
+pub(crate) fn start(
+    tokio: &tokio::runtime::Handle,
+    engine: &Engine,
+    digest: &str,
+    pre: ProxyPre<ProxyHost>,
+    spec: RunSpec,
+    ticker: Arc<Ticker>,
+) -> Result<(tokio::task::JoinHandle<ExitStatus>, Control)> {
+    if spec.listeners.is_empty() {
+        return Err(Error::NoListener { digest: digest.to_owned() });
+    }
+    let _entered = tokio.enter();
+    let listeners = spec.listeners.into_iter().map(async_listener).collect::<Result<Vec<_>>>()?;
+    let (stdout, stdout_writer) = SharedOutput::spawn(spec.stdout);
+    let (stderr, stderr_writer) = SharedOutput::spawn(spec.stderr);
+    let template = Template {
+        argv: spec.argv,
+        env: spec.env,
+        preopens: spec.preopens,
+        network: spec.network,
+        memory_limit: spec.memory_limit,
+        max_handles: spec.max_handles,
+        stdout,
+        stderr,
+    };
+    // A preopen that cannot be opened would fail every request: fail here instead.
+    template.store(engine, std::time::Instant::now())?;
+    let outputs = [stdout_writer, stderr_writer];
+    let limits = HttpLimits {
+        request_timeout: spec.http.request_timeout.max(Duration::from_millis(1)),
+        max_concurrent: spec.http.max_concurrent.max(1),
+    };
+    let max_connections = limits.max_concurrent.saturating_mul(CONNECTIONS_PER_REQUEST).max(MIN_CONNECTIONS);
+    let stats = Arc::new(HttpStats::default());
+    let server = Arc::new(Server {
+        pre,
+        template,
+        limits,
+        stats: Arc::clone(&stats),
+        digest: digest.to_owned(),
+        slots: Arc::new(Semaphore::new(limits.max_concurrent)),
+        connections: Arc::new(Semaphore::new(max_connections)),
+        tracker: TaskTracker::new(),
+        draining: CancellationToken::new(),
+        cut: CancellationToken::new(),
+    });
+    let (shutdown, requested) = watch::channel(None);
+    let task = tokio.spawn(tracing::Instrument::instrument(
+        serve(server, listeners, requested, outputs, ticker),
+        tracing::Span::current(),
+    ));
+    Ok((task, Control { shutdown: Arc::new(shutdown), stats }))
+}
+
+/// Turns a caller's listener into a tokio one; it must already be listening.
+fn async_listener(listener: StdListener) -> Result<TcpListener> {
+    let address = listener.local_addr().map_or_else(|err| format!("(no address: {err})"), |a| a.to_string());
+    let failed = |source| Error::Listener { address: address.clone(), source };
+    listener.set_nonblocking(true).map_err(failed)?;
+    TcpListener::from_std(listener).map_err(failed)
+}
+
+/// The server task: accept until shut down, close the listeners, let the requests in
+/// flight finish until the deadline, cut the rest, flush the guest output.
+async fn serve(
+    server: Arc<Server>,
+    listeners: Vec<TcpListener>,
+    mut shutdown: watch::Receiver<Option<Instant>>,
+    outputs: [Writer; 2],
+    _ticker: Arc<Ticker>,
+) -> ExitStatus {
+    // Dropping this task (a stop, or a dropped handle) ends every request at once.
+    let _cut_when_dropped = server.cut.clone().drop_guard();
+    let addresses: Vec<_> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    tracing::info!(digest = %server.digest, ?addresses, "serving wasi:http");
+    tokio::select! {
+        () = accept(&server, &listeners) => {}
+        _ = shutdown.wait_for(Option::is_some) => {}
+    }
+    drop(listeners);
+    server.draining.cancel();
+    server.tracker.close();
+    loop {
+        let Some(cut_at) = *shutdown.borrow_and_update() else { break };
+        tokio::select! {
+            () = server.tracker.wait() => break,
+            () = tokio::time::sleep_until(cut_at) => break,
+            changed = shutdown.changed() => if changed.is_err() { break },
+        }
+    }
+    let cut = !server.tracker.is_empty();
+    server.cut.cancel();
+    server.tracker.wait().await;
+    tracing::info!(digest = %server.digest, cut_in_flight = cut, "stopped serving wasi:http");
+    drop(server);
+    for output in outputs {
+        output.drain(crate::run::DRAIN_TIMEOUT).await;
+    }
+    ExitStatus::Stopped
+}
+
+/// Accepts on every listener, forever; each connection becomes a task.
+async fn accept(server: &Arc<Server>, listeners: &[TcpListener]) {
+    loop {
+        let (accepted, index) = std::future::poll_fn(|cx| {
+            for (index, listener) in listeners.iter().enumerate() {
+                if let Poll::Ready(accepted) = listener.poll_accept(cx) {
+                    return Poll::Ready((accepted, index));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match accepted {
+            Ok((stream, _peer)) => admit(server, stream),
+            Err(err) => {
+                let address = listeners[index].local_addr().ok();
+                tracing::warn!(%err, ?address, "accept failed; retrying shortly");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Serves a new connection, or answers 503 and closes it when too many are open.
+fn admit(server: &Arc<Server>, stream: TcpStream) {
+    match Arc::clone(&server.connections).try_acquire_owned() {
+        Ok(permit) => server.tracker.spawn(connection::serve(Arc::clone(server), stream, permit)),
+        Err(_) => {
+            HttpStats::count(&server.stats.over_capacity);
+            server.tracker.spawn(connection::refuse(Arc::clone(server), stream))
+        }
+    };
+}

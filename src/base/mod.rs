@@ -1,0 +1,8 @@
+//! The bottom layer: what every other module may use and which imports nothing else of
+//! the agent: quantities, time formats, error chains, facts about the host.
+
+pub mod error;
+pub mod host;
+pub mod names;
+pub mod quantity;
+pub mod time;

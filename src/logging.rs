@@ -1,0 +1,134 @@
+//! The agent's own log output: text for people (the default), or one JSON object per line
+//! for log pipelines (`--log-format json`) with a stable field set: `timestamp` (RFC 3339,
+//! UTC, microseconds), `level`, `target`, `namespace` and `pod` (from the pod worker's span,
+//! else from the event's own `namespace`/`ns` and `pod` fields; null when neither names
+//! one), `message`, and `fields` (the event's other fields).
+
+use std::fmt;
+use std::io::IsTerminal;
+
+use serde_json::{Map, Value, json};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Sets up the global subscriber: `RUST_LOG` filters (default `info`), output on stderr.
+pub fn init(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    if json {
+        let format = tracing_subscriber::fmt::layer().event_format(JsonLines).with_writer(std::io::stderr);
+        registry.with(PodFields).with(format).init();
+    } else {
+        let format = tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr);
+        registry.with(format).init();
+    }
+}
+
+/// Collects fields as JSON values.
+#[derive(Default)]
+struct Fields(Map<String, Value>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().into(), json!(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), json!(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), json!(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), json!(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), json!(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), json!(value));
+    }
+}
+
+/// The namespace and pod of a pod worker's span (`ns`, `pod`), kept in its extensions.
+struct PodSpan {
+    namespace: Option<String>,
+    pod: Option<String>,
+}
+
+/// Records [`PodSpan`] on every span that has `ns` or `pod` fields.
+struct PodFields;
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for PodFields {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        let text = |k: &str| fields.0.get(k).and_then(Value::as_str).map(String::from);
+        let (namespace, pod) = (text("ns"), text("pod"));
+        if let (Some(span), true) = (ctx.span(id), namespace.is_some() || pod.is_some()) {
+            span.extensions_mut().insert(PodSpan { namespace, pod });
+        }
+    }
+}
+
+/// One JSON object per event.
+struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let message = fields.0.remove("message").unwrap_or(Value::Null);
+        let (mut namespace, mut pod) = (None, None);
+        for span in ctx.event_scope().into_iter().flat_map(|s| s.from_root()) {
+            if let Some(p) = span.extensions().get::<PodSpan>() {
+                namespace = p.namespace.clone().or(namespace);
+                pod = p.pod.clone().or(pod);
+            }
+        }
+        // Outside a pod's span, an event that names its pod says so in its own fields.
+        let mut own = |keys: &[&str]| {
+            let found =
+                keys.iter().find_map(|k| fields.0.get(*k).and_then(Value::as_str).filter(|v| !v.is_empty()));
+            let found = found.map(String::from);
+            for k in keys {
+                if fields.0.get(*k).and_then(Value::as_str) == found.as_deref()
+                    || fields.0.get(*k) == Some(&json!(""))
+                {
+                    fields.0.remove(*k);
+                }
+            }
+            found
+        };
+        let namespace = namespace.or_else(|| own(&["namespace", "ns"]));
+        let pod = pod.or_else(|| own(&["pod"]));
+        let meta = event.metadata();
+        let line = json!({
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "level": meta.level().as_str(),
+            "target": meta.target(),
+            "namespace": namespace,
+            "pod": pod,
+            "message": message,
+            "fields": fields.0,
+        });
+        writeln!(writer, "{line}")
+    }
+}

@@ -1,0 +1,412 @@
+//! Runs the machine's effects: preparation, container starts and stops, status reports,
+//! events, deletes. Each runs as a future the executor owns (so dropping the worker drops
+//! them, and its guests stop); [`Executor::next`] yields their outcomes as inputs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, warn};
+
+use super::effects::{Effect, Failure, Input, Slot};
+use super::start::{self, StartError, StartRequest, Started};
+use crate::base::error::chain;
+use crate::events::Kind;
+use crate::pods::Shared;
+use crate::pods::prepare::{self, PreparedPod};
+use crate::pods::probes::ProbeHandle;
+use crate::pods::report::{self, Reported};
+use crate::pods::runtime::{ContainerRuntime, Exit, PulledImage, Stopper};
+use crate::volumes::{PodVolumes, VolumeLayout};
+
+/// An effect's outcome, before it becomes an input.
+enum Done<I> {
+    Prepared(Result<(PreparedPod<I>, super::effects::Prepared), Failure>),
+    Started { slot: Slot, run: u32, result: Result<Started, StartError> },
+    Exited { slot: Slot, run: u32, exit: Exit },
+    Input(Input),
+    Refreshed(PodVolumes),
+}
+
+type Task<I> = BoxFuture<'static, Done<I>>;
+
+#[path = "executor_runs.rs"]
+mod runs;
+
+pub struct Executor<R: ContainerRuntime> {
+    shared: Arc<Shared<R>>,
+    pod: Arc<Pod>,
+    /// When the worker first saw the pod (start latency is measured from here).
+    seen: Instant,
+    /// Once prepared: the images by reference, and where the volumes are.
+    images: HashMap<String, PulledImage<R::Image>>,
+    layout: Option<Arc<VolumeLayout>>,
+    /// The volumes, for refreshes (away while one is in flight).
+    volumes: Option<PodVolumes>,
+    preparing: Option<Task<R::Image>>,
+    tasks: FuturesUnordered<Task<R::Image>>,
+    /// The stopper of each slot's current run.
+    stoppers: HashMap<Slot, Stopper>,
+    /// Slots told to stop while their start was in flight.
+    stop_pending: HashSet<Slot>,
+    /// The status last reported, whose conditions' transition times are kept.
+    last_status: Value,
+    /// Which step that could crash the agent is under way (see `journal.rs`).
+    journal: super::journal::Journal,
+    /// The probes of each slot's current run (dropping one stops them).
+    probes: HashMap<Slot, ProbeHandle>,
+    /// Their verdicts, as inputs.
+    probe_tx: tokio::sync::mpsc::UnboundedSender<Input>,
+    probe_rx: tokio::sync::mpsc::UnboundedReceiver<Input>,
+}
+
+impl<R: ContainerRuntime> Executor<R> {
+    pub fn new(shared: Arc<Shared<R>>, pod: Arc<Pod>) -> Self {
+        let last_status =
+            pod.status.as_ref().and_then(|s| serde_json::to_value(s).ok()).unwrap_or(Value::Null);
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let journal = super::journal::Journal::new(&shared.data_dir.join("pods").join(uid));
+        let (probe_tx, probe_rx) = tokio::sync::mpsc::unbounded_channel();
+        Executor {
+            shared,
+            pod,
+            seen: Instant::now(),
+            images: HashMap::new(),
+            layout: None,
+            volumes: None,
+            preparing: None,
+            tasks: FuturesUnordered::new(),
+            stoppers: HashMap::new(),
+            stop_pending: HashSet::new(),
+            last_status,
+            journal,
+            probes: HashMap::new(),
+            probe_tx,
+            probe_rx,
+        }
+    }
+
+    /// The step an earlier agent began for this pod and never finished, if any.
+    pub fn unfinished_step(&self) -> Option<super::journal::Entry> {
+        self.journal.unfinished()
+    }
+
+    /// The pod as the API shows it now.
+    pub fn pod_changed(&mut self, pod: Arc<Pod>) {
+        self.shared.directory.upsert_pod(pod.clone(), self.log_dir());
+        self.pod = pod;
+    }
+
+    /// The next outcome of an effect. Cancel-safe; pending while nothing is in flight.
+    pub async fn next(&mut self) -> Input {
+        loop {
+            let done = tokio::select! {
+                done = poll_opt(&mut self.preparing), if self.preparing.is_some() => {
+                    self.preparing = None;
+                    done
+                }
+                Some(done) = self.tasks.next(), if !self.tasks.is_empty() => done,
+                Some(input) = self.probe_rx.recv() => Done::Input(input),
+                else => std::future::pending().await,
+            };
+            if let Some(input) = self.outcome(done) {
+                return input;
+            }
+        }
+    }
+
+    /// Turns an outcome into the machine's input, keeping what the executor needs.
+    fn outcome(&mut self, done: Done<R::Image>) -> Option<Input> {
+        if matches!(done, Done::Prepared(_) | Done::Started { .. }) {
+            self.journal.end();
+        }
+        match done {
+            Done::Prepared(Ok((prepared, info))) => {
+                for (_, secs) in &info.pulls {
+                    self.shared.metrics.image_pull.observe(std::time::Duration::from_secs_f64(*secs));
+                }
+                self.layout = Some(prepared.volumes.layout());
+                self.volumes = Some(prepared.volumes);
+                self.images = prepared.images;
+                Some(Input::Prepared(Ok(info)))
+            }
+            Done::Prepared(Err(Failure::Config { message })) => {
+                let message = start::config_message(self.shared.client.is_some(), message);
+                Some(Input::Prepared(Err(Failure::Config { message })))
+            }
+            Done::Prepared(Err(e)) => Some(Input::Prepared(Err(e))),
+            Done::Started { slot, run, result: Ok(started) } => Some(self.started(slot, run, started)),
+            Done::Started { slot, run, result: Err((reason, message)) } => {
+                Some(Input::StartFailed { slot, run, reason, message })
+            }
+            Done::Exited { slot, run, exit } => {
+                self.stoppers.remove(&slot);
+                self.probes.remove(&slot);
+                if let Some(key) = self.server_key(slot) {
+                    self.shared.metrics.stopped_serving(&key);
+                }
+                self.shared.metrics.exited(exit.reason);
+                self.shared.directory.container_stopped(&self.pod, &self.container(slot)?.name);
+                Some(Input::Exited { slot, run, exit })
+            }
+            Done::Refreshed(volumes) => {
+                let token_due = prepare::token_due(&volumes);
+                self.volumes = Some(volumes);
+                Some(Input::Refreshed { token_due })
+            }
+            Done::Input(input) => Some(input),
+        }
+    }
+
+    fn started(&mut self, slot: Slot, run: u32, started: Started) -> Input {
+        let Started { mut running, entry, notes, counters } = started;
+        if run == 0 {
+            for (kind, reason, message) in notes {
+                self.event(Some(slot), kind, reason, message);
+            }
+        }
+        if let (Some(counters), Some(key)) = (counters, self.server_key(slot)) {
+            self.shared.metrics.serving(key, counters);
+        }
+        let stop = running.stopper();
+        if self.stop_pending.remove(&slot) {
+            stop(self.grace());
+        }
+        self.stoppers.insert(slot, stop);
+        if matches!(slot, Slot::Main(_)) {
+            self.probe(slot, run, &entry);
+        }
+        if let Some(c) = self.container(slot) {
+            self.shared.directory.set_container(&self.pod, &c.name, entry);
+        }
+        let metrics = &self.shared.metrics;
+        metrics.container_starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if run == 0 && matches!(slot, Slot::Main(_)) {
+            metrics.start_latency.observe(self.seen.elapsed());
+        }
+        self.tasks.push(Box::pin(async move {
+            let exit = running.wait().await;
+            Done::Exited { slot, run, exit }
+        }));
+        Input::Started { slot, run }
+    }
+
+    /// Performs the effects of one step, in order.
+    pub fn run(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            self.perform(effect);
+        }
+    }
+
+    fn perform(&mut self, effect: Effect) {
+        match effect {
+            Effect::Prepare => self.prepare(),
+            Effect::CancelPrepare => self.preparing = None,
+            Effect::Start { slot, run } => self.start(slot, run),
+            Effect::Stop { slot } => match self.stoppers.get(&slot) {
+                Some(stop) => stop(self.grace()),
+                None => {
+                    self.stop_pending.insert(slot);
+                }
+            },
+            Effect::Event { slot, kind, reason, message } => self.event(slot, kind, reason, message),
+            Effect::Publish { status } => self.publish(status),
+            Effect::RefreshVolumes => self.refresh(),
+            Effect::Delete => self.delete(),
+            Effect::Forget => self.forget(),
+            Effect::CheckDisk => self.check_disk(),
+        }
+    }
+
+    fn prepare(&mut self) {
+        let (shared, pod, pod_dir) = (self.shared.clone(), self.pod.clone(), self.pod_dir());
+        let (recorder, pod_ref) = (shared.recorder.clone(), self.object_ref(None));
+        let on_pull = move |image: &str| {
+            let (r, o, m) = (recorder.clone(), pod_ref.clone(), format!("Pulling image {image:?}"));
+            tokio::spawn(async move { r.publish(&o, Kind::Normal, "Pulling", &m).await });
+        };
+        self.journal.begin("prepare");
+        let span = tracing::debug_span!("prepare");
+        self.preparing = Some(Box::pin(
+            async move { Done::Prepared(prepare::prepare(shared, pod, pod_dir, on_pull).await) }
+                .instrument(span),
+        ));
+    }
+
+    fn start(&mut self, slot: Slot, run: u32) {
+        let failed = |message: &str| Done::Started {
+            slot,
+            run,
+            result: Err(("CreateContainerError", message.into())),
+        };
+        let request = (|| {
+            let container = self.container(slot)?.clone();
+            let image = self.images.get(container.image.as_deref().unwrap_or(""))?.clone();
+            let layout = self.layout.clone()?;
+            let (shared, pod, log_dir) = (self.shared.clone(), self.pod.clone(), self.log_dir());
+            Some(StartRequest { shared, pod, container, image, layout, log_dir, number: run })
+        })();
+        if let Some(c) = self.container(slot) {
+            self.journal.begin(&format!("start {}", c.name));
+        }
+        let span = tracing::debug_span!("start", ?slot, run);
+        self.tasks.push(match request {
+            Some(request) => Box::pin(
+                async move { Done::Started { slot, run, result: start::start(request).await } }
+                    .instrument(span),
+            ),
+            None => Box::pin(std::future::ready(failed("the container's image or volumes are not prepared"))),
+        });
+    }
+
+    /// Publishes an event about the pod (or one of its containers) without waiting.
+    fn event(&self, slot: Option<Slot>, kind: Kind, reason: &'static str, message: String) {
+        let (recorder, object) = (self.shared.recorder.clone(), self.object_ref(slot));
+        tokio::spawn(async move { recorder.publish(&object, kind, reason, &message).await });
+    }
+
+    /// Writes the status file, then reports the status to the API (or the mirror pod).
+    fn publish(&mut self, mut status: Value) {
+        report::keep_transition_times(&mut status, &self.last_status);
+        self.write_status_file(&status);
+        self.last_status = status.clone();
+        let Some(client) = self.shared.client.clone() else {
+            return self.tasks.push(Box::pin(std::future::ready(Done::Input(Input::Published { ok: true }))));
+        };
+        let pod = self.pod.clone();
+        let node = (self.shared.node_name.clone(), self.shared.node_uid.clone().unwrap_or_default());
+        self.tasks.push(Box::pin(
+            async move {
+                let began = Instant::now();
+                let result = match report::is_static(&pod) {
+                    true => report::report_mirror(client, &pod, (&node.0, &node.1), &status)
+                        .await
+                        .map(|()| Reported::Done),
+                    false => report::patch_status(client, &pod, &status).await,
+                };
+                debug!(ms = began.elapsed().as_secs_f64() * 1e3, "status reported");
+                Done::Input(match result {
+                    Ok(Reported::Done) => Input::Published { ok: true },
+                    Ok(Reported::Gone) => {
+                        info!("the pod is no longer in the API");
+                        Input::Gone
+                    }
+                    Err(e) => {
+                        warn!(error = %chain(&e), "reporting the pod status failed; retrying in 1 s");
+                        Input::Published { ok: false }
+                    }
+                })
+            }
+            .instrument(tracing::debug_span!("publish")),
+        ));
+    }
+
+    /// `<pod-dir>/status.json`: namespace, name, uid, static, and the status.
+    fn write_status_file(&self, status: &Value) {
+        let m = &self.pod.metadata;
+        let doc = json!({
+            "namespace": m.namespace.as_deref().unwrap_or("default"), "name": m.name, "uid": m.uid,
+            "static": report::is_static(&self.pod), "status": status,
+        });
+        let path = self.pod_dir().join("status.json");
+        if let Err(e) = crate::files::write_atomic(&path, doc.to_string().as_bytes(), 0o644) {
+            warn!(error = %e, "writing the local pod status failed");
+        }
+    }
+
+    /// Rewrites the volumes from the API and the latest pod, so running guests see
+    /// changes, as on the kubelet. A failure keeps the old files.
+    fn refresh(&mut self) {
+        let Some(mut volumes) = self.volumes.take() else { return };
+        let (shared, pod) = (self.shared.clone(), self.pod.clone());
+        self.tasks.push(Box::pin(async move {
+            if let Err(e) = volumes.refresh(&shared.refresh_source(), &shared.context(&pod)).await {
+                warn!(error = %chain(&e), "refreshing the pod's volumes failed; keeping the old files");
+            }
+            Done::Refreshed(volumes)
+        }));
+    }
+
+    /// Measures the emptyDir volumes that have a `sizeLimit`, off the async threads.
+    fn check_disk(&mut self) {
+        let Some(layout) = self.layout.clone() else { return };
+        self.tasks.push(Box::pin(async move {
+            let over = tokio::task::spawn_blocking(move || layout.over_size_limit()).await.ok().flatten();
+            Done::Input(Input::DiskChecked { over })
+        }));
+    }
+
+    fn delete(&mut self) {
+        let Some(client) = self.shared.client.clone() else {
+            return self.tasks.push(Box::pin(std::future::ready(Done::Input(Input::Deleted))));
+        };
+        let pod = self.pod.clone();
+        self.tasks.push(Box::pin(async move {
+            match report::delete_pod(client, &pod).await {
+                Ok(()) => info!("pod deleted"),
+                Err(e) => {
+                    warn!(error = %chain(&e), "deleting the pod failed; it is deleted again when seen again")
+                }
+            }
+            Done::Input(Input::Deleted)
+        }));
+    }
+
+    /// Removes the pod's files and its entry in the directory.
+    fn forget(&mut self) {
+        let _ = std::fs::remove_dir_all(self.pod_dir());
+        let _ = std::fs::remove_dir_all(self.log_dir());
+        self.shared.directory.remove_pod(&self.pod);
+        self.shared.ports.release(self.pod.metadata.uid.as_deref().unwrap_or_default());
+        self.shared.image_gc.notify_one();
+        debug!("pod forgotten");
+    }
+
+    fn container(&self, slot: Slot) -> Option<&Container> {
+        slot.container(&self.pod)
+    }
+
+    fn object_ref(&self, slot: Option<Slot>) -> ObjectReference {
+        let field_path = slot.and_then(|s| {
+            let name = &self.container(s)?.name;
+            Some(match s {
+                Slot::Init(_) => format!("spec.initContainers{{{name}}}"),
+                Slot::Main(_) => format!("spec.containers{{{name}}}"),
+            })
+        });
+        let m = &self.pod.metadata;
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: m.name.clone(),
+            namespace: Some(m.namespace.clone().unwrap_or_else(|| "default".into())),
+            uid: m.uid.clone(),
+            field_path,
+            ..ObjectReference::default()
+        }
+    }
+
+    /// `<data-dir>/pods/<uid>`: the pod's volumes and status file.
+    fn pod_dir(&self) -> std::path::PathBuf {
+        self.shared.data_dir.join("pods").join(self.pod.metadata.uid.as_deref().unwrap_or_default())
+    }
+
+    pub fn log_dir(&self) -> std::path::PathBuf {
+        let m = &self.pod.metadata;
+        let (ns, name, uid) =
+            (m.namespace.as_deref().unwrap_or("default"), m.name.as_deref(), m.uid.as_deref());
+        crate::logs::pod_dir(&self.shared.data_dir, ns, name.unwrap_or_default(), uid.unwrap_or_default())
+    }
+}
+
+/// Polls an optional future; pending forever when there is none.
+async fn poll_opt<T>(f: &mut Option<BoxFuture<'static, T>>) -> T {
+    match f.as_mut() {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,65 @@
+//! What the executor keeps beside a running container: its probes on the node's
+//! prober, the grace period its stop gets, and the labels of its server metrics.
+
+use std::sync::Arc;
+
+use super::Executor;
+use crate::events::Kind;
+use crate::metrics::ServerKey;
+use crate::pods::probes::{self, Registration, Target};
+use crate::pods::runtime::ContainerRuntime;
+use crate::pods::worker::effects::{Input, Slot};
+
+impl<R: ContainerRuntime> Executor<R> {
+    /// Starts probing a run, if its container has probes; a probe this node cannot run
+    /// is said so once, as a Warning.
+    pub(super) fn probe(&mut self, slot: Slot, run: u32, entry: &crate::pods::directory::ContainerEntry) {
+        let Some(container) = self.container(slot) else { return };
+        let specs = probes::probes_of(container);
+        if specs.is_empty() {
+            self.probes.remove(&slot);
+            return;
+        }
+        for spec in &specs {
+            if let (0, probes::Handler::Unsupported(why)) = (run, &spec.handler) {
+                let message =
+                    format!("{} probe of container {} cannot run: {why}", spec.kind, container.name);
+                self.event(Some(slot), Kind::Warning, "ProbeNotSupported", message);
+            }
+        }
+        let tx = self.probe_tx.clone();
+        let (recorder, object) = (self.shared.recorder.clone(), self.object_ref(Some(slot)));
+        let registration = Registration {
+            probes: specs,
+            target: Target { pod_ip: self.shared.node_ip, container: Some(entry.clone()) },
+            report: Arc::new(move |event| {
+                let _ = tx.send(Input::Probe { slot, run, event });
+            }),
+            unhealthy: Arc::new(move |message| {
+                let (recorder, object) = (recorder.clone(), object.clone());
+                tokio::spawn(
+                    async move { recorder.publish(&object, Kind::Warning, "Unhealthy", &message).await },
+                );
+            }),
+        };
+        self.probes.insert(slot, self.shared.prober.register(registration));
+    }
+
+    /// How long a stopping server may finish its requests: the grace period of the
+    /// pod's deletion, else its `terminationGracePeriodSeconds` (default 30 s).
+    pub(super) fn grace(&self) -> std::time::Duration {
+        let spec = self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds);
+        let secs = self.pod.metadata.deletion_grace_period_seconds.or(spec).unwrap_or(30);
+        std::time::Duration::from_secs(secs.max(0) as u64)
+    }
+
+    /// The labels of a container's server metrics.
+    pub(super) fn server_key(&self, slot: Slot) -> Option<ServerKey> {
+        let m = &self.pod.metadata;
+        Some(ServerKey {
+            namespace: m.namespace.clone().unwrap_or_else(|| "default".into()),
+            pod: m.name.clone().unwrap_or_default(),
+            container: self.container(slot)?.name.clone(),
+        })
+    }
+}

@@ -1,0 +1,102 @@
+//! One worker per pod: a task that owns the pod's [`Machine`] (pure state and transitions)
+//! and an [`Executor`] (the effects), and feeds the machine every input: the pod's
+//! messages from the controller, the outcomes of effects, and its timers.
+
+mod containers;
+pub(crate) mod effects;
+mod executor;
+mod journal;
+mod machine;
+mod network;
+mod recover;
+mod start;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tracing::{Instrument, debug, info_span};
+
+use super::Shared;
+use super::runtime::ContainerRuntime;
+use effects::Input;
+use executor::Executor;
+pub use machine::{INITIAL_BACKOFF, MAX_BACKOFF, Machine, PodState, Settings};
+
+/// What the controller tells a worker.
+#[derive(Debug)]
+pub enum Msg {
+    /// The pod changed (or was seen again after a re-list).
+    Update(Arc<Pod>),
+    /// This static pod's mirror pod was deleted in the API.
+    MirrorGone,
+    /// The pod is gone from the API, or its manifest was removed.
+    Gone,
+}
+
+/// Runs the worker of `pod` until the pod is gone (deleted by us or by someone else) or
+/// the controller goes away (the agent is shutting down: the pod's files stay).
+pub async fn run<R: ContainerRuntime>(
+    shared: Arc<Shared<R>>,
+    pod: Arc<Pod>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+) {
+    let span = info_span!(
+        "pod",
+        ns = pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod = pod.metadata.name.as_deref().unwrap_or("")
+    );
+    async move {
+        let settings = Settings {
+            runtime_name: shared.runtime.name(),
+            node_ip: shared.node_ip.to_string(),
+            sync_frequency: shared.sync_frequency,
+        };
+        let start_time = (pod.status.as_ref().and_then(|s| s.start_time.as_ref()))
+            .map(|t| crate::base::time::rfc3339(&t.0))
+            .unwrap_or_else(crate::base::time::now_rfc3339);
+        let mut machine = Machine::new(pod.clone(), settings, start_time);
+        let mut executor = Executor::new(shared, pod.clone());
+        executor.pod_changed(pod);
+        let crashed = executor.unfinished_step();
+        executor.run(machine.begin(Instant::now(), crashed));
+        let mut listening = true;
+        while !machine.is_finished() {
+            let deadline =
+                machine.next_deadline().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let input = tokio::select! {
+                msg = rx.recv(), if listening => match msg {
+                    Some(Msg::Update(pod)) => {
+                        executor.pod_changed(pod.clone());
+                        Input::Pod(pod)
+                    }
+                    Some(Msg::MirrorGone) => Input::MirrorGone,
+                    Some(Msg::Gone) => Input::Gone,
+                    // The controller forgets a pod it said is gone: let the delete finish.
+                    None if *machine.state() == PodState::Deleting => {
+                        listening = false;
+                        continue;
+                    }
+                    None => Input::Shutdown,
+                },
+                input = executor.next() => input,
+                _ = sleep_until(deadline) => Input::Timer,
+            };
+            let effects = machine.step(input, Instant::now());
+            executor.run(effects);
+        }
+        debug!("worker finished");
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod machine_tests;
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;

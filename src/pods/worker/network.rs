@@ -1,0 +1,83 @@
+//! A container's network at start: the ports it may listen on (its declared
+//! `containerPort`s, or 8080 for a `wasi:http` component that declares none, claimed here
+//! for the pod), the listen address and HTTP limits, and the Events that tell the user
+//! what the node chose or what the image cannot do.
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use super::start::{Note, StartError};
+use crate::config::DEFAULT_HTTP_PORT;
+use crate::events::Kind;
+use crate::pods::Shared;
+use crate::pods::ports::{NodePort, Protocol};
+use crate::pods::runtime::{ContainerNetwork, ImageKind};
+
+/// The container's declared ports by protocol (admission has checked them).
+fn declared(container: &Container) -> (Vec<u16>, Vec<u16>) {
+    let ports = crate::pods::ports::container_ports(container).unwrap_or_default();
+    let of = |protocol| ports.iter().filter(|p| p.protocol == protocol).map(|p| p.port).collect();
+    (of(Protocol::Tcp), of(Protocol::Udp))
+}
+
+fn list(ports: &[u16]) -> String {
+    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// The network of one run of `container`, whose image is of `kind`.
+pub fn network<R>(
+    shared: &Shared<R>,
+    pod: &Pod,
+    container: &Container,
+    kind: ImageKind,
+    notes: &mut Vec<Note>,
+) -> Result<ContainerNetwork, StartError> {
+    let (mut tcp_ports, udp_ports) = declared(container);
+    let name = &container.name;
+    let mut http = shared.serving.http;
+    match kind {
+        ImageKind::Command if !(tcp_ports.is_empty() && udp_ports.is_empty()) => {
+            let ports = list(&tcp_ports.iter().chain(&udp_ports).copied().collect::<Vec<_>>());
+            let message = format!(
+                "container {name} declares port(s) {ports}, but its image is a WASI preview1 module, which has \
+                 no socket API and cannot listen; it runs without them. To serve, build for wasm32-wasip2 \
+                 (wasi:sockets) or as a wasi:http component"
+            );
+            notes.push((Kind::Warning, "ModuleCannotListen", message));
+        }
+        ImageKind::HttpServer => {
+            http = http
+                .for_pod(pod.metadata.annotations.as_ref())
+                .map_err(|e| ("CreateContainerConfigError", e))?;
+            let default = tcp_ports.is_empty();
+            if default {
+                let port = NodePort { port: DEFAULT_HTTP_PORT, protocol: Protocol::Tcp };
+                shared.ports.claim(pod, &[port]).map_err(|e| {
+                    let message = format!(
+                        "container {name} is a wasi:http component with no TCP containerPort, so it is served on \
+                         {DEFAULT_HTTP_PORT}, but {e}; declare a containerPort"
+                    );
+                    ("CreateContainerError", message)
+                })?;
+                tcp_ports.push(DEFAULT_HTTP_PORT);
+            }
+            let address = shared.serving.listen_address;
+            let message = match default {
+                true => format!(
+                    "serving wasi:http on {address} port {DEFAULT_HTTP_PORT}: container {name} declares no TCP \
+                     containerPort, and {DEFAULT_HTTP_PORT} is the default"
+                ),
+                false => format!("serving wasi:http on {address} port(s) {}", list(&tcp_ports)),
+            };
+            tracing::info!(container = %name, ports = %list(&tcp_ports), "{message}");
+            notes.push((Kind::Normal, "Listening", message));
+        }
+        ImageKind::Command | ImageKind::SocketCommand => {}
+    }
+    Ok(ContainerNetwork {
+        listen_address: shared.serving.listen_address,
+        tcp_ports,
+        udp_ports,
+        request_timeout: http.request_timeout,
+        max_concurrent: http.max_concurrent,
+    })
+}

@@ -1,0 +1,133 @@
+//! Where a pod's machine begins: for a pod seen for the first time, preparing; for one
+//! picked up again after an agent restart, what its stored status says already ran, so a
+//! container is restarted as the restartPolicy says and never run twice. Pure.
+
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus};
+
+use super::containers::restarts;
+use super::effects::Effect;
+use super::machine::{Machine, PodState};
+use tokio::time::Instant;
+
+use super::journal::Entry;
+use crate::base::time::{now_rfc3339, rfc3339};
+use crate::config::{CRASH_LIMIT, FIRST_REPORT_DELAY};
+use crate::pods::status::State;
+
+/// Exit code recorded for a run the agent lost track of (it was running when the agent
+/// stopped), as a container killed with the node would show.
+const LOST_RUN_EXIT_CODE: i32 = 137;
+
+impl Machine {
+    /// Decides where a (possibly already running) pod starts; the first effects.
+    pub fn begin(&mut self, now: Instant, crashed: Option<Entry>) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let status = self.pod.status.clone().unwrap_or_default();
+        if self.pod.metadata.deletion_timestamp.is_some() {
+            // Nothing runs: deleted at once.
+            self.state = PodState::Deleting;
+            return vec![Effect::Delete];
+        }
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            // Finished under an earlier agent: nothing runs again; leave its status.
+            self.state = PodState::Done { adopted: true };
+            return fx;
+        }
+        if let Some(crashed) = crashed.filter(|c| c.attempts >= CRASH_LIMIT) {
+            // Earlier agents died in this pod's step: do not redo it.
+            let message = format!(
+                "the node agent stopped {} times during this pod's step {:?} and does not try it again; \
+                 delete the pod to try once more",
+                crashed.attempts, crashed.step
+            );
+            tracing::error!(step = %crashed.step, attempts = crashed.attempts, "refusing a step that crashed the agent");
+            let kind = crate::events::Kind::Warning;
+            fx.push(Effect::Event { slot: None, kind, reason: "NodeAgentCrashed", message: message.clone() });
+            self.view.failure = Some(("NodeAgentCrashed".into(), message));
+            self.state = PodState::Done { adopted: false };
+            self.step_tail(now, &mut fx);
+            return fx;
+        }
+        let initialized =
+            (status.conditions.iter().flatten()).any(|c| c.type_ == "Initialized" && c.status == "True");
+        if initialized && !self.view.init.is_empty() {
+            self.view.init_done = true;
+            for (t, v) in self.init.iter_mut().zip(self.view.init.iter_mut()) {
+                t.finished = true;
+                v.state = State::Terminated {
+                    exit_code: 0,
+                    reason: "Completed".into(),
+                    message: None,
+                    started_at: now_rfc3339(),
+                    finished_at: now_rfc3339(),
+                };
+            }
+        }
+        let previous = status.container_statuses.unwrap_or_default();
+        let policy = self.view.restart_policy.clone();
+        for (i, view) in self.view.main.iter_mut().enumerate() {
+            let Some(prev) = previous.iter().find(|p| p.name == view.name) else { continue };
+            let Some(ended) = ended_run(prev) else {
+                // Never ran (or was waiting to be restarted): keep its count and history.
+                view.restart_count = prev.restart_count.max(0) as u32;
+                view.last = prev.last_state.as_ref().and_then(terminated);
+                self.main[i].restart_pending = view.last.is_some();
+                continue;
+            };
+            let code = match &ended {
+                State::Terminated { exit_code, .. } => *exit_code,
+                _ => LOST_RUN_EXIT_CODE,
+            };
+            let restart = restarts(&policy, false, code);
+            view.restart_count = prev.restart_count.max(0) as u32;
+            if restart {
+                self.main[i].restart_pending = true;
+                view.last = Some(ended);
+            } else {
+                view.state = ended;
+                self.main[i].finished = true;
+            }
+        }
+        if self.main.iter().all(|t| t.finished) {
+            self.state = PodState::Done { adopted: false };
+        } else {
+            self.state = PodState::Preparing { retry: None };
+            self.first_report_at = Some(now + FIRST_REPORT_DELAY);
+            fx.push(Effect::Prepare);
+        }
+        self.step_tail(now, &mut fx);
+        fx
+    }
+}
+
+/// The run a container status records as over: a termination, or a run that was still
+/// going when the agent stopped (now lost).
+fn ended_run(prev: &ContainerStatus) -> Option<State> {
+    let state = prev.state.as_ref()?;
+    if let Some(t) = terminated(state) {
+        return Some(t);
+    }
+    let running = state.running.as_ref()?;
+    let started = running.started_at.as_ref().map(|t| rfc3339(&t.0)).unwrap_or_else(now_rfc3339);
+    Some(State::Terminated {
+        exit_code: LOST_RUN_EXIT_CODE,
+        reason: "Error".into(),
+        message: Some("the node agent restarted while the container was running".into()),
+        started_at: started,
+        finished_at: now_rfc3339(),
+    })
+}
+
+fn terminated(state: &ContainerState) -> Option<State> {
+    let t = state.terminated.as_ref()?;
+    let time = |x: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        x.as_ref().map(|t| rfc3339(&t.0)).unwrap_or_default()
+    };
+    Some(State::Terminated {
+        exit_code: t.exit_code,
+        reason: t.reason.clone().unwrap_or_else(|| "Error".into()),
+        message: t.message.clone(),
+        started_at: time(&t.started_at),
+        finished_at: time(&t.finished_at),
+    })
+}
