@@ -130,6 +130,9 @@ pub struct Machine {
     mirror_again_at: Option<Instant>,
     /// When the pod's volumes are next rewritten.
     refresh_at: Option<Instant>,
+    /// Whether the pod has volumes to rewrite (else no refresh is ever due: an idle pod
+    /// without them wakes for nothing).
+    refreshes: bool,
     /// Until then a pod not yet prepared is not reported: if it starts by then, its first
     /// report says Running (see [`crate::config::FIRST_REPORT_DELAY`]).
     pub(super) first_report_at: Option<Instant>,
@@ -165,6 +168,7 @@ impl Machine {
             publication: Publication::default(),
             mirror_again_at: None,
             refresh_at: None,
+            refreshes: false,
             first_report_at: None,
             disk_check_at: None,
         }
@@ -357,6 +361,7 @@ impl Machine {
                     fx.push(Effect::Event { slot: None, kind: Kind::Normal, reason: "Pulled", message });
                 }
                 self.image_ids = p.image_ids;
+                self.refreshes = p.refreshes;
                 self.schedule_refresh(now, p.token_due);
                 self.disk_check_at = p.watch_disk.then_some(now + DISK_CHECK_PERIOD);
                 self.begin_containers(fx);
@@ -428,6 +433,10 @@ impl Machine {
     /// (up to a tenth more) so a thousand pods do not refresh in the same second; sooner if
     /// a service account token falls due.
     fn schedule_refresh(&mut self, now: Instant, token_due: Option<Duration>) {
+        if !self.refreshes && token_due.is_none() {
+            self.refresh_at = None;
+            return;
+        }
         let period = self.settings.sync_frequency;
         let spread =
             self.uid().bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 1000;
@@ -449,8 +458,16 @@ impl Machine {
                 | PodState::Finished
         );
         let first_pending = self.first_report_at.filter(|_| self.preparing());
+        // An evicted pod's containers are being stopped: its Failed phase is reported with
+        // their terminated states, once they have exited, never beside a running one.
+        let stopping = matches!(self.state, PodState::Done { .. }) && self.running() > 0;
         let p = &self.publication;
-        if quiet || p.in_flight.is_some() || p.retry_at.is_some() || first_pending.is_some_and(|t| now < t) {
+        if quiet
+            || stopping
+            || p.in_flight.is_some()
+            || p.retry_at.is_some()
+            || first_pending.is_some_and(|t| now < t)
+        {
             return;
         }
         let comparable = status_json(&self.view, "");

@@ -95,6 +95,7 @@ fn prepared() -> Input {
         pulls: vec![("img".into(), 0.5)],
         token_due: None,
         watch_disk: false,
+        refreshes: false,
     }))
 }
 
@@ -432,13 +433,20 @@ fn a_static_pod_reports_anew_a_second_after_its_mirror_went() {
 #[test]
 fn volumes_are_refreshed_every_sync_period_or_when_a_token_falls_due() {
     let (mut t, _) = T::new(pod("Always", &[], &["a"]));
-    t.step(Input::Prepared(Ok(Prepared { token_due: Some(Duration::from_secs(5)), ..Prepared::default() })));
+    let token_due = Some(Duration::from_secs(5));
+    t.step(Input::Prepared(Ok(Prepared { token_due, refreshes: true, ..Prepared::default() })));
     let (waited, fx) = t.timer();
     assert_eq!((waited, fx.contains(&Effect::RefreshVolumes)), (Duration::from_secs(5), true));
     t.step(Input::Refreshed { token_due: None });
     let (waited, fx) = t.timer();
     assert!(fx.contains(&Effect::RefreshVolumes));
     assert!(waited >= Duration::from_secs(60) && waited <= Duration::from_secs(66), "{waited:?}");
+}
+
+#[test]
+fn a_running_pod_without_volumes_to_rewrite_has_no_wake_up_of_its_own() {
+    let t = T::running(pod("Always", &[], &["a"]));
+    assert_eq!(t.m.next_deadline(), None, "idle: nothing due until something happens to it");
 }
 
 /// A pod as an earlier agent left it in the API.
@@ -489,11 +497,14 @@ fn an_empty_dir_over_its_size_limit_evicts_the_pod_and_nothing_restarts() {
     let fx = t.step(Input::DiskChecked { over: Some(over) });
     assert_eq!(reasons(&fx), ["Evicted", "Killing"]);
     assert!(fx.contains(&Effect::Stop { slot: Slot::Main(0) }));
-    assert_eq!(phase(&t.m.view), "Failed");
+    assert!(published(&fx).is_none(), "Failed is reported once the container has stopped");
+    let fx = t.exit(Slot::Main(0), 0, 137);
+    assert!(starts(&fx).is_empty(), "an evicted pod does not restart");
     let status = published(&fx).expect("reported");
+    assert_eq!(status["phase"], "Failed");
     assert_eq!(status["reason"], "Evicted");
     assert_eq!(status["message"], "Usage of EmptyDir volume \"cache\" exceeds the limit \"1Mi\". ");
-    assert!(starts(&t.exit(Slot::Main(0), 0, 137)).is_empty(), "an evicted pod does not restart");
+    assert!(status["containerStatuses"][0]["state"]["terminated"].is_object(), "{status:#}");
 }
 
 #[test]
