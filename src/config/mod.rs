@@ -19,6 +19,7 @@ mod limits;
 mod parse;
 mod probes;
 mod serving;
+mod statics;
 
 pub use crate::base::host::HostFacts;
 pub use api::{
@@ -42,6 +43,7 @@ pub use serving::{
     DEFAULT_HTTP_PORT, HttpSettings, MAX_CONCURRENT_ANNOTATION, REQUEST_TIMEOUT_ANNOTATION, Serving,
     ServingFlags,
 };
+pub use statics::{MANIFEST_RESCAN_PERIOD, MANIFEST_SETTLE};
 
 /// Default port of the kubelet API (the port every kubelet listens on).
 pub const DEFAULT_PORT: u16 = 10250;

@@ -3,6 +3,7 @@
 //! replaced) or removed; a malformed file is reported with its name and skipped.
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -63,39 +64,78 @@ impl Manifests {
         let present: std::collections::HashSet<&PathBuf> = files.iter().map(|(f, _)| f).collect();
         let gone: Vec<PathBuf> = self.seen.keys().filter(|p| !present.contains(p)).cloned().collect();
         for path in gone {
+            self.look_at(path, None, &mut changes);
+        }
+        for (path, stamp) in files {
+            self.look_at(path, Some(stamp), &mut changes);
+        }
+        changes
+    }
+
+    /// Looks again at only the entries `names` of the directory (what inotify said
+    /// changed): O(changes), not O(manifests). Under a single-file manifest path, any name
+    /// of the file's directory is a rescan of that one file.
+    pub fn rescan_names(&mut self, names: &[OsString]) -> Vec<Change> {
+        if !self.dir.is_dir() {
+            return self.rescan();
+        }
+        let mut changes = Vec::new();
+        for name in names {
+            let path = self.dir.join(name);
+            let stamp = match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() && is_manifest_name(name) => Some(stamp_of(&meta)),
+                _ => None,
+            };
+            self.look_at(path, stamp, &mut changes);
+        }
+        changes
+    }
+
+    /// Brings one file up to date: `stamp` is its modification time and size now, or
+    /// `None` when it is no longer a manifest (removed, renamed away, not a file).
+    fn look_at(&mut self, path: PathBuf, stamp: Option<(SystemTime, u64)>, changes: &mut Vec<Change>) {
+        let Some(stamp) = stamp else {
             if let Some(uid) = self.seen.remove(&path).and_then(|s| s.uid) {
                 info!(file = %path.display(), "static pod manifest removed");
                 changes.push(Change::Remove(uid));
             }
+            return;
+        };
+        if self.seen.get(&path).is_some_and(|s| s.stamp == stamp) {
+            return;
         }
-        for (path, stamp) in files {
-            if self.seen.get(&path).is_some_and(|s| s.stamp == stamp) {
-                continue;
+        let old = self.seen.get(&path).and_then(|s| s.uid.clone());
+        let new = match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| static_pod(&t, &path, &self.node_name))
+        {
+            Ok(pod) => Some(pod),
+            Err(why) => {
+                error!(file = %path.display(), "skipping malformed static pod manifest: {why}");
+                None
             }
-            let old = self.seen.get(&path).and_then(|s| s.uid.clone());
-            let new = match std::fs::read_to_string(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|t| static_pod(&t, &path, &self.node_name))
-            {
-                Ok(pod) => Some(pod),
-                Err(why) => {
-                    error!(file = %path.display(), "skipping malformed static pod manifest: {why}");
-                    None
-                }
-            };
-            let uid = new.as_ref().and_then(|p| p.metadata.uid.clone());
-            let changed = old != uid;
-            if let Some(old) = old.filter(|_| changed) {
-                changes.push(Change::Remove(old));
-            }
-            if let Some(pod) = new.filter(|_| changed) {
-                info!(file = %path.display(), pod = pod.metadata.name.as_deref().unwrap_or(""), "static pod manifest loaded");
-                changes.push(Change::Upsert(Box::new(pod)));
-            }
-            self.seen.insert(path, Seen { stamp, uid });
+        };
+        let uid = new.as_ref().and_then(|p| p.metadata.uid.clone());
+        let changed = old != uid;
+        if let Some(old) = old.filter(|_| changed) {
+            changes.push(Change::Remove(old));
         }
-        changes
+        if let Some(pod) = new.filter(|_| changed) {
+            info!(file = %path.display(), pod = pod.metadata.name.as_deref().unwrap_or(""), "static pod manifest loaded");
+            changes.push(Change::Upsert(Box::new(pod)));
+        }
+        self.seen.insert(path, Seen { stamp, uid });
     }
+}
+
+/// A regular, visible `.yaml`, `.yml` or `.json` file's name.
+fn is_manifest_name(name: &OsStr) -> bool {
+    let name = name.to_str().unwrap_or("");
+    [".yaml", ".yml", ".json"].iter().any(|e| name.ends_with(e)) && !name.starts_with('.')
+}
+
+fn stamp_of(meta: &std::fs::Metadata) -> (SystemTime, u64) {
+    (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len())
 }
 
 /// Whether `--pod-manifest-path` can be used: a readable directory or file.
@@ -123,19 +163,19 @@ pub fn watched_dir(path: &Path) -> PathBuf {
 /// its name, as the kubelet does), else the directory's regular, visible `.yaml`, `.yml`
 /// and `.json` files.
 fn manifest_files(path: &Path) -> std::io::Result<Vec<(PathBuf, (SystemTime, u64))>> {
-    let stamp = |meta: &std::fs::Metadata| (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
     let meta = std::fs::metadata(path)?;
     if !meta.is_dir() {
-        return Ok(vec![(path.to_path_buf(), stamp(&meta))]);
+        return Ok(vec![(path.to_path_buf(), stamp_of(&meta))]);
     }
     let mut out = Vec::new();
     for entry in std::fs::read_dir(path)? {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let wanted = [".yaml", ".yml", ".json"].iter().any(|e| name.ends_with(e)) && !name.starts_with('.');
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
-        if wanted && meta.is_file() {
-            out.push((path, stamp(&meta)));
+        if !path.file_name().is_some_and(is_manifest_name) {
+            continue;
+        }
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => out.push((path, stamp_of(&meta))),
+            _ => {}
         }
     }
     out.sort();

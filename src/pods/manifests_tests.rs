@@ -74,6 +74,30 @@ fn rescans_report_added_changed_removed_and_skip_broken_files() {
 }
 
 #[test]
+fn a_look_at_named_files_reads_only_those_and_sees_renames_and_removals() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = |n: &[&str]| n.iter().map(OsString::from).collect::<Vec<_>>();
+    let mut m = Manifests::new(dir.path(), "n1");
+    std::fs::write(dir.path().join("a.yaml"), HELLO).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), HELLO.replace("hello", "bee")).unwrap();
+    let a = m.rescan_names(&names(&["a.yaml"]));
+    assert!(matches!(&a[..], [Change::Upsert(p)] if p.metadata.name.as_deref() == Some("hello-n1")), "{a:?}");
+    // b.yaml was not named: not read (the full rescan is the safety net that finds it).
+    let b = m.rescan();
+    assert!(matches!(&b[..], [Change::Upsert(p)] if p.metadata.name.as_deref() == Some("bee-n1")), "{b:?}");
+    assert!(m.rescan_names(&names(&["a.yaml", "b.yaml", "gone.yaml"])).is_empty(), "nothing changed");
+    // Renamed away to a hidden name and back in under another: the pod is replaced.
+    std::fs::rename(dir.path().join("a.yaml"), dir.path().join(".a.swp")).unwrap();
+    assert_eq!(m.rescan_names(&names(&["a.yaml", ".a.swp"])), vec![Change::Remove(uid(&a[0]))]);
+    std::fs::rename(dir.path().join(".a.swp"), dir.path().join("c.yaml")).unwrap();
+    let c = m.rescan_names(&names(&[".a.swp", "c.yaml"]));
+    assert!(matches!(&c[..], [Change::Upsert(_)]), "{c:?}");
+    std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+    assert_eq!(m.rescan_names(&names(&["b.yaml"])), vec![Change::Remove(uid(&b[0]))]);
+    assert!(m.rescan().is_empty(), "the named looks kept the same state as a full rescan");
+}
+
+#[test]
 fn a_single_file_is_a_manifest_path_too() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("app.manifest"); // any name, as the kubelet reads it

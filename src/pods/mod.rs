@@ -32,7 +32,9 @@ use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
+use crate::config::{MANIFEST_RESCAN_PERIOD, MANIFEST_SETTLE};
 use crate::events::Recorder;
+use crate::wake::{Changed, Wake};
 pub use runtime::ContainerRuntime;
 pub use worker::{INITIAL_BACKOFF, MAX_BACKOFF};
 
@@ -97,12 +99,6 @@ impl<R> Shared<R> {
 
 /// Where a pod's worker receives its messages.
 pub type PodSlot = mpsc::UnboundedSender<worker::Msg>;
-
-/// After inotify reports a change in `--pod-manifest-path`, how long to let the writer
-/// finish before reading the files (an editor may write a file in several steps). Without
-/// events the directory is rescanned every second (see [`crate::wake`]); the kubelet
-/// rescans every 20 s.
-pub const MANIFEST_SETTLE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The pods of this node and their workers.
 struct Controller<R> {
@@ -192,8 +188,13 @@ impl<R: ContainerRuntime> Controller<R> {
     }
 
     /// Rescans `--pod-manifest-path` (if given) and starts, replaces or stops static pods.
-    async fn manifests_changed(&mut self, statics: Option<&mut manifests::Manifests>) {
-        for change in statics.map(|m| m.rescan()).unwrap_or_default() {
+    async fn manifests_changed(&mut self, statics: Option<&mut manifests::Manifests>, changed: Changed) {
+        let Some(statics) = statics else { return };
+        let changes = match changed {
+            Changed::Names(names) => statics.rescan_names(&names),
+            Changed::Anything => statics.rescan(),
+        };
+        for change in changes {
             match change {
                 manifests::Change::Upsert(pod) => self.apply(*pod).await,
                 manifests::Change::Remove(uid) => self.gone(&uid),
@@ -235,8 +236,7 @@ pub async fn run<R: ContainerRuntime>(
         None => futures::stream::pending().boxed(),
     };
     let mut statics = manifests.as_deref().map(|dir| manifests::Manifests::new(dir, &node_name));
-    let mut wake =
-        manifests.as_deref().map(|path| crate::wake::Wake::watch(&[&manifests::watched_dir(path)]));
+    let mut wake = manifests.as_deref().map(|path| Wake::watch(&[&manifests::watched_dir(path)]));
     let mut ctl = Controller {
         shared,
         max_pods,
@@ -247,7 +247,7 @@ pub async fn run<R: ContainerRuntime>(
     };
     // The static pods start before the watch reports mirror pods, so that a mirror of no
     // static pod is known to be one.
-    ctl.manifests_changed(statics.as_mut()).await;
+    ctl.manifests_changed(statics.as_mut(), Changed::Anything).await;
     // Standalone, the static pods are all there is; connected, the first list completes it.
     let mut swept = false;
     if ctl.shared.client.is_none() {
@@ -258,9 +258,14 @@ pub async fn run<R: ContainerRuntime>(
     loop {
         tokio::select! {
             _ = shutdown.recv() => break,
-            _ = async { wake.as_mut()?.wait().await; Some(()) }, if wake.is_some() => {
+            Some(changed) = async { Some(wake.as_mut()?.changes(MANIFEST_RESCAN_PERIOD).await) }, if wake.is_some() => {
                 tokio::time::sleep(MANIFEST_SETTLE).await;
-                ctl.manifests_changed(statics.as_mut()).await;
+                if changed == Changed::Anything {
+                    // Watch afresh before looking at everything: a replaced directory is
+                    // watched again, and what changes during the look is not missed.
+                    wake = manifests.as_deref().map(|path| Wake::watch(&[&manifests::watched_dir(path)]));
+                }
+                ctl.manifests_changed(statics.as_mut(), changed).await;
             }
             event = events.next() => match event {
                 // Mirror pods are our own reflections of static pods: not pods to run.

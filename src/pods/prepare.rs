@@ -75,6 +75,7 @@ pub async fn prepare<R: ContainerRuntime>(
     }
     done.token_due = token_due(&volumes);
     done.watch_disk = volumes.layout().has_size_limits();
+    done.refreshes = volumes.layout().refreshes();
     Ok((PreparedPod { volumes, images }, done))
 }
 

@@ -318,6 +318,12 @@ pub struct OverLimit {
 }
 
 impl VolumeLayout {
+    /// Whether any volume's files come from the API or the pod (configMap, secret,
+    /// downwardAPI, projected): only then are they rewritten every `--sync-frequency`.
+    pub fn refreshes(&self) -> bool {
+        self.volumes.values().any(|v| !matches!(v.kind, Kind::EmptyDir | Kind::HostPath))
+    }
+
     /// Whether the pod has an emptyDir with a `sizeLimit` (whose usage must be watched).
     pub fn has_size_limits(&self) -> bool {
         self.volumes.values().any(|v| v.size_limit.is_some())

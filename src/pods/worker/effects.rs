@@ -55,6 +55,8 @@ pub struct Prepared {
     pub token_due: Option<Duration>,
     /// An emptyDir has a `sizeLimit`: its usage is checked periodically.
     pub watch_disk: bool,
+    /// A volume's files come from the API or the pod: they are rewritten periodically.
+    pub refreshes: bool,
 }
 
 /// One thing that happened to the pod.

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Density: N idle static pods on one standalone node (no cluster), release build. Prints
+# numbers, asserts nothing:
+#   - the agent at rest: RSS, threads, CPU over the idle window (no pods);
+#   - N manifests of a sleeping guest moved into --pod-manifest-path at once → all
+#     Running (their status.json files say so; counted every 250 ms);
+#   - with N idle pods: RSS, peak RSS, threads, and the agent's CPU over IDLE seconds;
+#   - all manifests removed → every pod's state gone; RSS and CPU then.
+# The cluster case (a burst of default pods with service-account tokens) is
+# `bench/pods.sh 0 N 0`.
+#
+#   bench/density.sh [N]    default N=1000; IDLE (default 30) seconds of idle measurement;
+#                           BENCH_PORT (default 10491) is the agent's port
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000}
+IDLE=${IDLE:-30}
+
+cargo build --release --quiet --bin krustlet-wasi
+BIN=target/release/krustlet-wasi
+WASM=$(examples/build.sh 2>/dev/null | tail -n 1)
+DIR=$(mktemp -d)
+M=$DIR/manifests D=$DIR/data S=$DIR/staging
+mkdir -p "$M" "$S"
+trap 'kill $PID 2>/dev/null || true; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+# Each pod holds a few descriptors (its log, its preopened directories).
+ulimit -n "$(ulimit -Hn)"
+
+now_ms() { date +%s%3N; }
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$PID/status"; }
+hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$PID/status"; }
+threads() { awk '/Threads/ {print $2}' "/proc/$PID/status"; }
+ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+# cpu SECONDS: the agent's CPU over SECONDS, in percent of one core.
+cpu() {
+  local t0 c0 c1 t1
+  t0=$(now_ms) c0=$(ticks)
+  sleep "$1"
+  c1=$(ticks) t1=$(now_ms)
+  awk -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v ms="$((t1 - t0))" 'BEGIN {printf "%.2f", c / hz * 100000 / ms}'
+}
+running() {
+  find "$D/pods" -name status.json -print0 2>/dev/null | xargs -0 -r grep -l '"phase":"Running"' 2>/dev/null | wc -l
+}
+states() { find "$D/pods" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+
+echo "machine: $(nproc) cores, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+RUST_LOG=warn "$BIN" --pod-manifest-path "$M" --data-dir "$D" --node-name bench --hostname bench \
+  --node-ip 127.0.0.1 --addr 127.0.0.1 --port "${BENCH_PORT:-10491}" --healthz-port 0 \
+  --allow-anonymous-localhost --max-pods "$((N + 10))" 2>"$DIR/agent.log" &
+PID=$!
+sleep 3
+echo "idle agent, no pods: RSS $(rss_mb) MB, $(threads) threads, CPU $(cpu 10) % of a core (10 s)"
+BASE=$(rss_mb)
+
+for i in $(seq "$N"); do
+  printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: d%s}\nspec:\n  containers:\n  - {name: main, image: "file://%s/sleep.wasm"}\n' \
+    "$i" "$WASM" >"$S/d$i.yaml"
+done
+t0=$(now_ms)
+find "$S" -name '*.yaml' -print0 | xargs -0 mv -t "$M"
+until [ "$(running)" -ge "$N" ]; do
+  sleep 0.25
+  kill -0 "$PID" 2>/dev/null || { echo "the agent exited; its log:"; tail -n 20 "$DIR/agent.log"; exit 1; }
+done
+echo "$N manifests moved in → all Running: $(($(now_ms) - t0)) ms"
+sleep 5
+echo "$N idle pods: RSS $(rss_mb) MB ($(( $(rss_mb) * 1024 / N )) KB per pod), peak $(hwm_mb) MB, $(threads) threads"
+echo "$N idle pods: agent CPU over $IDLE s: $(cpu "$IDLE") % of a core"
+
+t0=$(now_ms)
+find "$M" -name '*.yaml' -delete
+until [ "$(states)" -eq 0 ]; do sleep 0.25; done
+echo "all manifests removed → every pod's state gone: $(($(now_ms) - t0)) ms"
+sleep 5
+echo "after deleting them: RSS $(rss_mb) MB ($(awk -v a="$(rss_mb)" -v b="$BASE" 'BEGIN {printf "%.2f", a / b}')x the idle agent), CPU $(cpu 10) % of a core (10 s)"
+echo "agent warnings/errors: $(grep -c -E 'WARN|ERROR' "$DIR/agent.log" || true)"
