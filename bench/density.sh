@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Density: N idle static pods on one standalone node (no cluster), release build. Prints
 # numbers, asserts nothing:
-#   - the agent at rest: RSS, threads, CPU over the idle window (no pods);
+#   - the agent at rest: RSS, threads, CPU (no pods); RSS again once one pod has run
+#     and gone (the warm baseline: its module compiled, a pod's code paths paged in);
 #   - N manifests of a sleeping guest moved into --pod-manifest-path at once → all
 #     Running (their status.json files say so; counted every 250 ms);
 #   - with N idle pods: RSS, peak RSS, threads, and the agent's CPU over IDLE seconds;
-#   - all manifests removed → every pod's state gone; RSS and CPU then.
+#   - all manifests removed → every pod's state gone; RSS and CPU then (after the
+#     agent's memory trim, which runs 3 s after the last pod went).
 # The cluster case (a burst of default pods with service-account tokens) is
 # `bench/pods.sh 0 N 0`.
 #
@@ -16,18 +18,17 @@ cd "$(dirname "$0")/.."
 N=${1:-1000}
 IDLE=${IDLE:-30}
 
-cargo build --release --quiet --bin krustlet-wasi
-BIN=target/release/krustlet-wasi
-WASM=$(examples/build.sh 2>/dev/null | tail -n 1)
-DIR=$(mktemp -d)
+. bench/lib.sh
+standalone_setup
 M=$DIR/manifests D=$DIR/data S=$DIR/staging
 mkdir -p "$M" "$S"
-trap 'kill $PID 2>/dev/null || true; wait 2>/dev/null; rm -rf "$DIR"' EXIT
 # Each pod holds a few descriptors (its log, its preopened directories).
 ulimit -n "$(ulimit -Hn)"
 
 now_ms() { date +%s%3N; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$PID/status"; }
+# The part of the RSS that is the agent's own heap and stacks (not the binary's pages).
+anon_mb() { awk '/RssAnon/ {printf "%.0f", $2 / 1024}' "/proc/$PID/status"; }
 hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$PID/status"; }
 threads() { awk '/Threads/ {print $2}' "/proc/$PID/status"; }
 ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
@@ -37,7 +38,7 @@ cpu() {
   t0=$(now_ms) c0=$(ticks)
   sleep "$1"
   c1=$(ticks) t1=$(now_ms)
-  awk -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v ms="$((t1 - t0))" 'BEGIN {printf "%.2f", c / hz * 100000 / ms}'
+  awk -v c="$((c1 - c0))" -v hz="$TICKS" -v ms="$((t1 - t0))" 'BEGIN {printf "%.2f", c / hz * 100000 / ms}'
 }
 running() {
   find "$D/pods" -name status.json -print0 2>/dev/null | xargs -0 -r grep -l '"phase":"Running"' 2>/dev/null | wc -l
@@ -50,7 +51,16 @@ RUST_LOG=warn "$BIN" --pod-manifest-path "$M" --data-dir "$D" --node-name bench 
   --allow-anonymous-localhost --max-pods "$((N + 10))" 2>"$DIR/agent.log" &
 PID=$!
 sleep 3
-echo "idle agent, no pods: RSS $(rss_mb) MB, $(threads) threads, CPU $(cpu 10) % of a core (10 s)"
+echo "idle agent, no pods: RSS $(rss_mb) MB (anonymous $(anon_mb) MB), $(threads) threads, CPU $(cpu 10) % of a core (10 s)"
+# The same agent warm: one pod run and deleted (its module compiled, the code paths of a
+# pod's life paged in). Memory after the mass delete is compared with this.
+printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: warm}\nspec:\n  containers:\n  - {name: main, image: "file://%s/sleep.wasm"}\n' \
+  "$WASM" >"$M/warm.yaml"
+until [ "$(running)" -ge 1 ]; do sleep 0.1; done
+rm "$M/warm.yaml"
+until [ "$(states)" -eq 0 ]; do sleep 0.1; done
+sleep 5
+echo "idle agent, warm (one pod run and deleted): RSS $(rss_mb) MB (anonymous $(anon_mb) MB)"
 BASE=$(rss_mb)
 
 for i in $(seq "$N"); do
@@ -65,7 +75,7 @@ until [ "$(running)" -ge "$N" ]; do
 done
 echo "$N manifests moved in → all Running: $(($(now_ms) - t0)) ms"
 sleep 5
-echo "$N idle pods: RSS $(rss_mb) MB ($(( $(rss_mb) * 1024 / N )) KB per pod), peak $(hwm_mb) MB, $(threads) threads"
+echo "$N idle pods: RSS $(rss_mb) MB ($(( ($(rss_mb) - BASE) * 1024 / N )) KB per pod over the idle agent), anonymous $(anon_mb) MB, peak $(hwm_mb) MB, $(threads) threads"
 echo "$N idle pods: agent CPU over $IDLE s: $(cpu "$IDLE") % of a core"
 
 t0=$(now_ms)
@@ -73,5 +83,5 @@ find "$M" -name '*.yaml' -delete
 until [ "$(states)" -eq 0 ]; do sleep 0.25; done
 echo "all manifests removed → every pod's state gone: $(($(now_ms) - t0)) ms"
 sleep 5
-echo "after deleting them: RSS $(rss_mb) MB ($(awk -v a="$(rss_mb)" -v b="$BASE" 'BEGIN {printf "%.2f", a / b}')x the idle agent), CPU $(cpu 10) % of a core (10 s)"
+echo "after deleting them: RSS $(rss_mb) MB, anonymous $(anon_mb) MB ($(awk -v a="$(rss_mb)" -v b="$BASE" 'BEGIN {printf "%.2f", a / b}')x the warm idle agent), CPU $(cpu 10) % of a core (10 s)"
 echo "agent warnings/errors: $(grep -c -E 'WARN|ERROR' "$DIR/agent.log" || true)"

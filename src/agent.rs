@@ -120,6 +120,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         serving: cfg.serving,
         prober: pods::probes::Prober::start(),
         image_gc: Arc::default(),
+        memory_trim: Arc::default(),
         ports: Arc::new(pods::ports::PortTable::new(&[
             (cfg.port, "kubelet API (--port)"),
             (cfg.healthz_port, "healthz endpoint (--healthz-port)"),
@@ -162,6 +163,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     );
     let mut tasks = vec![
         tokio::spawn(image_gc),
+        tokio::spawn(crate::trim::run(shared.memory_trim.clone(), stop.subscribe())),
         tokio::spawn(server::run(listener, tls, api, stop.subscribe())),
         tokio::spawn(pods::run(
             shared,

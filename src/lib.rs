@@ -16,5 +16,6 @@ pub mod objects;
 pub mod oci;
 pub mod pods;
 pub mod server;
+pub mod trim;
 pub mod volumes;
 pub mod wake;

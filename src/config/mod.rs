@@ -29,7 +29,7 @@ pub use api::{
 pub use certs::{CERT_APPROVAL_REMINDER, CERT_APPROVAL_REMINDER_MAX, CERT_ROTATION_WINDOW, CertFlags};
 pub use limits::{
     DEFAULT_IMAGE_GC_HIGH, DEFAULT_IMAGE_GC_LOW, DEFAULT_MAX_OPEN_FILES, DEFAULT_MEMORY_LIMIT,
-    IMAGE_GC_PERIOD, ImageGc, LimitFlags, PodLimits, RUNTIME_EVENT_INTERVAL,
+    IMAGE_GC_PERIOD, ImageGc, LimitFlags, MEMORY_TRIM_DELAY, PodLimits, RUNTIME_EVENT_INTERVAL,
 };
 use parse::{
     default_node_ip, non_empty_path, parse_duration, parse_ip, parse_max_pods, parse_port, validate_dns_name,

@@ -73,6 +73,8 @@ pub struct Shared<R> {
     pub prober: probes::Prober,
     /// Told when a pod goes away: image garbage collection looks then.
     pub image_gc: Arc<tokio::sync::Notify>,
+    /// Told when a pod goes away: freed memory is given back to the system then.
+    pub memory_trim: Arc<tokio::sync::Notify>,
 }
 
 impl<R> Shared<R> {

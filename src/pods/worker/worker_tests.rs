@@ -149,6 +149,7 @@ impl Harness {
             serving: crate::config::Serving::default(),
             prober: crate::pods::probes::Prober::start(),
             image_gc: Arc::default(),
+            memory_trim: Arc::default(),
         });
         let (slot, rx) = mpsc::unbounded_channel();
         let worker = tokio::spawn(super::run(shared, Arc::new(pod.clone()), rx));
