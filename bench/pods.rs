@@ -36,6 +36,9 @@ async fn observe(
     timeout: Duration,
 ) -> HashMap<String, (Option<Instant>, Option<Instant>)> {
     let mut seen: HashMap<String, (Option<Instant>, Option<Instant>)> = HashMap::new();
+    if want == 0 {
+        return seen;
+    }
     let cfg = watcher::Config::default().labels("bench=krustlet");
     let mut stream = watcher::watcher(api, cfg).boxed();
     let deadline = tokio::time::sleep(timeout);
@@ -60,11 +63,14 @@ async fn observe(
 }
 
 async fn create_all(api: &Api<Pod>, prefix: &str, n: usize, node: &str, image: &str, token: bool) {
-    let creates = (0..n).map(|i| {
+    // At most 50 requests at once: the API server's in-flight limit answers 429 beyond
+    // a few hundred.
+    let creates = futures::stream::iter(0..n).map(|i| {
         let p = pod(&format!("{prefix}-{i}"), node, image, token);
         async move { api.create(&PostParams::default(), &p).await.map(|_| ()) }
     });
-    for r in futures::future::join_all(creates).await {
+    let results: Vec<_> = creates.buffer_unordered(50).collect().await;
+    for r in results {
         r.expect("create pod");
     }
 }

@@ -28,4 +28,6 @@ while IFS= read -r line <&"${BENCH[0]}"; do
   fi
 done
 wait "$BENCH_CHILD" 2>/dev/null || true
+sleep 5
+echo "agent RSS after deleting every pod: $(awk '/VmRSS/ {print $2, $3}' /proc/$PID/status) (anonymous $(awk '/RssAnon/ {print $2, $3}' /proc/$PID/status))"
 echo "agent warnings/errors: $(grep -c -E 'WARN|ERROR' "$DIR/err" || true)"

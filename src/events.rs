@@ -128,4 +128,57 @@ impl Recorder {
             Err(e) => warn!(reason, error = %e, "could not publish event"),
         }
     }
+
+    /// Forgets the events of the object with `uid` (a pod that is gone: none of them will
+    /// repeat), so what is remembered is about objects that still exist.
+    pub fn forget(&self, uid: &str) {
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        published.retain(|key, _| key.2 != uid);
+        if published.capacity() > 64 && published.len() < published.capacity() / 4 {
+            published.shrink_to_fit();
+        }
+    }
+
+    /// How many distinct events are remembered.
+    #[cfg(test)]
+    pub fn remembered(&self) -> usize {
+        self.published.lock().map(|p| p.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client whose API server creates every Event it is sent.
+    fn accepting() -> Client {
+        let svc = tower::service_fn(|_req: http::Request<kube::client::Body>| async {
+            let body = br#"{"apiVersion":"v1","kind":"Event","metadata":{"name":"e"},"involvedObject":{}}"#;
+            let response =
+                http::Response::builder().status(201).body(kube::client::Body::from(body.to_vec()));
+            Ok::<_, std::convert::Infallible>(response.unwrap())
+        });
+        Client::new(svc, "default")
+    }
+
+    fn pod(uid: &str) -> ObjectReference {
+        ObjectReference {
+            kind: Some("Pod".into()),
+            namespace: Some("default".into()),
+            name: Some(format!("p-{uid}")),
+            uid: Some(uid.into()),
+            ..ObjectReference::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gone_pods_events_are_forgotten_and_the_others_kept() {
+        let recorder = Recorder::new(accepting(), "node-1");
+        recorder.publish(&pod("a"), Kind::Normal, "Pulled", "pulled").await;
+        recorder.publish(&pod("a"), Kind::Normal, "Started", "started").await;
+        recorder.publish(&pod("b"), Kind::Normal, "Started", "started").await;
+        assert_eq!(recorder.remembered(), 3);
+        recorder.forget("a");
+        assert_eq!(recorder.remembered(), 1, "only pod b's event is left");
+    }
 }

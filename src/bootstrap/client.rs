@@ -9,6 +9,9 @@
 //! connection it started on (the API server authenticated it when it began) and the one
 //! after it starts on a new connection. The old inner client and its connections go once
 //! its last request has ended.
+//!
+//! At most [`crate::config::API_CLIENT_MAX_IN_FLIGHT`] requests are in flight at once
+//! (watches aside): each is a connection, and a burst must not open hundreds.
 
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -17,12 +20,15 @@ use futures::future::BoxFuture;
 use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
+use tokio::sync::Semaphore;
 use tower::BoxError;
 
 /// Replaces the transport of the client [`ClientSwap::new`] returned.
 #[derive(Clone)]
 pub struct ClientSwap {
     current: Arc<RwLock<Client>>,
+    /// Permits for requests in flight.
+    in_flight: Arc<Semaphore>,
 }
 
 impl ClientSwap {
@@ -30,7 +36,8 @@ impl ClientSwap {
     /// [`ClientSwap::replace`] is called, and the handle that replaces it.
     pub fn new(first: Client) -> (Client, ClientSwap) {
         let namespace = first.default_namespace().to_string();
-        let swap = ClientSwap { current: Arc::new(RwLock::new(first)) };
+        let in_flight = Arc::new(Semaphore::new(crate::config::API_CLIENT_MAX_IN_FLIGHT));
+        let swap = ClientSwap { current: Arc::new(RwLock::new(first)), in_flight };
         (Client::new(Dispatch(swap.clone()), namespace), swap)
     }
 
@@ -59,11 +66,25 @@ impl tower::Service<Request<Body>> for Dispatch {
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let client = self.0.current();
+        // A watch holds its connection for minutes: it takes no permit.
+        let limit = (!is_watch(&request)).then(|| self.0.in_flight.clone());
         // Status codes pass through as responses; the outer client turns them into the
         // same `kube::Error::Api` as before, and unwraps a transport error back into the
         // `kube::Error` the inner one returned.
-        Box::pin(async move { client.send(request).await.map_err(BoxError::from) })
+        Box::pin(async move {
+            let _permit = match &limit {
+                Some(limit) => Some(limit.acquire().await.map_err(BoxError::from)?),
+                None => None,
+            };
+            client.send(request).await.map_err(BoxError::from)
+        })
     }
+}
+
+/// A `?watch=true` (or `watch=1`) request: a stream that stays open.
+fn is_watch<B>(request: &Request<B>) -> bool {
+    let query = request.uri().query().unwrap_or("");
+    query.split('&').any(|p| p == "watch=true" || p == "watch=1")
 }
 
 #[cfg(test)]
@@ -133,6 +154,50 @@ mod tests {
         assert_eq!(inner_of(&client).await, "new", "new requests do not wait for the old one");
         open.send(()).unwrap();
         assert_eq!(in_flight.await.unwrap(), "old");
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_cap_wait_their_turn_and_watches_do_not_count() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::Duration;
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let release = Arc::new(Semaphore::new(0));
+        let svc = {
+            let (now, peak, release) = (now.clone(), peak.clone(), release.clone());
+            tower::service_fn(move |req: Request<Body>| {
+                let (now, peak, release) = (now.clone(), peak.clone(), release.clone());
+                async move {
+                    if !is_watch(&req) {
+                        peak.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                        release.acquire().await.unwrap().forget();
+                        now.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    Ok::<_, std::convert::Infallible>(Response::new(Body::from(b"{}".to_vec())))
+                }
+            })
+        };
+        let (client, _swap) = ClientSwap::new(Client::new(svc, "default"));
+        let send = |uri: &'static str| {
+            let client = client.clone();
+            tokio::spawn(
+                async move { client.send(Request::get(uri).body(Body::from(Vec::new())).unwrap()).await },
+            )
+        };
+        let cap = crate::config::API_CLIENT_MAX_IN_FLIGHT;
+        let held: Vec<_> = (0..cap + 8).map(|_| send("/api/v1/namespaces")).collect();
+        while now.load(Ordering::SeqCst) < cap {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(peak.load(Ordering::SeqCst), cap, "the rest wait");
+        let watch =
+            tokio::time::timeout(Duration::from_secs(5), send("/api/v1/pods?watch=true&resourceVersion=1"));
+        assert!(watch.await.expect("a watch is not held back").unwrap().is_ok());
+        release.add_permits(cap + 8);
+        for request in held {
+            assert!(request.await.unwrap().is_ok());
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), cap);
     }
 
     #[tokio::test]

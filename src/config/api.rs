@@ -34,6 +34,14 @@ pub const DEFAULT_API_MAX_CONNECTIONS: u32 = 1000;
 /// clients). The other 900 slots stay for the API server, whatever anonymous clients do.
 /// Beyond it, such a connection is answered `503 Service Unavailable` and closed.
 pub const DEFAULT_API_MAX_ANONYMOUS_CONNECTIONS: u32 = 100;
+/// The other direction: how many requests the agent sends the API server at once (its
+/// watches aside, which stay open). Each request in flight is a connection (HTTP/1.1),
+/// and each connection stays in the client's pool for 90 s after its last use: without a
+/// cap a burst of 1,000 pods opened about 500 TLS connections, which kept 30 MB of
+/// buffers after the pods had gone. 32 is far more than the API server answers at once
+/// on a small control plane (requests past it wait their turn, as the kubelet's client
+/// throttles its own); status reports, events and token requests of a burst still flow.
+pub const API_CLIENT_MAX_IN_FLIGHT: usize = 32;
 /// Default `--port-forward-max-connections`: 128 forwarded connections at once per
 /// `kubectl port-forward` session (the kubelet sets no cap). A browser opens about six
 /// connections to a site and a load generator as many as its concurrency, so 128 leaves

@@ -190,6 +190,13 @@ impl<R: ContainerRuntime> Controller<R> {
     }
 
     /// Rescans `--pod-manifest-path` (if given) and starts, replaces or stops static pods.
+    /// A pod bound to this node, as the API has it now.
+    async fn api_pod(&mut self, mut pod: Pod) {
+        report::mark_from_api(&mut pod);
+        self.from_api.insert(pod.metadata.uid.clone().unwrap_or_default());
+        self.apply(pod).await;
+    }
+
     async fn manifests_changed(&mut self, statics: Option<&mut manifests::Manifests>, changed: Changed) {
         let Some(statics) = statics else { return };
         let changes = match changed {
@@ -275,13 +282,12 @@ pub async fn run<R: ContainerRuntime>(
                     ctl.mirror_seen(&pod);
                 }
                 Some(Ok(Event::Delete(pod))) if report::is_mirror(&pod) => ctl.mirror_gone(&pod),
-                Some(Ok(Event::Apply(mut pod) | Event::InitApply(mut pod))) => {
-                    report::mark_from_api(&mut pod);
-                    let uid = pod.metadata.uid.clone().unwrap_or_default();
-                    relisted.insert(uid.clone());
-                    ctl.from_api.insert(uid);
-                    ctl.apply(pod).await;
+                Some(Ok(Event::InitApply(pod))) => {
+                    // Only a re-list's pods: this set lives until the list is done.
+                    relisted.insert(pod.metadata.uid.clone().unwrap_or_default());
+                    ctl.api_pod(pod).await;
                 }
+                Some(Ok(Event::Apply(pod))) => ctl.api_pod(pod).await,
                 Some(Ok(Event::Delete(pod))) => ctl.gone(&pod.metadata.uid.unwrap_or_default()),
                 Some(Ok(Event::Init)) => relisted.clear(),
                 Some(Ok(Event::InitDone)) => {
@@ -291,6 +297,7 @@ pub async fn run<R: ContainerRuntime>(
                         info!(%uid, "pod vanished while the watch was re-listing");
                         ctl.gone(&uid);
                     }
+                    relisted = HashSet::new();
                     if !std::mem::replace(&mut swept, true) {
                         ctl.sweep();
                     }

@@ -363,6 +363,7 @@ impl<R: ContainerRuntime> Executor<R> {
         self.shared.directory.remove_pod(&self.pod);
         self.shared.ports.release(self.pod.metadata.uid.as_deref().unwrap_or_default());
         self.shared.image_gc.notify_one();
+        self.shared.recorder.forget(self.pod.metadata.uid.as_deref().unwrap_or_default());
         self.shared.memory_trim.notify_one();
         debug!("pod forgotten");
     }
