@@ -17,6 +17,7 @@ pub mod commands;
 pub mod eviction;
 mod limits;
 mod parse;
+mod pods;
 mod probes;
 mod serving;
 mod statics;
@@ -36,6 +37,10 @@ use parse::{
     default_node_ip, non_empty_path, parse_duration, parse_ip, parse_max_pods, parse_port, validate_dns_name,
 };
 pub use parse::{parse_labels, parse_registries};
+pub use pods::{
+    CONFIG_RETRY_INITIAL, CONFIG_RETRY_MAX, CONFIG_RETRY_VISIBLE_AFTER, CRASH_LIMIT, DISK_CHECK_PERIOD,
+    FIRST_REPORT_DELAY, MAX_ENV_TOTAL, MAX_ENV_VALUE, MIRROR_RECREATE_DELAY, PUBLISH_RETRY,
+};
 pub use probes::{
     PROBE_FAILURE_THRESHOLD, PROBE_MIN_PERIOD, PROBE_OUTPUT_LIMIT, PROBE_PERIOD, PROBE_SUCCESS_THRESHOLD,
     PROBE_TIMEOUT,
@@ -84,43 +89,6 @@ pub const NODE_NOT_READY_TAINT_RECHECK: Duration = Duration::from_secs(3);
 /// scheduling); PIDs at 10% free.
 pub const DEFAULT_EVICTION_HARD: &str =
     "memory.available<100Mi,nodefs.available<1Gi,nodefs.inodesFree<5%,pid.available<10%";
-/// How long after a mirror pod is deleted (`kubectl delete`) the node makes a new one.
-/// Made at once, the new mirror (same name) can appear before `kubectl delete` starts
-/// watching for the old one to go, and kubectl then waits on the new one forever.
-pub const MIRROR_RECREATE_DELAY: Duration = Duration::from_secs(1);
-/// A pod preparation that failed on something that may clear at once (a ConfigMap not
-/// yet readable, a token the Node authorizer does not grant yet because it has not seen
-/// the pod's binding) is retried after this, doubling up to [`CONFIG_RETRY_MAX`], as the
-/// kubelet's volume manager retries mounts. The same back-off applies to
-/// `CreateContainerConfigError` at container start.
-pub const CONFIG_RETRY_INITIAL: Duration = Duration::from_millis(20);
-/// The longest wait between such retries: a ConfigMap created later is found within it.
-pub const CONFIG_RETRY_MAX: Duration = Duration::from_secs(10);
-/// Such a failure shows in the pod's status and as an Event only once it has lasted this
-/// long; until then each retry is a debug log line (a race that clears in milliseconds
-/// costs no status write).
-pub const CONFIG_RETRY_VISIBLE_AFTER: Duration = Duration::from_secs(1);
-/// A pod's first status report waits this long while its first preparation (volumes,
-/// images) runs, so a pod that starts by then is reported once, Running, rather than
-/// Pending and then Running; one that takes longer (a pull) shows ContainerCreating then.
-pub const FIRST_REPORT_DELAY: Duration = Duration::from_millis(500);
-/// The longest an env var's value or an argument may be after `$(VAR)` expansion: Linux's
-/// `MAX_ARG_STRLEN`, past which a native container's exec fails too. Past it the container
-/// waits in `CreateContainerConfigError` naming the variable, and nothing that long is
-/// ever built (a `$(VAR)` bomb doubles at each step).
-pub const MAX_ENV_VALUE: usize = 128 * 1024;
-/// The most a container's environment (names and values), and separately its argv, may
-/// hold in all: Linux's default `ARG_MAX` for a process's arguments and environment.
-pub const MAX_ENV_TOTAL: usize = 2 * 1024 * 1024;
-/// How often the emptyDir volumes that have a `sizeLimit` are measured against it (the
-/// kubelet's eviction manager looks every 10 s too). Past its limit the pod is evicted.
-pub const DISK_CHECK_PERIOD: Duration = Duration::from_secs(10);
-/// How many times the agent may die during one step of a pod (preparing it, starting a
-/// container) before the next agent fails the pod (reason `NodeAgentCrashed`) instead of
-/// redoing the step: a pod that crashes the agent must not take it down for ever.
-pub const CRASH_LIMIT: u32 = 3;
-/// A failed status report (the API server unreachable) is retried after this.
-pub const PUBLISH_RETRY: Duration = Duration::from_secs(1);
 /// How long a clean shutdown may take before the agent gives up waiting on its tasks.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 

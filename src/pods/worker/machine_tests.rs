@@ -155,16 +155,6 @@ fn a_slow_preparation_is_reported_after_half_a_second() {
 }
 
 #[test]
-fn a_failed_report_is_retried_after_a_second() {
-    let (mut t, _) = T::new(pod("Always", &[], &["a"]));
-    t.timer();
-    assert!(published(&t.step(Input::Published { ok: false })).is_none());
-    let (waited, fx) = t.timer();
-    assert_eq!(waited, Duration::from_secs(1));
-    assert!(published(&fx).is_some());
-}
-
-#[test]
 fn a_failed_pull_shows_err_image_pull_then_image_pull_back_off_and_backs_off_10s_doubling() {
     let mut t = T::reported(pod("Always", &[], &["a"]));
     let pull = || {
@@ -422,116 +412,6 @@ fn shutdown_stops_the_runs_and_keeps_the_files() {
 }
 
 #[test]
-fn a_static_pod_reports_anew_a_second_after_its_mirror_went() {
-    let mut t = T::running(pod("Always", &[], &["a"]));
-    assert!(published(&t.step(Input::MirrorGone)).is_none());
-    let (waited, fx) = t.timer();
-    assert_eq!(waited, Duration::from_secs(1));
-    assert!(published(&fx).is_some());
-}
-
-#[test]
-fn volumes_are_refreshed_every_sync_period_or_when_a_token_falls_due() {
-    let (mut t, _) = T::new(pod("Always", &[], &["a"]));
-    let token_due = Some(Duration::from_secs(5));
-    t.step(Input::Prepared(Ok(Prepared { token_due, refreshes: true, ..Prepared::default() })));
-    let (waited, fx) = t.timer();
-    assert_eq!((waited, fx.contains(&Effect::RefreshVolumes)), (Duration::from_secs(5), true));
-    t.step(Input::Refreshed { token_due: None });
-    let (waited, fx) = t.timer();
-    assert!(fx.contains(&Effect::RefreshVolumes));
-    assert!(waited >= Duration::from_secs(60) && waited <= Duration::from_secs(66), "{waited:?}");
-}
-
-#[test]
-fn a_running_pod_without_volumes_to_rewrite_has_no_wake_up_of_its_own() {
-    let t = T::running(pod("Always", &[], &["a"]));
-    assert_eq!(t.m.next_deadline(), None, "idle: nothing due until something happens to it");
-}
-
-/// A pod as an earlier agent left it in the API.
-fn stored(policy: &str, phase: &str, state: Value, restarts: i32) -> Pod {
-    let mut p = pod_json(policy, &[], &["a"]);
-    p["status"] = json!({"phase": phase, "containerStatuses": [
-        {"name": "a", "image": "img", "imageID": "", "ready": false, "restartCount": restarts, "state": state}
-    ]});
-    serde_json::from_value(p).unwrap()
-}
-
-#[test]
-fn after_an_agent_restart_a_pod_goes_on_where_it_was() {
-    // A run that was going is recorded as lost (137) and restarted as a restart.
-    let running = json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}});
-    let (mut t, fx) = T::new(stored("Always", "Running", running.clone(), 2));
-    assert_eq!(fx[0], Effect::Prepare);
-    assert_eq!(starts(&t.step(prepared())), [(Slot::Main(0), 3)]);
-    let last = t.m.view.main[0].last.clone();
-    assert!(matches!(last, Some(State::Terminated { exit_code: 137, .. })), "{last:?}");
-    // Under Never, it is not run again.
-    let (t, fx) = T::new(stored("Never", "Running", running, 0));
-    assert!(!fx.contains(&Effect::Prepare));
-    assert_eq!(t.m.state, PodState::Done { adopted: false });
-    // Finished pods are left as they are: nothing runs, nothing is reported.
-    let done = json!({"terminated": {"exitCode": 0, "reason": "Completed"}});
-    let (t, fx) = T::new(stored("Never", "Succeeded", done, 0));
-    assert!(fx.is_empty());
-    assert_eq!(t.m.state, PodState::Done { adopted: true });
-    // A pod deleted while the agent was down is deleted at once.
-    let mut p = pod("Always", &[], &["a"]);
-    p.metadata.deletion_timestamp =
-        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
-    assert_eq!(T::new(p).1, [Effect::Delete]);
-}
-
-#[test]
-fn an_empty_dir_over_its_size_limit_evicts_the_pod_and_nothing_restarts() {
-    let (mut t, _) = T::new(pod("Always", &[], &["a"]));
-    let fx = t.step(Input::Prepared(Ok(Prepared { watch_disk: true, ..Prepared::default() })));
-    t.step(Input::Started { slot: starts(&fx)[0].0, run: 0 });
-    let (waited, fx) = t.timer();
-    assert_eq!((waited, fx.contains(&Effect::CheckDisk)), (Duration::from_secs(10), true));
-    t.step(Input::DiskChecked { over: None });
-    while published(&t.step(Input::Published { ok: true })).is_some() {}
-    assert_eq!(t.timer().0, Duration::from_secs(10), "measured again a period later");
-    let over = crate::volumes::OverLimit { volume: "cache".into(), used: 3 << 20, limit: 1 << 20 };
-    let fx = t.step(Input::DiskChecked { over: Some(over) });
-    assert_eq!(reasons(&fx), ["Evicted", "Killing"]);
-    assert!(fx.contains(&Effect::Stop { slot: Slot::Main(0) }));
-    assert!(published(&fx).is_none(), "Failed is reported once the container has stopped");
-    let fx = t.exit(Slot::Main(0), 0, 137);
-    assert!(starts(&fx).is_empty(), "an evicted pod does not restart");
-    let status = published(&fx).expect("reported");
-    assert_eq!(status["phase"], "Failed");
-    assert_eq!(status["reason"], "Evicted");
-    assert_eq!(status["message"], "Usage of EmptyDir volume \"cache\" exceeds the limit \"1Mi\". ");
-    assert!(status["containerStatuses"][0]["state"]["terminated"].is_object(), "{status:#}");
-}
-
-#[test]
-fn a_pod_whose_step_crashed_the_agent_three_times_fails_instead_of_running_it_again() {
-    let settings = || Settings {
-        runtime_name: "fake",
-        node_ip: "10.0.0.1".into(),
-        sync_frequency: Duration::from_secs(60),
-    };
-    let step = |attempts| super::journal::Entry { step: "prepare".into(), attempts };
-    let mut m = Machine::new(Arc::new(pod("Always", &[], &["a"])), settings(), "t".into());
-    let fx = m.begin(Instant::now(), Some(step(2)));
-    assert_eq!(fx[0], Effect::Prepare, "twice may be chance: it is tried again");
-    let mut m = Machine::new(Arc::new(pod("Always", &[], &["a"])), settings(), "t".into());
-    let fx = m.begin(Instant::now(), Some(step(3)));
-    assert_eq!(reasons(&fx), ["NodeAgentCrashed"]);
-    assert!(!fx.contains(&Effect::Prepare));
-    assert_eq!(m.state, PodState::Done { adopted: false });
-    let status = published(&fx).expect("reported");
-    assert_eq!(status["phase"], "Failed");
-    assert_eq!(status["reason"], "NodeAgentCrashed");
-    assert!(
-        status["message"].as_str().unwrap().contains("stopped 3 times during this pod's step \"prepare\"")
-    );
-}
-
-#[test]
 fn probes_set_readiness_and_a_failed_liveness_probe_restarts_the_container() {
     use crate::pods::probes::{ProbeEvent, ProbeKind};
     let mut json = pod_json("Always", &[], &["web"]);
@@ -567,3 +447,9 @@ fn probes_set_readiness_and_a_failed_liveness_probe_restarts_the_container() {
     // A verdict about the old run changes nothing.
     assert!(t.step(Input::Probe { slot: Slot::Main(0), run: 0, event: ProbeEvent::Started }).is_empty());
 }
+
+#[path = "machine_upkeep_tests.rs"]
+mod upkeep;
+
+#[path = "machine_recover_tests.rs"]
+mod recover;

@@ -1,0 +1,85 @@
+//! What a pod needs while it lives, beside its containers' runs: its volumes rewritten,
+//! its emptyDirs measured (and the pod evicted past a `sizeLimit`), and its status
+//! reported when it changed. Part of [`super::Machine`]'s transitions.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Machine, PodState};
+use crate::events::Kind;
+use crate::pods::status::status_json;
+use crate::pods::worker::effects::Effect;
+use crate::volumes::OverLimit;
+
+impl Machine {
+    /// An emptyDir holds more than its `sizeLimit`: the pod is evicted as the kubelet does
+    /// (its containers stopped, phase Failed, reason `Evicted`), and not run again.
+    pub(super) fn evict(&mut self, over: OverLimit, fx: &mut Vec<Effect>) {
+        if !self.runs_containers() {
+            return;
+        }
+        let limit = crate::base::quantity::format_bytes(over.limit);
+        let message = format!("Usage of EmptyDir volume {:?} exceeds the limit {limit:?}. ", over.volume);
+        tracing::warn!(volume = %over.volume, used = over.used, limit = over.limit, "evicting the pod");
+        fx.push(Effect::Event {
+            slot: None,
+            kind: Kind::Warning,
+            reason: "Evicted",
+            message: message.clone(),
+        });
+        self.stop_all(true, fx);
+        self.view.failure = Some(("Evicted".into(), message));
+        self.state = PodState::Done { adopted: false };
+    }
+
+    /// When to rewrite the volumes next: after `--sync-frequency`, spread by the pod's UID
+    /// (up to a tenth more) so a thousand pods do not refresh in the same second; sooner if
+    /// a service account token falls due.
+    pub(super) fn schedule_refresh(&mut self, now: Instant, token_due: Option<Duration>) {
+        if !self.refreshes && token_due.is_none() {
+            self.refresh_at = None;
+            return;
+        }
+        let period = self.settings.sync_frequency;
+        let spread =
+            self.uid().bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 1000;
+        let mut at = now + period + period / 10 * spread / 1000;
+        if let Some(due) = token_due {
+            at = at.min(now + due);
+        }
+        self.refresh_at = Some(at);
+    }
+
+    /// Asks for the status to be reported when it changed since the last report (one
+    /// report in flight at a time; a failed one is retried after [`PUBLISH_RETRY`]).
+    pub(super) fn publish(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let quiet = matches!(
+            self.state,
+            PodState::Done { adopted: true }
+                | PodState::Terminating
+                | PodState::Deleting
+                | PodState::Finished
+        );
+        let first_pending = self.first_report_at.filter(|_| self.preparing());
+        // An evicted pod's containers are being stopped: its Failed phase is reported with
+        // their terminated states, once they have exited, never beside a running one.
+        let stopping = matches!(self.state, PodState::Done { .. }) && self.running() > 0;
+        let p = &self.publication;
+        if quiet
+            || stopping
+            || p.in_flight.is_some()
+            || p.retry_at.is_some()
+            || first_pending.is_some_and(|t| now < t)
+        {
+            return;
+        }
+        let comparable = status_json(&self.view, "");
+        if p.reported.as_ref() == Some(&comparable) {
+            return;
+        }
+        fx.push(Effect::Publish { status: status_json(&self.view, &crate::base::time::now_rfc3339()) });
+        self.publication.in_flight = Some(comparable);
+        self.first_report_at = None;
+    }
+}
