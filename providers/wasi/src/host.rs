@@ -15,6 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::outgoing::Outgoing;
+use crate::ticker::{Activity, InWasm, TracksWasm};
 
 /// What a command or module guest's store holds. Core modules use `wasi` through the
 /// preview1 linker; components use it through its [`WasiView`] impl, and may send
@@ -24,11 +25,18 @@ pub(crate) struct Host {
     pub(crate) http: WasiHttpCtx,
     pub(crate) hooks: Outgoing,
     pub(crate) limiter: MemoryLimiter,
+    pub(crate) in_wasm: InWasm,
 }
 
 impl Host {
-    pub(crate) fn new(wasi: WasiP1Ctx, limiter: MemoryLimiter) -> Self {
-        Host { wasi, http: WasiHttpCtx::new(), hooks: Outgoing, limiter }
+    pub(crate) fn new(wasi: WasiP1Ctx, limiter: MemoryLimiter, activity: Activity) -> Self {
+        Host { wasi, http: WasiHttpCtx::new(), hooks: Outgoing, limiter, in_wasm: InWasm::new(activity) }
+    }
+}
+
+impl TracksWasm for Host {
+    fn in_wasm(&mut self) -> &mut InWasm {
+        &mut self.in_wasm
     }
 }
 
@@ -56,6 +64,13 @@ pub(crate) struct ProxyHost {
     pub(crate) http: WasiHttpCtx,
     pub(crate) hooks: Outgoing,
     pub(crate) limiter: MemoryLimiter,
+    pub(crate) in_wasm: InWasm,
+}
+
+impl TracksWasm for ProxyHost {
+    fn in_wasm(&mut self) -> &mut InWasm {
+        &mut self.in_wasm
+    }
 }
 
 impl WasiView for ProxyHost {

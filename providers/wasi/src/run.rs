@@ -69,7 +69,8 @@ impl Runtime {
         let usage = Arc::new(Usage::default());
         let limiter = MemoryLimiter::new(spec.memory_limit).metered(Arc::clone(&usage));
         let (wasi, outputs) = wasi_context(spec)?;
-        let store = new_store(&self.inner.engine, Host::new(wasi, limiter));
+        let host = Host::new(wasi, limiter, self.inner.ticker.activity());
+        let store = new_store(&self.inner.engine, host);
         let guest = Metered::new(guest(store, compiled, outputs, ticker), Arc::clone(&usage));
         let task = tokio.spawn(guest.instrument(tracing::Span::current()));
         Ok(RunHandle { task, status: None, control: None, usage })
@@ -133,6 +134,7 @@ fn host_path(host: &HostDir) -> PathBuf {
 fn new_store(engine: &Engine, host: Host) -> Store<Host> {
     let mut store = Store::new(engine, host);
     store.limiter(|host| &mut host.limiter);
+    crate::ticker::track_wasm(&mut store);
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);
     store

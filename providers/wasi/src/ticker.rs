@@ -1,43 +1,178 @@
 //! The one epoch ticker per engine: a thread that bumps the engine's epoch at a fixed
-//! interval so running guests yield to tokio (and can be stopped) between ticks.
+//! interval so guests executing wasm yield to tokio (and can be stopped) between ticks.
+//!
+//! Ticks matter only while some guest is executing wasm: a guest waiting in a host call
+//! (a sleep, a read, an HTTP handler awaiting its body) reaches no epoch check. So each
+//! store tells the ticker when its guest enters and leaves wasm (a call hook, see
+//! [`track_wasm`]), and the thread sleeps while no guest is in wasm: ten thousand sleeping
+//! guests, or none, cost no wake-ups at all.
 
-use std::sync::mpsc;
-use std::thread::JoinHandle;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
-use wasmtime::Engine;
+use wasmtime::{CallHook, Engine, Store};
 
 use crate::error::{Error, Result};
 
+/// What the ticker thread and the guests share.
+#[derive(Default)]
+struct Shared {
+    /// Stores whose guest is executing wasm now.
+    in_wasm: AtomicUsize,
+    /// The thread is (about to be) parked until a guest enters wasm.
+    parked: AtomicBool,
+    stop: AtomicBool,
+}
+
 /// Owns the ticker thread; dropping the last `Arc<Ticker>` stops and joins it.
-/// Running guests hold an `Arc` too, so the epoch keeps moving while any guest runs.
+/// Running guests hold an `Arc` too, so the ticker lives while any guest does.
 pub(crate) struct Ticker {
-    stop: Option<mpsc::Sender<()>>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Ticker {
     pub(crate) fn start(engine: Engine, every: Duration) -> Result<Self> {
-        let (stop, stopped) = mpsc::channel::<()>();
+        Self::ticking(move || engine.increment_epoch(), every)
+    }
+
+    /// A ticker calling `tick` every `every` while a guest is in wasm.
+    fn ticking(tick: impl Fn() + Send + 'static, every: Duration) -> Result<Self> {
+        let shared = Arc::new(Shared::default());
+        let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("wasi-epoch-ticker".into())
             .spawn(move || {
-                // Ticks until the sender is dropped (or sends, which nothing does).
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    engine.increment_epoch();
+                while !s.stop.load(SeqCst) {
+                    if s.in_wasm.load(SeqCst) == 0 {
+                        // Say so first, then look again: a guest entering wasm either is
+                        // seen here or sees `parked` and unparks the thread.
+                        s.parked.store(true, SeqCst);
+                        if s.in_wasm.load(SeqCst) == 0 && !s.stop.load(SeqCst) {
+                            std::thread::park();
+                        }
+                        s.parked.store(false, SeqCst);
+                        continue;
+                    }
+                    std::thread::park_timeout(every);
+                    tick();
                 }
             })
             .map_err(Error::TickerSpawn)?;
-        Ok(Ticker { stop: Some(stop), thread: Some(thread) })
+        Ok(Ticker { shared, thread: Some(thread) })
+    }
+
+    /// The handle a store tells of its guest's entries into wasm with.
+    pub(crate) fn activity(&self) -> Activity {
+        let thread = self.thread.as_ref().map(|t| t.thread().clone());
+        Activity { shared: Arc::clone(&self.shared), thread }
     }
 }
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        self.shared.stop.store(true, SeqCst);
         if let Some(thread) = self.thread.take() {
-            // The thread wakes at once on disconnect; it cannot panic.
+            thread.thread().unpark();
+            // The thread looks at `stop` at once; it cannot panic.
             let _ = thread.join();
         }
+    }
+}
+
+/// Where stores tell the ticker their guest entered wasm (see [`InWasm`]).
+#[derive(Clone)]
+pub(crate) struct Activity {
+    shared: Arc<Shared>,
+    thread: Option<Thread>,
+}
+
+/// The part of a store's data that follows its guest in and out of wasm. Dropped with the
+/// store, so a guest stopped in the middle of wasm is not counted for ever.
+pub(crate) struct InWasm {
+    activity: Activity,
+    inside: bool,
+}
+
+impl InWasm {
+    pub(crate) fn new(activity: Activity) -> Self {
+        InWasm { activity, inside: false }
+    }
+
+    fn set(&mut self, inside: bool) {
+        if inside == self.inside {
+            return;
+        }
+        self.inside = inside;
+        let shared = &self.activity.shared;
+        if inside {
+            shared.in_wasm.fetch_add(1, SeqCst);
+            if shared.parked.load(SeqCst)
+                && let Some(thread) = &self.activity.thread
+            {
+                thread.unpark();
+            }
+        } else {
+            shared.in_wasm.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+impl Drop for InWasm {
+    fn drop(&mut self) {
+        self.set(false);
+    }
+}
+
+/// Store data that carries an [`InWasm`].
+pub(crate) trait TracksWasm {
+    fn in_wasm(&mut self) -> &mut InWasm;
+}
+
+/// Installs the call hook that keeps the ticker told when `store`'s guest is in wasm.
+pub(crate) fn track_wasm<T: TracksWasm + 'static>(store: &mut Store<T>) {
+    store.call_hook(|mut ctx, hook| {
+        let inside = matches!(hook, CallHook::CallingWasm | CallHook::ReturningFromHost);
+        ctx.data_mut().in_wasm().set(inside);
+        Ok(())
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counting() -> (Ticker, Arc<AtomicUsize>) {
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let t = Arc::clone(&ticks);
+        let ticker = Ticker::ticking(move || _ = t.fetch_add(1, SeqCst), Duration::from_millis(1)).unwrap();
+        (ticker, ticks)
+    }
+
+    fn ticks_over(ticks: &AtomicUsize, ms: u64) -> usize {
+        let before = ticks.load(SeqCst);
+        std::thread::sleep(Duration::from_millis(ms));
+        ticks.load(SeqCst) - before
+    }
+
+    #[test]
+    fn the_ticker_ticks_only_while_a_guest_is_in_wasm() {
+        let (ticker, ticks) = counting();
+        assert_eq!(ticks_over(&ticks, 50), 0, "no guest in wasm: no ticks");
+        let mut a = InWasm::new(ticker.activity());
+        let mut b = InWasm::new(ticker.activity());
+        a.set(true);
+        b.set(true);
+        assert!(ticks_over(&ticks, 50) > 5, "a guest in wasm: ticks");
+        a.set(false);
+        assert!(ticks_over(&ticks, 50) > 5, "another still in wasm: ticks");
+        drop(b); // a store dropped while its guest was in wasm
+        std::thread::sleep(Duration::from_millis(10));
+        assert_eq!(ticks_over(&ticks, 50), 0, "none left: quiet again");
+        a.set(true);
+        assert!(ticks_over(&ticks, 50) > 5, "woken again");
+        drop(ticker); // stops and joins while a guest is in wasm
     }
 }

@@ -19,6 +19,7 @@ use crate::output::SharedOutput;
 use crate::run::add_preopens;
 use crate::sockets::NetworkPolicy;
 use crate::spec::Preopen;
+use crate::ticker::{Activity, InWasm};
 
 /// What every request's store is made from: the spec, minus what only one run can own.
 pub(crate) struct Template {
@@ -31,6 +32,8 @@ pub(crate) struct Template {
     pub(crate) max_handles: Option<usize>,
     pub(crate) stdout: SharedOutput,
     pub(crate) stderr: SharedOutput,
+    /// The engine's ticker, told when a request's guest is in wasm.
+    pub(crate) activity: Activity,
 }
 
 /// Handles (streams, sockets, outgoing requests, fields, ...) one request's instance
@@ -60,9 +63,11 @@ impl Template {
             http: WasiHttpCtx::new(),
             hooks: Outgoing,
             limiter: MemoryLimiter::new(self.memory_limit),
+            in_wasm: InWasm::new(self.activity.clone()),
         };
         let mut store = Store::new(engine, host);
         store.limiter(|host| &mut host.limiter);
+        crate::ticker::track_wasm(&mut store);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {

@@ -131,6 +131,7 @@ pub(crate) fn start(
         max_handles: spec.max_handles,
         stdout,
         stderr,
+        activity: ticker.activity(),
     };
     // A preopen that cannot be opened would fail every request: fail here instead.
     template.store(engine, std::time::Instant::now())?;
