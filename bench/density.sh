@@ -8,13 +8,20 @@
 #   - with N idle pods: RSS, peak RSS, threads, and the agent's CPU over IDLE seconds;
 #   - all manifests removed → every pod's state gone; RSS and CPU then (after the
 #     agent's memory trim, which runs 3 s after the last pod went).
-# The cluster case (a burst of default pods with service-account tokens) is
-# `bench/pods.sh 0 N 0`.
 #
 #   bench/density.sh [N]    default N=1000; IDLE (default 30) seconds of idle measurement;
 #                           BENCH_PORT (default 10491) is the agent's port
+#   bench/density.sh --cluster [N]
+#                           the same on the local control plane, through bench/pods.sh: a
+#                           burst of N default pods (service-account tokens) and one of N
+#                           without → all Running after the last bind; N idle guests: RSS,
+#                           threads, agent CPU over 30 s; all deleted: RSS against the warm
+#                           agent (one pod run and deleted)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = --cluster ]; then
+  exec bench/pods.sh 0 "${2:-1000}" "${2:-1000}"
+fi
 N=${1:-1000}
 IDLE=${IDLE:-30}
 

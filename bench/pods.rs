@@ -107,6 +107,10 @@ async fn main() -> anyhow::Result<()> {
     create_all(&api, "warm", 1, node, hello, false).await;
     warm.await?;
     delete_all(&api).await;
+    // The script reads the warm agent's RSS now (one pod run and gone).
+    println!("WARM_READY");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
 
     for token in [true, false] {
         let kind = if token { "default pods (SA token)" } else { "pods without SA token" };

@@ -21,13 +21,24 @@ coproc BENCH { target/release/examples/bench-pods "$NAME" "$KRUSTLET_TEST_REGIST
 BENCH_CHILD=$BENCH_PID
 while IFS= read -r line <&"${BENCH[0]}"; do
   echo "$line"
+  if [ "$line" = WARM_READY ]; then
+    sleep 5
+    WARM_KB=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
+    echo "agent RSS warm (one pod run and deleted): $WARM_KB kB"
+    echo >&"${BENCH[1]}"
+    continue
+  fi
   if [ "$line" = IDLE_READY ]; then
     sleep 5
     echo "agent RSS with $IDLE idle guests: $(awk '/VmRSS/ {print $2, $3}' /proc/$PID/status); threads: $(awk '/Threads/ {print $2}' /proc/$PID/status)"
+    c0=$(cpu_ticks) t0=$(date +%s%3N)
+    sleep 30
+    echo "agent CPU with $IDLE idle guests over 30 s: $(awk -v c="$(($(cpu_ticks) - c0))" -v hz="$(getconf CLK_TCK)" -v ms="$(($(date +%s%3N) - t0))" 'BEGIN {printf "%.2f", c / hz * 100000 / ms}') % of a core"
     echo >&"${BENCH[1]}"
   fi
 done
 wait "$BENCH_CHILD" 2>/dev/null || true
 sleep 5
-echo "agent RSS after deleting every pod: $(awk '/VmRSS/ {print $2, $3}' /proc/$PID/status) (anonymous $(awk '/RssAnon/ {print $2, $3}' /proc/$PID/status))"
+AFTER_KB=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
+echo "agent RSS after deleting every pod: $AFTER_KB kB (anonymous $(awk '/RssAnon/ {print $2, $3}' /proc/$PID/status)), $(awk -v a="$AFTER_KB" -v w="${WARM_KB:-0}" 'BEGIN {if (w) printf "%.2f", a / w; else print "?"}')x the warm agent"
 echo "agent warnings/errors: $(grep -c -E 'WARN|ERROR' "$DIR/err" || true)"
