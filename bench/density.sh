@@ -38,15 +38,6 @@ rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$PID/status"; }
 anon_mb() { awk '/RssAnon/ {printf "%.0f", $2 / 1024}' "/proc/$PID/status"; }
 hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$PID/status"; }
 threads() { awk '/Threads/ {print $2}' "/proc/$PID/status"; }
-ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
-# cpu SECONDS: the agent's CPU over SECONDS, in percent of one core.
-cpu() {
-  local t0 c0 c1 t1
-  t0=$(now_ms) c0=$(ticks)
-  sleep "$1"
-  c1=$(ticks) t1=$(now_ms)
-  awk -v c="$((c1 - c0))" -v hz="$TICKS" -v ms="$((t1 - t0))" 'BEGIN {printf "%.2f", c / hz * 100000 / ms}'
-}
 running() {
   find "$D/pods" -name status.json -print0 2>/dev/null | xargs -0 -r grep -l '"phase":"Running"' 2>/dev/null | wc -l
 }
@@ -58,7 +49,7 @@ RUST_LOG=warn "$BIN" --pod-manifest-path "$M" --data-dir "$D" --node-name bench 
   --allow-anonymous-localhost --max-pods "$((N + 10))" 2>"$DIR/agent.log" &
 PID=$!
 sleep 3
-echo "idle agent, no pods: RSS $(rss_mb) MB (anonymous $(anon_mb) MB), $(threads) threads, CPU $(cpu 10) % of a core (10 s)"
+echo "idle agent, no pods: RSS $(rss_mb) MB (anonymous $(anon_mb) MB), $(threads) threads, CPU $(cpu_percent 10) % of a core (10 s)"
 # The same agent warm: one pod run and deleted (its module compiled, the code paths of a
 # pod's life paged in). Memory after the mass delete is compared with this.
 printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: warm}\nspec:\n  containers:\n  - {name: main, image: "file://%s/sleep.wasm"}\n' \
@@ -83,12 +74,12 @@ done
 echo "$N manifests moved in → all Running: $(($(now_ms) - t0)) ms"
 sleep 5
 echo "$N idle pods: RSS $(rss_mb) MB ($(( ($(rss_mb) - BASE) * 1024 / N )) KB per pod over the idle agent), anonymous $(anon_mb) MB, peak $(hwm_mb) MB, $(threads) threads"
-echo "$N idle pods: agent CPU over $IDLE s: $(cpu "$IDLE") % of a core"
+echo "$N idle pods: agent CPU over $IDLE s: $(cpu_percent "$IDLE") % of a core"
 
 t0=$(now_ms)
 find "$M" -name '*.yaml' -delete
 until [ "$(states)" -eq 0 ]; do sleep 0.25; done
 echo "all manifests removed → every pod's state gone: $(($(now_ms) - t0)) ms"
 sleep 5
-echo "after deleting them: RSS $(rss_mb) MB, anonymous $(anon_mb) MB ($(awk -v a="$(rss_mb)" -v b="$BASE" 'BEGIN {printf "%.2f", a / b}')x the warm idle agent), CPU $(cpu 10) % of a core (10 s)"
+echo "after deleting them: RSS $(rss_mb) MB, anonymous $(anon_mb) MB ($(awk -v a="$(rss_mb)" -v b="$BASE" 'BEGIN {printf "%.2f", a / b}')x the warm idle agent), CPU $(cpu_percent 10) % of a core (10 s)"
 echo "agent warnings/errors: $(grep -c -E 'WARN|ERROR' "$DIR/agent.log" || true)"

@@ -56,6 +56,15 @@ stop_node() {
 # cpu_ticks: user+system clock ticks the agent has used so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 
+# cpu_percent SECONDS: the agent's CPU over the next SECONDS, in percent of one core.
+cpu_percent() {
+  local t0 c0
+  t0=$(date +%s%3N) c0=$(cpu_ticks)
+  sleep "$1"
+  awk -v c="$(($(cpu_ticks) - c0))" -v hz="$(getconf CLK_TCK)" -v ms="$(($(date +%s%3N) - t0))" \
+    'BEGIN {printf "%.2f", c / hz * 100000 / ms}'
+}
+
 # bench_pod NAME IMAGE POLICY ARGS-JSON: a pod for this node (in $BENCH_NS if set).
 bench_pod() {
   kubectl apply -f - >/dev/null <<YAML

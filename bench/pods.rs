@@ -108,9 +108,7 @@ async fn main() -> anyhow::Result<()> {
     warm.await?;
     delete_all(&api).await;
     // The script reads the warm agent's RSS now (one pod run and gone).
-    println!("WARM_READY");
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
+    handshake("WARM_READY");
 
     for token in [true, false] {
         let kind = if token { "default pods (SA token)" } else { "pods without SA token" };
@@ -125,12 +123,18 @@ async fn main() -> anyhow::Result<()> {
     let seen = obs.await?;
     let running = seen.values().filter(|v| v.1.is_some()).count();
     println!("{idle} idle guests: {running} Running after {:.1} s", t0.elapsed().as_secs_f64());
-    println!("IDLE_READY");
     // The script reads the agent's RSS now; wait for it before cleaning up.
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
+    handshake("IDLE_READY");
     delete_all(&api).await;
     Ok(())
+}
+
+/// Tells the script (`bench/pods.sh`) the agent is ready to be measured: prints `marker`
+/// and waits for the line the script sends once it has read what it wanted.
+fn handshake(marker: &str) {
+    println!("{marker}");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
 }
 
 /// `n` pods one after another: bind -> Running p50/p99/max.

@@ -30,16 +30,15 @@ until (($(grep -l '"phase":"Running"' "$D"/pods/*/status.json 2>/dev/null | wc -
 done
 sleep 5
 URL="https://127.0.0.1:$PORT"
-ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 cpu_over() { # SECONDS [scrape]: agent CPU % of a core
   local before after
-  before=$(ticks)
+  before=$(cpu_ticks)
   if [[ "${2:-}" == scrape ]]; then
     for _ in $(seq "$1"); do curl -sk -o /dev/null "$URL/stats/summary"; sleep 1; done
   else
     sleep "$1"
   fi
-  after=$(ticks)
+  after=$(cpu_ticks)
   awk -v t=$((after - before)) -v hz="$TICKS" -v s="$1" 'BEGIN {printf "%.2f", 100 * t / hz / s}'
 }
 latency() { # PATH: p50 and p99 in ms of 50 requests

@@ -245,7 +245,8 @@ pub async fn run<R: ContainerRuntime>(
         None => futures::stream::pending().boxed(),
     };
     let mut statics = manifests.as_deref().map(|dir| manifests::Manifests::new(dir, &node_name));
-    let mut wake = manifests.as_deref().map(|path| Wake::watch(&[&manifests::watched_dir(path)]));
+    let watch_manifests = || manifests.as_deref().map(|path| Wake::watch(&[&manifests::watched_dir(path)]));
+    let mut wake = watch_manifests();
     let mut ctl = Controller {
         shared,
         max_pods,
@@ -272,7 +273,7 @@ pub async fn run<R: ContainerRuntime>(
                 if changed == Changed::Anything {
                     // Watch afresh before looking at everything: a replaced directory is
                     // watched again, and what changes during the look is not missed.
-                    wake = manifests.as_deref().map(|path| Wake::watch(&[&manifests::watched_dir(path)]));
+                    wake = watch_manifests();
                 }
                 ctl.manifests_changed(statics.as_mut(), changed).await;
             }
