@@ -29,29 +29,31 @@
 
 mod artifact;
 mod cache;
+mod cgroup;
 mod engines;
 mod error;
 mod exit;
 mod host;
+mod net;
 mod outgoing;
 mod output;
 mod run;
 mod runtime;
 mod serve;
-mod sockets;
 mod spec;
 mod ticker;
 mod usage;
 
 pub use artifact::{Artifact, ArtifactKind, LoadSource};
+pub use cgroup::{Cgroup, CgroupSpec};
 pub use engines::DEFAULT_HTTP_POOL;
 pub use error::{BoxError, Error, Result};
 pub use exit::{ExitStatus, KILLED_EXIT_CODE, TRAP_EXIT_CODE};
+pub use net::{NetworkPolicy, PortRules, SocketRules, Transport, Verdict, canonical, is_node_local};
 pub use outgoing::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT};
 pub use run::{RunHandle, Stopper};
 pub use runtime::{CacheStats, DEFAULT_EPOCH_TICK, Runtime, RuntimeBuilder};
 pub use serve::{DEFAULT_MAX_CONCURRENT, DEFAULT_REQUEST_TIMEOUT, HttpLimits, HttpStats, HttpStatsSnapshot};
-pub use sockets::NetworkPolicy;
 pub use spec::{HostDir, Preopen, RunSpec, Sink, Stdin};
 pub use usage::Usage;
 

@@ -16,6 +16,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use crate::artifact::{Artifact, ArtifactKind, Compiled, Entry, LoadSource};
 use crate::artifact::{detect_kind, validate_digest};
 use crate::cache::{Cached, DiskCache};
+use crate::cgroup::{Cgroup, CgroupSpec};
 use crate::engines::{DEFAULT_HTTP_POOL, HttpEngine, main_engine};
 use crate::error::{Error, Result, boxed};
 use crate::host::Host;
@@ -33,6 +34,8 @@ pub struct RuntimeBuilder {
     cache_dir: Option<PathBuf>,
     epoch_tick: Duration,
     http_pool: u32,
+    memory_budget: Option<u64>,
+    guest_threads: Option<usize>,
 }
 
 impl RuntimeBuilder {
@@ -46,9 +49,32 @@ impl RuntimeBuilder {
     ///   artifacts together that can run at once; one more gets a 503. Made on the
     ///   first HTTP proxy load; it reserves 4 GiB of address space (not memory) per slot
     ///
+    /// * memory budget: none — every guest's memory together is bounded only by the
+    ///   cgroups runs are given
+    /// * guest threads: one per CPU — guests run on these threads, never on the caller's
+    ///
     /// [`RunHandle::stop`]: crate::RunHandle::stop
     pub fn new() -> Self {
-        RuntimeBuilder { cache_dir: None, epoch_tick: DEFAULT_EPOCH_TICK, http_pool: DEFAULT_HTTP_POOL }
+        RuntimeBuilder {
+            cache_dir: None,
+            epoch_tick: DEFAULT_EPOCH_TICK,
+            http_pool: DEFAULT_HTTP_POOL,
+            memory_budget: None,
+            guest_threads: None,
+        }
+    }
+
+    /// Bounds the memory (linear memories and tables) of every guest on the node together:
+    /// a growth past it is refused, whichever guest asks.
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
+    /// Sets how many threads run guests (at least 1).
+    pub fn guest_threads(mut self, n: usize) -> Self {
+        self.guest_threads = Some(n.max(1));
+        self
     }
 
     /// Keeps compiled code in `dir` (created if missing) across processes.
@@ -97,6 +123,7 @@ impl RuntimeBuilder {
                 loaded: Mutex::new(HashMap::new()),
                 stats: Stats::default(),
                 ticker,
+                root: Cgroup::root(self.memory_budget),
             }),
         })
     }
@@ -138,6 +165,8 @@ pub(crate) struct Inner {
     loaded: Mutex<HashMap<String, Slot>>,
     stats: Stats,
     pub(crate) ticker: Arc<Ticker>,
+    /// The node's root group: every run's group is inside it.
+    pub(crate) root: Cgroup,
 }
 
 /// A digest's compiled code, once loaded. Its lock is held while the code is being
@@ -186,6 +215,11 @@ impl Runtime {
         let compiled = Arc::new(Compiled { digest: digest.to_owned(), engine, entry });
         *slot = Some(Arc::clone(&compiled));
         Ok(Artifact { compiled, source })
+    }
+
+    /// A new group directly under the node's root group, for a pod or a container.
+    pub fn cgroup(&self, spec: CgroupSpec) -> Cgroup {
+        self.inner.root.child(spec)
     }
 
     /// The artifact already loaded under `digest`, without bytes or disk access.

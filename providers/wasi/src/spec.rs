@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::cgroup::Cgroup;
+use crate::net::NetworkPolicy;
 use crate::serve::HttpLimits;
-use crate::sockets::NetworkPolicy;
 
 /// Where a preopened directory comes from on the host.
 #[derive(Debug, Clone)]
@@ -83,6 +84,7 @@ pub struct RunSpec {
     pub(crate) network: NetworkPolicy,
     pub(crate) http: HttpLimits,
     pub(crate) max_handles: Option<usize>,
+    pub(crate) cgroup: Option<Cgroup>,
 }
 
 impl RunSpec {
@@ -101,6 +103,8 @@ impl RunSpec {
     /// * handles: wasmtime-wasi's own cap (a million open files, streams and sockets)
     /// * HTTP limits: [`HttpLimits::default`], 30 s per request and 100 requests in
     ///   flight
+    /// * cgroup: a group of its own directly under the node's root group (no limits but
+    ///   the node's memory budget)
     pub fn new() -> Self {
         RunSpec {
             argv: Vec::new(),
@@ -114,6 +118,7 @@ impl RunSpec {
             network: NetworkPolicy::default(),
             http: HttpLimits::default(),
             max_handles: None,
+            cgroup: None,
         }
     }
 
@@ -204,6 +209,13 @@ impl RunSpec {
         self.max_handles = Some(n);
         self
     }
+
+    /// Puts the run in `cgroup`: its memory (every instance's, for an HTTP server) and its
+    /// CPU count there, under the group's limits and its parents'.
+    pub fn cgroup(mut self, cgroup: Cgroup) -> Self {
+        self.cgroup = Some(cgroup);
+        self
+    }
 }
 
 impl Default for RunSpec {
@@ -227,6 +239,7 @@ impl fmt::Debug for RunSpec {
             .field("network", &self.network)
             .field("http", &self.http)
             .field("max_handles", &self.max_handles)
+            .field("cgroup", &self.cgroup)
             .finish()
     }
 }

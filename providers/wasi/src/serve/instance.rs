@@ -14,10 +14,10 @@ use super::Server;
 use super::stats::{HttpStats, InFlight};
 use crate::error::Result;
 use crate::host::{MemoryLimiter, ProxyHost};
+use crate::net::NetworkPolicy;
 use crate::outgoing::Outgoing;
 use crate::output::SharedOutput;
 use crate::run::add_preopens;
-use crate::sockets::NetworkPolicy;
 use crate::spec::Preopen;
 use crate::ticker::{Activity, InWasm};
 
