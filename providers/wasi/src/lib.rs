@@ -43,6 +43,7 @@ mod serve;
 mod spec;
 mod ticker;
 mod usage;
+mod wasmedge;
 
 pub use artifact::{Artifact, ArtifactKind, LoadSource};
 pub use cgroup::{Cgroup, CgroupSpec};

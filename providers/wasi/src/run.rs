@@ -25,6 +25,7 @@ use crate::runtime::Runtime;
 use crate::serve::{self, Control, HttpStats};
 use crate::spec::{HostDir, Preopen, RunSpec};
 use crate::ticker::Ticker;
+use crate::wasmedge::Sockets;
 
 /// Bytes a guest may have in flight to a stdout/stderr sink before its writes wait.
 const STDIO_BUDGET: usize = 64 * 1024;
@@ -68,8 +69,10 @@ impl Runtime {
         drop(std::mem::take(&mut spec.listeners));
         let usage = Arc::new(Usage::default());
         let limiter = MemoryLimiter::new(spec.memory_limit).metered(Arc::clone(&usage));
+        let sockets = Sockets::new(&spec.network, spec.max_handles);
         let (wasi, outputs) = wasi_context(spec)?;
-        let host = Host::new(wasi, limiter, self.inner.ticker.activity());
+        let mut host = Host::new(wasi, limiter, self.inner.ticker.activity());
+        host.sockets = sockets;
         let store = new_store(&self.inner.engine, host);
         let guest = Metered::new(guest(store, compiled, outputs, ticker), Arc::clone(&usage));
         let task = tokio.spawn(guest.instrument(tracing::Span::current()));
