@@ -18,6 +18,8 @@ mod sock;
 mod socket;
 mod sockopt;
 mod table;
+#[cfg(test)]
+mod tests;
 
 use wasmtime::{AsContextMut, Caller, Extern, ExternType, Linker, Module};
 

@@ -35,6 +35,21 @@ pub(crate) enum Role {
     Stream,
 }
 
+/// Whether the kernel has something to read on `fd` now: `Some(hung_up)`, or `None`.
+fn kernel_readable(fd: BorrowedFd<'_>) -> Option<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(&fd, PollFlags::IN | PollFlags::RDHUP)];
+    match rustix::event::poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 0 })) {
+        Ok(0) => None,
+        Ok(_) => {
+            let revents = fds[0].revents();
+            Some(revents.intersects(PollFlags::HUP | PollFlags::RDHUP))
+        }
+        // Let the guest's next call find out what is wrong.
+        Err(_) => Some(false),
+    }
+}
+
 /// `fd` registered with the current runtime's reactor for read and write readiness.
 fn registered(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: an `OwnedFd` is an open descriptor that always returns the same number
@@ -186,16 +201,30 @@ impl Socket {
     }
 
     /// Read readiness now, registering `cx` to be woken when it comes: `Some(hung_up)`.
+    ///
+    /// The reactor's readiness only clears when an operation would block, so after an
+    /// accept or a short read it may still say "readable" when nothing is there; the
+    /// kernel is asked before that is reported (a guest that polls and then accepts in
+    /// blocking mode must not block), and stale readiness is cleared.
     pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Option<bool> {
-        match &self.io {
+        let afd = match &self.io {
             // An unconnected TCP socket: hung up, as the kernel reports it.
-            Io::Idle(_) => Some(true),
-            Io::Registered(afd) => match afd.poll_read_ready(cx) {
-                Poll::Ready(Ok(guard)) => Some(guard.ready().is_read_closed()),
-                Poll::Ready(Err(_)) => Some(true),
-                Poll::Pending => None,
-            },
+            Io::Idle(_) => return Some(true),
+            Io::Registered(afd) => afd,
+        };
+        // Twice at most: a new event may arrive between the check and the clearing.
+        for _ in 0..2 {
+            let mut guard = match afd.poll_read_ready(cx) {
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(_)) => return Some(true),
+                Poll::Pending => return None,
+            };
+            match kernel_readable(afd.get_ref().as_fd()) {
+                Some(hung_up) => return Some(hung_up || guard.ready().is_read_closed()),
+                None => guard.clear_ready(),
+            }
         }
+        None
     }
 
     /// Write readiness now, as [`poll_readable`](Self::poll_readable). A listener is

@@ -176,6 +176,12 @@ impl Sockets {
         }
     }
 
+    /// How many sockets are open.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.open
+    }
+
     fn rules(&self) -> Wasi<&Arc<dyn SocketRules>> {
         self.rules.as_ref().ok_or(Errno::ACCES)
     }
