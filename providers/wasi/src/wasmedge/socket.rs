@@ -82,7 +82,8 @@ pub(crate) struct Socket {
 }
 
 impl Socket {
-    /// A new non-blocking, close-on-exec host socket; the guest sees it blocking.
+    /// A new non-blocking, close-on-exec host socket; the guest sees it blocking. TCP
+    /// sockets start with `SO_REUSEADDR`.
     pub(crate) fn open(family: Family, kind: Kind) -> io::Result<Socket> {
         let domain = match family {
             Family::V4 => AddressFamily::INET,
@@ -93,6 +94,13 @@ impl Socket {
             Kind::Dgram => SocketType::DGRAM,
         };
         let fd = rustix::net::socket_with(domain, ty, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC, None)?;
+        if kind == Kind::Stream {
+            // On by default (the guest may turn it off): the connections a stopped run
+            // closed linger in TIME_WAIT, and without it on the old listener its port could
+            // not be bound again for a minute — not even by the pod's next run. Linux never
+            // lets two sockets listen on one port either way.
+            rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+        }
         let mut socket = Socket::new(family, kind, Role::Fresh, Io::Idle(fd));
         if kind == Kind::Dgram {
             socket.register()?;

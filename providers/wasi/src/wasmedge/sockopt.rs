@@ -4,7 +4,8 @@
 //!
 //! | option | set | get |
 //! | --- | --- | --- |
-//! | `SO_REUSEADDR`, `SO_KEEPALIVE`, `SO_OOBINLINE`, `SO_BROADCAST` | as given | host value |
+//! | `SO_REUSEADDR` | as given (TCP sockets start with it on: see `Socket::open`) | host value |
+//! | `SO_KEEPALIVE`, `SO_OOBINLINE`, `SO_BROADCAST` | as given | host value |
 //! | `SO_SNDBUF`, `SO_RCVBUF` | capped at [`MAX_BUFFER`] (the kernel caps further) | host value |
 //! | `SO_LINGER` | off, or 0 s (reset on close); a positive time is `EPERM`: closing would block a host thread | host value |
 //! | `SO_RCVTIMEO`, `SO_SNDTIMEO` | kept by the host for blocking calls (`EAGAIN` when they pass) | as set |
