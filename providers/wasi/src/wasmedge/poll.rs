@@ -20,7 +20,7 @@
 //!   on one); a hang-up is a ready event with the `HANGUP` flag.
 
 use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -102,7 +102,7 @@ pub(crate) async fn poll_oneoff(
     let delegated: Vec<i32> =
         subs.iter().filter_map(|s| if let Sub::Delegated { at } = s { Some(*at) } else { None }).collect();
     let (mut events, theirs) = if delegated.is_empty() {
-        (wait(&subs, sockets, None::<std::future::Pending<()>>).await.0, Vec::new())
+        (wait(&subs, sockets, None::<Pin<&mut std::future::Pending<()>>>).await.0, Vec::new())
     } else {
         let mut host_mem = Delegation::new(mem, &delegated, false)?;
         let (ours, done) = {
@@ -110,7 +110,16 @@ pub(crate) async fn poll_oneoff(
             wasi.set_hostcall_fuel(fuel);
             let theirs =
                 p1::poll_oneoff(&mut *wasi, &mut guest, 0, host_mem.events, host_mem.count, host_mem.nevents);
-            wait(&subs, sockets, Some(theirs)).await
+            let mut theirs = pin!(theirs);
+            let (ours, done) = wait(&subs, sockets, Some(theirs.as_mut())).await;
+            match done {
+                // A regular file is always ready once wasmtime-wasi has read ahead from
+                // it: let that read finish rather than start another.
+                None if reads_files(mem, &delegated) => {
+                    (ours, tokio::time::timeout(FILE_READ_AHEAD, theirs).await.ok())
+                }
+                done => (ours, done),
+            }
         };
         let result = match done {
             Some(result) => result,
@@ -222,27 +231,37 @@ fn disarm_reported(sockets: &mut Sockets, subs: &[Sub], events: &[Event]) {
     }
 }
 
+/// How long a call whose sockets are ready lets wasmtime-wasi finish reading ahead from
+/// the regular files it also waits on (microseconds, normally).
+const FILE_READ_AHEAD: Duration = Duration::from_millis(10);
+
+/// Whether a delegated subscription is on a descriptor past stdio: a preopen's file.
+fn reads_files(mem: &Mem<'_>, delegated: &[i32]) -> bool {
+    delegated
+        .iter()
+        .any(|&at| mem.u8(at + 8).is_ok_and(|tag| tag != CLOCK) && mem.u32(at + 16).is_ok_and(|fd| fd > 2))
+}
+
 /// Waits until a socket or clock subscription is ready or `theirs` (wasmtime-wasi's
 /// half) finishes, and returns the socket and clock events ready then, with `theirs`'s
 /// result if it finished.
 async fn wait<F: Future>(
     subs: &[Sub],
     sockets: &Sockets,
-    theirs: Option<F>,
+    mut theirs: Option<Pin<&mut F>>,
 ) -> (Vec<Event>, Option<F::Output>) {
     let earliest = subs
         .iter()
         .filter_map(|s| if let Sub::Clock { deadline, .. } = s { Some(*deadline) } else { None })
         .min();
     let mut timer = pin!(earliest.map(tokio::time::sleep_until));
-    let mut theirs = pin!(theirs);
     poll_fn(|cx| {
         if let Some(timer) = timer.as_mut().as_pin_mut() {
             let _ = timer.poll(cx);
         }
         let ours = ready_now(subs, sockets, cx);
-        let done = match theirs.as_mut().as_pin_mut() {
-            Some(theirs) => match theirs.poll(cx) {
+        let done = match theirs.as_mut() {
+            Some(theirs) => match theirs.as_mut().poll(cx) {
                 Poll::Ready(result) => Some(result),
                 Poll::Pending => None,
             },

@@ -195,7 +195,21 @@ async fn the_handle_cap_counts_files_and_sockets() {
     // A pending connection stays queued while there is no room; EMFILE, not a trap.
     let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     assert_eq!(guest.call("sock_accept", &[listener, OUT.into()]).await, EMFILE);
+    // The listener has a connection pending but is not reported while accepting would
+    // fail: a guest that retries later does not spin meanwhile.
+    super::poll::subscribe(&mut guest, 0, 1, 1, listener as u32);
+    guest.write(SUBS + 48, &[0; 48]);
+    guest.put_u32(SUBS + 48 + 16, 1);
+    guest.put_u64(SUBS + 48 + 24, 20_000_000);
+    assert_eq!(guest.call("poll_oneoff", &[SUBS.into(), EVENTS.into(), 2, OUT.into()]).await, 0);
+    assert_eq!((guest.u32(OUT), guest.read(EVENTS + 10, 1)), (1, vec![0]), "only the clock");
     assert_eq!(guest.call("fd_close", &[third]).await, 0);
+    assert_eq!(guest.call("poll_oneoff", &[SUBS.into(), EVENTS.into(), 2, OUT.into()]).await, 0);
+    assert_eq!(
+        (guest.u32(OUT), guest.u64(EVENTS), guest.read(EVENTS + 10, 1)),
+        (1, 1, vec![1]),
+        "readable again"
+    );
     let conn_b = guest.accept(listener).await;
     assert_ne!(conn_a, conn_b);
     assert_eq!(guest.sockets().len(), 3);

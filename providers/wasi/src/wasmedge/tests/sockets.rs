@@ -216,3 +216,20 @@ async fn a_connected_datagram_socket_sends_without_an_address() {
     let mut got = [0u8; 8];
     assert_eq!(peer.recv(&mut got).unwrap(), 2);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_guest_blocked_in_accept_holds_no_thread() {
+    // One thread for everything: if the blocked accept held it, the second guest could
+    // never run.
+    let mut waiting = Guest::new(Rules::allow().policy()).await;
+    let (listener, _) = waiting.listener().await;
+    let blocked = tokio::spawn(async move { waiting.call("sock_accept", &[listener, OUT.into()]).await });
+    let mut serving = Guest::new(Rules::allow().policy()).await;
+    let (listener, port) = serving.listener().await;
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let conn = serving.accept(listener).await;
+    client.write_all(b"still served").unwrap();
+    assert_eq!(serving.recv(conn, 64, 0).await, (0, b"still served".to_vec()));
+    assert!(!blocked.is_finished(), "the first guest still waits for a connection");
+    blocked.abort();
+}
