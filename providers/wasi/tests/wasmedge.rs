@@ -60,7 +60,7 @@ async fn an_unknown_import_is_a_link_error_naming_it() {
              (memory (export "memory") 1)
              (func (export "_start")))"#,
     );
-    let err = runtime.load(&bytes, &digest(&bytes)).err().expect("does not link");
+    let err = runtime.load(&bytes, &digest(&bytes)).expect_err("does not link");
     assert!(matches!(err, Error::Link { .. }), "{err:?}");
     let mut message = err.to_string();
     let mut source = std::error::Error::source(&err);

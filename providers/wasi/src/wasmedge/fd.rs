@@ -37,7 +37,7 @@ macro_rules! delegate {
     (@call $mem:expr, $host:expr, $fuel:expr, $func:ident($($arg:expr),*), $($await:tt)*) => {{
         $host.wasi.set_hostcall_fuel($fuel);
         let mut guest = wiggle::GuestMemory::Unshared($mem.raw());
-        Ok(p1::$func(&mut $host.wasi, &mut guest, $($arg),*)$($await)*?)
+        p1::$func(&mut $host.wasi, &mut guest, $($arg),*)$($await)*
     }};
 }
 
@@ -96,6 +96,7 @@ pub(crate) async fn write(
     Ok(code(write.await))
 }
 
+#[allow(clippy::too_many_arguments, reason = "preview1's signature, and the call's memory, host and fuel")]
 pub(crate) async fn pread(
     mem: &mut Mem<'_>,
     host: &mut Host,
@@ -112,6 +113,7 @@ pub(crate) async fn pread(
     delegate!(mem, host, fuel, fd_pread(fd, iovs, n, offset, nread))
 }
 
+#[allow(clippy::too_many_arguments, reason = "preview1's signature, and the call's memory, host and fuel")]
 pub(crate) async fn pwrite(
     mem: &mut Mem<'_>,
     host: &mut Host,

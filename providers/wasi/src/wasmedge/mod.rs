@@ -255,7 +255,7 @@ async fn recv(mem: &mut Mem<'_>, host: &mut Host, fd: i32, out: Recv) -> abi::Wa
     mem.put_u16(out.oflags, if got.truncated { abi::RECV_DATA_TRUNCATED } else { 0 })
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, reason = "the ABI's arguments, and the call's memory and host")]
 async fn send(
     mem: &mut Mem<'_>,
     host: &mut Host,

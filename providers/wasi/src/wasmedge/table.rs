@@ -28,6 +28,7 @@ pub(crate) const SOCKET_FD_BASE: u32 = 1 << 30;
 pub(crate) const MAX_SOCKETS: usize = 4096;
 
 /// The sockets of one run. The default has no network: `sock_open` is refused.
+#[derive(Default)]
 pub(crate) struct Sockets {
     tcp: bool,
     udp: bool,
@@ -43,22 +44,6 @@ pub(crate) struct Sockets {
     /// An accept failed with `EMFILE`: listeners are not reported readable until a
     /// descriptor is closed (the guest could not accept anyway).
     pub(crate) accept_starved: bool,
-}
-
-impl Default for Sockets {
-    fn default() -> Self {
-        Sockets {
-            tcp: false,
-            udp: false,
-            name_lookup: false,
-            rules: None,
-            slots: Vec::new(),
-            open: 0,
-            max_handles: None,
-            poll_calls: 0,
-            accept_starved: false,
-        }
-    }
 }
 
 impl Sockets {
