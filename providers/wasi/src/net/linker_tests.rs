@@ -1,0 +1,3 @@
+//! Linking guests against the shadowed wasi:sockets functions.
+
+use super::*;
