@@ -32,16 +32,9 @@ pub(crate) struct Host {
 }
 
 impl Host {
-    pub(crate) fn new(wasi: WasiP1Ctx, limiter: MemoryLimiter, activity: Activity) -> Self {
+    pub(crate) fn new(wasi: WasiP1Ctx, hooks: Outgoing, limiter: MemoryLimiter, activity: Activity) -> Self {
         let sockets = Sockets::default();
-        Host {
-            wasi,
-            http: WasiHttpCtx::new(),
-            hooks: Outgoing,
-            limiter,
-            in_wasm: InWasm::new(activity),
-            sockets,
-        }
+        Host { wasi, http: WasiHttpCtx::new(), hooks, limiter, in_wasm: InWasm::new(activity), sockets }
     }
 }
 

@@ -21,6 +21,8 @@ use crate::artifact::{Artifact, Compiled, Entry};
 use crate::error::{Error, Result, boxed};
 use crate::exit::ExitStatus;
 use crate::host::{Host, MemoryLimiter, SyncReader, SyncWriter};
+use crate::net::GuestNet;
+use crate::outgoing::Outgoing;
 use crate::runtime::Runtime;
 use crate::serve::{self, Control, HttpStats};
 use crate::spec::{HostDir, Preopen, RunSpec};
@@ -70,8 +72,8 @@ impl Runtime {
         let usage = Arc::new(Usage::default());
         let limiter = MemoryLimiter::new(spec.memory_limit).metered(Arc::clone(&usage));
         let sockets = Sockets::new(&spec.network, spec.max_handles);
-        let (wasi, outputs) = wasi_context(spec)?;
-        let mut host = Host::new(wasi, limiter, self.inner.ticker.activity());
+        let (wasi, outputs, net) = wasi_context(spec)?;
+        let mut host = Host::new(wasi, Outgoing::new(net), limiter, self.inner.ticker.activity());
         host.sockets = sockets;
         let store = new_store(&self.inner.engine, host);
         let guest = Metered::new(guest(store, compiled, outputs, ticker), Arc::clone(&usage));
@@ -84,12 +86,12 @@ impl Runtime {
 type Outputs = [Arc<dyn StdoutStream + Sync>; 2];
 
 /// Builds the WASI preview1 context (which also serves components) from the spec.
-fn wasi_context(spec: RunSpec) -> Result<(WasiP1Ctx, Outputs)> {
+fn wasi_context(spec: RunSpec) -> Result<(WasiP1Ctx, Outputs, GuestNet)> {
     let max_handles = spec.max_handles;
     let mut builder = WasiCtxBuilder::new();
     builder.args(&spec.argv).envs(&spec.env);
     add_preopens(&mut builder, &spec.preopens)?;
-    spec.network.apply(&mut builder);
+    let net = spec.network.apply(&mut builder);
     if let Some(stdin) = spec.stdin {
         builder.stdin(AsyncStdinStream::new(SyncReader::new(stdin)));
     }
@@ -105,7 +107,7 @@ fn wasi_context(spec: RunSpec) -> Result<(WasiP1Ctx, Outputs)> {
     if let Some(n) = max_handles {
         wasi.ctx().table.set_max_capacity(n);
     }
-    Ok((wasi, outputs))
+    Ok((wasi, outputs, net))
 }
 
 /// Opens every preopen into the context being built.

@@ -51,6 +51,7 @@ impl Errno {
     // WasmEdge's getaddrinfo errnos, beyond preview1.
     pub(crate) const AI_AGAIN: Errno = Errno(78);
     pub(crate) const AI_BADFLAG: Errno = Errno(79);
+    pub(crate) const AI_FAIL: Errno = Errno(80);
     pub(crate) const AI_FAMILY: Errno = Errno(81);
     pub(crate) const AI_MEMORY: Errno = Errno(82);
     pub(crate) const AI_NONAME: Errno = Errno(84);

@@ -5,15 +5,15 @@
 //! too small is `EAI_MEMORY`.
 //!
 //! Numeric hosts need no resolver. Names are resolved only when the run's policy allows
-//! name lookups (else `EACCES`), by [`resolve_on_shared_pool`] — the one place to switch
-//! to the per-pod lookup budget. The address actually dialled is judged at connect.
+//! name lookups (else `EACCES`), on the pod's [`Lookups`] budget (none: `EAI_FAIL`). The
+//! address actually dialled is judged at connect.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
 
 use super::abi::{Errno, Family, Wasi};
 use super::memory::Mem;
 use super::table::Sockets;
+use crate::net::{LookupError, Lookups};
 
 /// `ai_flags` bits (WasmEdge's bit set).
 const AI_PASSIVE: u16 = 1;
@@ -27,9 +27,6 @@ const AI_ALL_FLAGS: u16 = 0x7f;
 const ADDRINFO: u32 = 28;
 /// `sockaddr` is 12 bytes: family u8 @0, data_len u32 @4, data u32 @8.
 const SOCKADDR: u32 = 12;
-
-/// How long one lookup may take before the guest gets `EAI_AGAIN`.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The arguments of `sock_getaddrinfo`, as pointers into guest memory.
 #[derive(Debug, Clone, Copy)]
@@ -76,7 +73,8 @@ pub(crate) async fn getaddrinfo(mem: &mut Mem<'_>, sockets: &Sockets, q: Query) 
         return Err(Errno::AI_SOCKTYPE);
     }
     let port = service_port(&service, flags)?;
-    let ips = addresses(&node, flags, family, sockets.name_lookup).await?;
+    let lookups = sockets.name_lookup.then_some(sockets.lookups.as_ref());
+    let ips = addresses(&node, flags, family, lookups).await?;
     // With no socket type asked for, each address comes as a stream and a datagram.
     let types: &[u8] = match (socktype, protocol) {
         (0, 0) => &[2, 1],
@@ -123,8 +121,14 @@ fn service_port(service: &str, flags: u16) -> Wasi<u16> {
     }
 }
 
-/// The addresses `node` stands for, of `family` if one is asked for.
-async fn addresses(node: &str, flags: u16, family: Option<Family>, lookups: bool) -> Wasi<Vec<IpAddr>> {
+/// The addresses `node` stands for, of `family` if one is asked for. `lookups`: `None`
+/// when the policy switched lookups off, `Some(None)` when the run has no budget.
+async fn addresses(
+    node: &str,
+    flags: u16,
+    family: Option<Family>,
+    lookups: Option<Option<&Lookups>>,
+) -> Wasi<Vec<IpAddr>> {
     let ips: Vec<IpAddr> = if node.is_empty() {
         if flags & AI_PASSIVE != 0 {
             vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()]
@@ -135,10 +139,12 @@ async fn addresses(node: &str, flags: u16, family: Option<Family>, lookups: bool
         vec![ip]
     } else if flags & AI_NUMERICHOST != 0 {
         return Err(Errno::AI_NONAME);
-    } else if !lookups {
-        return Err(Errno::ACCES);
     } else {
-        resolve_on_shared_pool(node).await?
+        match lookups {
+            None => return Err(Errno::ACCES),
+            Some(None) => return Err(Errno::AI_FAIL),
+            Some(Some(lookups)) => lookups.resolve(node).await.map_err(lookup_errno)?,
+        }
     };
     let mut wanted: Vec<IpAddr> = Vec::new();
     for ip in ips {
@@ -152,15 +158,12 @@ async fn addresses(node: &str, flags: u16, family: Option<Family>, lookups: bool
     Ok(wanted)
 }
 
-/// Resolves `name` with the system resolver on tokio's shared blocking pool.
-///
-/// This is the one place name resolution happens for WasmEdge sockets: the per-pod
-/// lookup budget (`Lookups` in `NetworkPolicy`) replaces it once it exists.
-async fn resolve_on_shared_pool(name: &str) -> Wasi<Vec<IpAddr>> {
-    match tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((name, 0))).await {
-        Err(_elapsed) => Err(Errno::AI_AGAIN),
-        Ok(Err(_)) => Err(Errno::AI_NONAME),
-        Ok(Ok(found)) => Ok(found.map(|addr| addr.ip()).collect()),
+/// What the guest is told when a lookup fails.
+fn lookup_errno(err: LookupError) -> Errno {
+    match err {
+        LookupError::InvalidName | LookupError::NameUnresolvable => Errno::AI_NONAME,
+        LookupError::NotAllowed | LookupError::PermanentFailure => Errno::AI_FAIL,
+        LookupError::TemporaryFailure | LookupError::Busy | LookupError::TimedOut => Errno::AI_AGAIN,
     }
 }
 

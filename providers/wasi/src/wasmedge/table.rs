@@ -10,7 +10,7 @@ use wasmtime::component::ResourceTable;
 
 use super::abi::{Errno, Wasi};
 use super::socket::Socket;
-use crate::net::{NetworkPolicy, SocketRules, Transport, Verdict, canonical};
+use crate::net::{Lookups, NetworkPolicy, SocketRules, Transport, Verdict, canonical};
 
 /// The first socket descriptor number: 2^30.
 ///
@@ -33,6 +33,8 @@ pub(crate) struct Sockets {
     tcp: bool,
     udp: bool,
     pub(crate) name_lookup: bool,
+    /// Where names resolve: the pod's budget on the node's resolver pool.
+    pub(crate) lookups: Option<Lookups>,
     rules: Option<Arc<dyn SocketRules>>,
     /// Socket `SOCKET_FD_BASE + i` is `slots[i]`.
     slots: Vec<Option<Socket>>,
@@ -53,6 +55,7 @@ impl Sockets {
             tcp: policy.tcp,
             udp: policy.udp,
             name_lookup: policy.name_lookup,
+            lookups: policy.lookups.clone(),
             rules: Some(Arc::clone(&policy.rules)),
             max_handles,
             ..Sockets::default()

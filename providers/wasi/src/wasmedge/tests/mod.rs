@@ -20,6 +20,7 @@ use wasmtime_wasi::cli::AsyncStdinStream;
 use super::Sockets;
 use crate::host::{Host, MemoryLimiter, SyncReader};
 use crate::net::{NetworkPolicy, SocketRules, Transport, Verdict};
+use crate::outgoing::Outgoing;
 use crate::runtime::Runtime;
 
 /// Where tests put things in the guest's memory (2 pages).
@@ -123,7 +124,12 @@ impl Guest {
         let linker =
             super::link(&base, &module).expect("links").expect("socket imports get their own linker");
         let (stdin, guest_stdin) = tokio::io::duplex(1024);
+        let mut policy = policy;
+        if policy.name_lookup && policy.lookups.is_none() {
+            policy = policy.lookups(runtime.lookups(2));
+        }
         let mut builder = WasiCtxBuilder::new();
+        let net = policy.apply(&mut builder);
         builder.stdin(AsyncStdinStream::new(SyncReader::new(Box::pin(guest_stdin))));
         if let Some(dir) = &setup.preopen {
             builder.preopened_dir(dir, "/data", wasmtime_wasi::FsPerms::ReadWrite).expect("preopen");
@@ -132,7 +138,8 @@ impl Guest {
         if let Some(max) = setup.max_handles {
             wasmtime_wasi::WasiView::ctx(&mut wasi).table.set_max_capacity(max);
         }
-        let mut host = Host::new(wasi, MemoryLimiter::new(None), runtime.inner.ticker.activity());
+        let mut host =
+            Host::new(wasi, Outgoing::new(net), MemoryLimiter::new(None), runtime.inner.ticker.activity());
         host.sockets = Sockets::new(&policy, setup.max_handles);
         let mut store = Store::new(&engine, host);
         store.set_epoch_deadline(u64::MAX / 2);
