@@ -34,6 +34,9 @@ async fn a_listener_accepts_with_v1_and_reports_both_addresses() {
     assert_eq!(guest.u32(OUT2), 4);
     assert_eq!(guest.u32(OUT3), u32::from(client.local_addr().unwrap().port()));
     assert_eq!(guest.local_port(conn).await, port);
+    // Nagle is off: the guest cannot turn it off itself (no IPPROTO_TCP options).
+    let host_fd = guest.sockets().get(conn as i32).unwrap().fd();
+    assert!(rustix::net::sockopt::tcp_nodelay(host_fd).unwrap());
     // The accepted socket is blocking (v1), a stream, with read and write rights.
     assert_eq!(guest.call("fd_fdstat_get", &[conn, BUF.into()]).await, 0);
     assert_eq!(guest.read(BUF, 4), [6, 0, 0, 0]);
