@@ -57,19 +57,26 @@ pub(crate) fn link(base: &Linker<Host>, module: &Module) -> wasmtime::Result<Opt
     Ok(Some(linker))
 }
 
-/// The guest's memory and the store's host state, and the store's host-call fuel.
+/// The guest's memory and the store's host state, and the store's host-call fuel. The
+/// memory export is looked up once per store (a module's store holds one instance).
 fn parts<'a>(caller: &'a mut Caller<'_, Host>) -> wasmtime::Result<(Mem<'a>, &'a mut Host, usize)> {
     let fuel = caller.as_context_mut().hostcall_fuel();
-    match caller.get_export("memory") {
-        Some(Extern::Memory(memory)) => {
-            let (data, host) = memory.data_and_store_mut(caller);
-            Ok((Mem::new(data), host, fuel))
-        }
-        Some(Extern::SharedMemory(_)) => {
-            Err(wasmtime::Error::msg("WasmEdge sockets are not supported for modules with a shared memory"))
-        }
-        _ => Err(wasmtime::Error::msg("the module exports no `memory`, which WASI needs")),
-    }
+    let memory = match caller.data().sockets.memory {
+        Some(memory) => memory,
+        None => match caller.get_export("memory") {
+            Some(Extern::Memory(memory)) => {
+                caller.data_mut().sockets.memory = Some(memory);
+                memory
+            }
+            Some(Extern::SharedMemory(_)) => {
+                let message = "WasmEdge sockets are not supported for modules with a shared memory";
+                return Err(wasmtime::Error::msg(message));
+            }
+            _ => return Err(wasmtime::Error::msg("the module exports no `memory`, which WASI needs")),
+        },
+    };
+    let (data, host) = memory.data_and_store_mut(caller);
+    Ok((Mem::new(data), host, fuel))
 }
 
 /// Defines `$name` taking i32 arguments (or the types given), its body an async block

@@ -304,9 +304,9 @@ fn ready_now(subs: &[Sub], sockets: &Sockets, cx: &mut Context<'_>) -> Vec<Event
                         events.push(event(kind, Errno::SUCCESS, 0, hung_up));
                     }
                 } else if !(sockets.accept_starved && socket.role == super::socket::Role::Listener)
-                    && let Some(hung_up) = socket.poll_readable(cx)
+                    && let Some((hung_up, waiting)) = socket.poll_readable(cx)
                 {
-                    events.push(event(kind, Errno::SUCCESS, socket.pending_bytes(), hung_up));
+                    events.push(event(kind, Errno::SUCCESS, waiting, hung_up));
                 }
             }
             Sub::Clock { .. } | Sub::Delegated { .. } => {}

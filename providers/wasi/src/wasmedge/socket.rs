@@ -44,21 +44,6 @@ fn no_delay(fd: &OwnedFd) -> io::Result<()> {
     Ok(rustix::net::sockopt::set_tcp_nodelay(fd, true)?)
 }
 
-/// Whether the kernel has something to read on `fd` now: `Some(hung_up)`, or `None`.
-fn kernel_readable(fd: BorrowedFd<'_>) -> Option<bool> {
-    use rustix::event::{PollFd, PollFlags, Timespec};
-    let mut fds = [PollFd::new(&fd, PollFlags::IN | PollFlags::RDHUP)];
-    match rustix::event::poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 0 })) {
-        Ok(0) => None,
-        Ok(_) => {
-            let revents = fds[0].revents();
-            Some(revents.intersects(PollFlags::HUP | PollFlags::RDHUP))
-        }
-        // Let the guest's next call find out what is wrong.
-        Err(_) => Some(false),
-    }
-}
-
 /// `fd` registered with the current runtime's reactor for read and write readiness.
 fn registered(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: an `OwnedFd` is an open descriptor that always returns the same number
@@ -219,31 +204,61 @@ impl Socket {
         }
     }
 
-    /// Read readiness now, registering `cx` to be woken when it comes: `Some(hung_up)`.
+    /// Read readiness now, registering `cx` to be woken when it comes: `Some((hung_up,
+    /// bytes waiting))`.
     ///
     /// The reactor's readiness only clears when an operation would block, so after an
     /// accept or a short read it may still say "readable" when nothing is there; the
     /// kernel is asked before that is reported (a guest that polls and then accepts in
     /// blocking mode must not block), and stale readiness is cleared.
-    pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Option<bool> {
+    pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Option<(bool, u64)> {
         let afd = match &self.io {
             // An unconnected TCP socket: hung up, as the kernel reports it.
-            Io::Idle(_) => return Some(true),
+            Io::Idle(_) => return Some((true, 0)),
             Io::Registered(afd) => afd,
         };
         // Twice at most: a new event may arrive between the check and the clearing.
         for _ in 0..2 {
             let mut guard = match afd.poll_read_ready(cx) {
                 Poll::Ready(Ok(guard)) => guard,
-                Poll::Ready(Err(_)) => return Some(true),
+                Poll::Ready(Err(_)) => return Some((true, 0)),
                 Poll::Pending => return None,
             };
-            match kernel_readable(afd.get_ref().as_fd()) {
-                Some(hung_up) => return Some(hung_up || guard.ready().is_read_closed()),
+            let closed = guard.ready().is_read_closed() || guard.ready().is_error();
+            match self.kernel_readable(closed) {
+                Some(found) => return Some(found),
                 None => guard.clear_ready(),
             }
         }
         None
+    }
+
+    /// What the kernel has to read now: a connection's byte count (one `FIONREAD`; with
+    /// nothing queued it is readable only once `closed`), else a zero-timeout `poll(2)`.
+    fn kernel_readable(&self, closed: bool) -> Option<(bool, u64)> {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        if self.role == Role::Stream {
+            return match rustix::io::ioctl_fionread(self.fd()) {
+                Ok(0) if !closed => None,
+                Ok(waiting) => Some((closed, waiting)),
+                // Let the guest's next call find out what is wrong.
+                Err(_) => Some((closed, 0)),
+            };
+        }
+        let fd = self.fd();
+        let mut fds = [PollFd::new(&fd, PollFlags::IN | PollFlags::RDHUP)];
+        match rustix::event::poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 0 })) {
+            Ok(0) => None,
+            Ok(_) => {
+                let hung_up = fds[0].revents().intersects(PollFlags::HUP | PollFlags::RDHUP);
+                let waiting = match self.kind {
+                    Kind::Dgram => rustix::io::ioctl_fionread(fd).unwrap_or(0),
+                    Kind::Stream => 1,
+                };
+                Some((hung_up, waiting))
+            }
+            Err(_) => Some((false, 0)),
+        }
     }
 
     /// Write readiness now, as [`poll_readable`](Self::poll_readable). A listener is
@@ -259,14 +274,6 @@ impl Socket {
                 Poll::Ready(Err(_)) => Some(true),
                 Poll::Pending => None,
             },
-        }
-    }
-
-    /// Bytes waiting to be read (the next datagram's size for UDP), for poll events.
-    pub(crate) fn pending_bytes(&self) -> u64 {
-        match self.role {
-            Role::Listener => 1,
-            _ => rustix::io::ioctl_fionread(self.fd()).unwrap_or(0),
         }
     }
 }

@@ -46,6 +46,8 @@ pub(crate) struct Sockets {
     /// An accept failed with `EMFILE`: listeners are not reported readable until a
     /// descriptor is closed (the guest could not accept anyway).
     pub(crate) accept_starved: bool,
+    /// The guest's memory export, once looked up.
+    pub(crate) memory: Option<wasmtime::Memory>,
 }
 
 impl Sockets {
