@@ -341,6 +341,12 @@ impl Agent {
 
     /// Like `start`, the agent run through `prefix` (e.g. `ip netns exec NS`).
     pub fn start_with(log_dir: &Path, prefix: &[String], args: &[String]) -> Agent {
+        Agent::start_logging(log_dir, prefix, args, "info,krustlet_wasi=debug")
+    }
+
+    /// Like `start_with`, logging as the `RUST_LOG` filter `rust_log` says (the agent's
+    /// default is `info`) rather than with the agent's debug lines.
+    pub fn start_logging(log_dir: &Path, prefix: &[String], args: &[String], rust_log: &str) -> Agent {
         std::fs::create_dir_all(log_dir).unwrap();
         let n = std::fs::read_dir(log_dir).map(|d| d.count()).unwrap_or(0);
         let stdout = log_dir.join(format!("agent-{n}.out"));
@@ -363,7 +369,7 @@ impl Agent {
         let child = cmd
             .args(args)
             .env_remove("KUBECONFIG")
-            .env("RUST_LOG", "info,krustlet_wasi=debug")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
