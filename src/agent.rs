@@ -47,14 +47,14 @@ pub enum AgentError {
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let started = Instant::now();
     tokio::pin!(shutdown);
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|source| AgentError::DataDir { path: cfg.data_dir.clone(), source })?;
+    secure_data_dir(&cfg.data_dir)?;
     if let Some(path) = &cfg.pod_manifest_path {
         crate::pods::manifests::check_readable(path)
             .map_err(|e| AgentError::ManifestDir { path: path.clone(), why: e.to_string() })?;
     }
     info!(node = %cfg.node_name, node_ip = %cfg.node_ip, data_dir = %cfg.data_dir.display(), "starting krustlet-wasi");
     raise_open_files_limit();
+    let memory_medium = crate::volumes::probe(&cfg.data_dir);
 
     // Standalone when there is nothing to join with and nobody asked to join.
     let standalone = !cfg.kubeconfig.exists() && !cfg.bootstrap_explicit && !cfg.bootstrap_file.exists();
@@ -106,6 +106,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         node_uid: node.as_ref().and_then(|n| n.metadata.uid.clone()),
         node_ip: cfg.node_ip,
         data_dir: cfg.data_dir.clone(),
+        memory_medium,
         allocatable: (u64::from(machine.cpus) * 1000, machine.memory_bytes),
         directory: pods::directory::Directory::default(),
         metrics: Arc::new(crate::metrics::Metrics::default()),
@@ -213,6 +214,26 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "tasks did not stop in time; exiting anyway");
     }
     Ok(())
+}
+
+/// Creates the data dir, owner-only: it holds the node's keys, pods' Secrets and tokens
+/// (on disk where the agent may not mount a tmpfs) and their logs. A wider mode found on an
+/// existing one is narrowed, and said so; one the agent may not change is only warned of.
+fn secure_data_dir(path: &std::path::Path) -> Result<(), AgentError> {
+    match files::ensure_private_dir(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(was)) => {
+            info!(data_dir = %path.display(), was = format!("{was:04o}"), "set the data dir's mode to 0700 (owner only): it holds keys, Secrets and tokens");
+            Ok(())
+        }
+        Err(files::FileError::Write { source, .. }) if !path.is_dir() => {
+            Err(AgentError::DataDir { path: path.to_path_buf(), source })
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot make the data dir owner-only (0700); other users of this host may read what it holds");
+            Ok(())
+        }
+    }
 }
 
 /// Standalone: the serving certificate is self-signed (made once, kept in the files of

@@ -49,6 +49,9 @@ pub struct Shared<R> {
     pub node_uid: Option<String>,
     pub node_ip: IpAddr,
     pub data_dir: PathBuf,
+    /// Where secret, projected, downwardAPI and `medium: Memory` volumes live: a tmpfs
+    /// each when the agent may mount (decided at start-up), else the data dir's disk.
+    pub memory_medium: crate::volumes::MemoryMedium,
     /// The node's allocatable (CPU millicores, memory bytes): what `resourceFieldRef`
     /// reports for a container without limits.
     pub allocatable: (u64, u64),

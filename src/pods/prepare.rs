@@ -33,7 +33,7 @@ pub async fn prepare<R: ContainerRuntime>(
 ) -> Result<(PreparedPod<R::Image>, Prepared), Failure> {
     let ctx = shared.context(&pod);
     let began = Instant::now();
-    let volumes = PodVolumes::prepare(&shared.source(), &ctx, &pod_dir)
+    let volumes = PodVolumes::prepare(&shared.source(), &ctx, &pod_dir, shared.memory_medium)
         .instrument(debug_span!("volumes"))
         .await
         .map_err(volume_failure)?;

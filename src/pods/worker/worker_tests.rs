@@ -137,6 +137,7 @@ impl Harness {
             node_uid: None,
             node_ip: "127.0.0.1".parse().unwrap(),
             data_dir: data.clone(),
+            memory_medium: crate::volumes::MemoryMedium::Disk,
             allocatable: (1000, 1 << 30),
             directory: directory::Directory::default(),
             metrics: Arc::default(),
