@@ -42,6 +42,14 @@ pub const NETWORK_EVENT_QUEUE: usize = 1024;
 /// for more before it is rebuilt, so that a burst of pod updates is one rebuild.
 pub const POLICY_SETTLE: Duration = Duration::from_millis(100);
 
+/// How long datagrams from a UDP peer a pod sent to count as replies, which its ingress
+/// policy does not judge (as a CNI plugin's connection tracking lets replies in): the
+/// kernel's `nf_conntrack_udp_timeout_stream`, 120 s, renewed by each datagram sent.
+pub const UDP_REPLY_WINDOW: Duration = Duration::from_secs(120);
+
+/// UDP peers per pod remembered for [`UDP_REPLY_WINDOW`]; past it the oldest is forgotten.
+pub const UDP_REPLY_PEERS: usize = 1024;
+
 /// Network flags (flattened into [`super::Flags`]).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct NetworkFlags {

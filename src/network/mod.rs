@@ -10,6 +10,7 @@ pub mod egress;
 pub mod notices;
 pub mod policy;
 pub mod ports;
+mod replies;
 mod sockets;
 
 use std::collections::HashMap;
@@ -80,6 +81,8 @@ struct PodEntry {
     ports: Vec<NamedPort>,
     /// What it was told about recently.
     limiter: Mutex<Limiter>,
+    /// The UDP peers it sent to recently, whose datagrams back are replies.
+    replies: Mutex<replies::Replies>,
 }
 
 impl Network {
@@ -139,6 +142,7 @@ impl Network {
                         labels: pod.metadata.labels.clone().unwrap_or_default(),
                         ports: policy::named_ports(pod.spec.as_ref()),
                         limiter: Mutex::default(),
+                        replies: Mutex::default(),
                         id,
                     })
                 })

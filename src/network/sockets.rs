@@ -239,11 +239,15 @@ impl SocketRules for PodSockets {
             };
             return self.refuse(Direction::Ingress, RefusedBy::Policy, Verdict::Deny, told);
         }
+        if transport == Transport::Udp {
+            self.pod.replies.lock().unwrap_or_else(|p| p.into_inner()).sent(remote, Instant::now());
+        }
         Verdict::Allow
     }
 
-    fn accept(&self, transport: Transport, local_port: Option<u16>, peer: SocketAddr) -> Verdict {
-        let peer: IpAddr = canonical(peer).ip();
+    fn accept(&self, transport: Transport, local_port: Option<u16>, from: SocketAddr) -> Verdict {
+        let from = canonical(from);
+        let peer: IpAddr = from.ip();
         // Traffic from the node itself (probes, port-forward, and the node's other pods,
         // whose own connects asked this pod's policies) is always allowed, as Kubernetes
         // lets a node reach its pods whatever their policies say.
@@ -258,6 +262,11 @@ impl SocketRules for PodSockets {
         else {
             return Verdict::Allow;
         };
+        let replies =
+            || self.pod.replies.lock().unwrap_or_else(|p| p.into_inner()).is_reply(from, Instant::now());
+        if transport == Transport::Udp && replies() {
+            return Verdict::Allow;
+        }
         let port = local_port.map_or("a port".to_string(), |p| format!("port {p}/{}", protocol.name()));
         let message = format!(
             "connection from {peer} to {port} refused by NetworkPolicy: no ingress rule of the policies selecting \

@@ -234,6 +234,11 @@ fn network_policy_judges_peers_and_destinations_and_pods_of_the_node_as_themselv
         ),
         "{told:?}"
     );
-    assert_eq!(refused(&net, "ingress", "policy"), 2);
+    // A UDP reply from a peer the pod sent to is not ingress; the same peer unasked is.
+    assert_eq!(sw.accept(UDP, Some(18080), at("192.0.2.9:53")), Verdict::Deny);
+    assert_eq!(sw.connect(UDP, at("192.0.2.9:53")), Verdict::Allow);
+    assert_eq!(sw.accept(UDP, Some(18080), at("192.0.2.9:53")), Verdict::Allow);
+    assert_eq!(sw.accept(UDP, Some(18080), at("192.0.2.9:54")), Verdict::Deny);
+    assert_eq!(refused(&net, "ingress", "policy"), 4);
     assert_eq!(refused(&net, "egress", "policy"), 1);
 }

@@ -212,3 +212,7 @@ pub async fn run(w: Watch, mut shutdown: broadcast::Receiver<()>) {
     }
     debug!("NetworkPolicy watch stopped");
 }
+
+#[cfg(test)]
+#[path = "watch_tests.rs"]
+mod tests;
