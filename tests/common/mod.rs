@@ -231,7 +231,7 @@ pub fn shared_node_with(tag: &'static str, port: u16, insecure: &str) -> Option<
 
 /// A shared node is never dropped: remove it from the cluster when the test process exits,
 /// so no Ready-looking Node outlives its agent and attracts later pods.
-fn forget_at_exit(cluster: &'static Cluster, name: &str) {
+pub fn forget_at_exit(cluster: &'static Cluster, name: &str) {
     static AT_EXIT: std::sync::Mutex<Vec<(&'static Cluster, String)>> = std::sync::Mutex::new(Vec::new());
     static REGISTER: std::sync::Once = std::sync::Once::new();
     unsafe extern "C" {
