@@ -72,6 +72,7 @@ impl HttpEngine {
         // import the filesystem, environment and sockets too.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .and_then(|()| crate::net::linker::shadow_sockets(&mut linker))
             .map_err(|err| Error::EngineCreate(boxed(err)))?;
         Ok(HttpEngine { engine, linker, ticker, pooled: pooled.is_some() })
     }

@@ -29,8 +29,8 @@ pub(crate) struct Host {
 }
 
 impl Host {
-    pub(crate) fn new(wasi: WasiP1Ctx, limiter: MemoryLimiter, activity: Activity) -> Self {
-        Host { wasi, http: WasiHttpCtx::new(), hooks: Outgoing, limiter, in_wasm: InWasm::new(activity) }
+    pub(crate) fn new(wasi: WasiP1Ctx, hooks: Outgoing, limiter: MemoryLimiter, activity: Activity) -> Self {
+        Host { wasi, http: WasiHttpCtx::new(), hooks, limiter, in_wasm: InWasm::new(activity) }
     }
 }
 

@@ -49,6 +49,7 @@ pub use cgroup::{Cgroup, CgroupSpec};
 pub use engines::DEFAULT_HTTP_POOL;
 pub use error::{BoxError, Error, Result};
 pub use exit::{ExitStatus, KILLED_EXIT_CODE, TRAP_EXIT_CODE};
+pub use net::{DEFAULT_LOOKUP_TIMEOUT, DEFAULT_RESOLVER_THREADS, LOOKUP_QUEUE, Lookups};
 pub use net::{NetworkPolicy, PortRules, SocketRules, Transport, Verdict, canonical, is_node_local};
 pub use outgoing::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT};
 pub use run::{RunHandle, Stopper};
@@ -79,6 +80,8 @@ mod tests {
         send_sync::<super::ExitStatus>();
         send_sync::<super::Error>();
         send_sync::<super::HttpStats>();
+        send_sync::<super::Lookups>();
+        send_sync::<super::NetworkPolicy>();
         send::<super::RunHandle>();
         send::<super::RunSpec>();
     }

@@ -1,8 +1,10 @@
-//! Outgoing `wasi:http` requests from any guest: HTTP/1.1 over TCP, or over rustls (ring)
-//! checked against the system's root certificates, with connect and read timeouts.
+//! Outgoing `wasi:http` requests from any guest: the host resolved through the run's
+//! [`Lookups`](crate::Lookups), each address put to the run's rules (only allowed ones are
+//! dialled, in order), then HTTP/1.1 over TCP, or over rustls (ring) checked against the
+//! system's root certificates, with connect and read timeouts.
 
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
@@ -18,15 +20,26 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::net::{GuestNet, LookupError, allowed_destinations};
+
 /// Connecting (TCP and TLS) gives up after this unless the guest asks otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Waiting for the response head, then for each body frame, gives up after this unless
 /// the guest asks otherwise.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The hooks every guest store uses: wasi:http defaults, plus [`send`] for requests.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Outgoing;
+/// The hooks every guest store uses: wasi:http defaults, plus [`send`] for requests,
+/// judged by the store's networking (its run's rules and lookups).
+#[derive(Clone)]
+pub(crate) struct Outgoing {
+    pub(crate) net: GuestNet,
+}
+
+impl Outgoing {
+    pub(crate) fn new(net: GuestNet) -> Self {
+        Outgoing { net }
+    }
+}
 
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
 type Sent = Result<(http::Response<WasiBody>, IoFuture), Error>;
@@ -38,7 +51,7 @@ impl WasiHttpHooks for Outgoing {
         options: Option<RequestOptions>,
         _response_done: IoFuture,
     ) -> Box<dyn Future<Output = Sent> + Send> {
-        Box::new(send(request, options.unwrap_or_default()))
+        Box::new(send(request, options.unwrap_or_default(), self.net.clone()))
     }
 }
 
@@ -75,7 +88,7 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
 
 /// Sends one request on a new connection and returns its response once the head has
 /// arrived, with the future that drives the rest of the connection.
-async fn send(mut request: http::Request<WasiBody>, options: RequestOptions) -> Sent {
+async fn send(mut request: http::Request<WasiBody>, options: RequestOptions, net: GuestNet) -> Sent {
     let connect_timeout = options.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let first_byte = options.first_byte_timeout.unwrap_or(DEFAULT_READ_TIMEOUT);
     let between_bytes = options.between_bytes_timeout.unwrap_or(DEFAULT_READ_TIMEOUT);
@@ -85,7 +98,7 @@ async fn send(mut request: http::Request<WasiBody>, options: RequestOptions) -> 
     let tls = uri.scheme() == Some(&Scheme::HTTPS);
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
 
-    let stream = within(connect_timeout, Error::ConnectionTimeout, connect(&host, port)).await??;
+    let stream = within(connect_timeout, Error::ConnectionTimeout, connect(&host, port, &net)).await??;
     // Nagle would hold small request writes back for a round trip.
     let _ = stream.set_nodelay(true);
     let io: Box<dyn Stream> = if tls {
@@ -131,19 +144,40 @@ async fn send(mut request: http::Request<WasiBody>, options: RequestOptions) -> 
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
 
-/// Resolves `host` and connects to the first address that answers.
-async fn connect(host: &str, port: u16) -> Result<TcpStream, Error> {
-    let addrs = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|err| Error::DnsError { rcode: Some(err.to_string()), info_code: None })?;
+/// Resolves `host` (an IP address is taken as is) and connects to the first address the
+/// rules allow that answers. Every address refused: `HTTP-request-denied`.
+async fn connect(host: &str, port: u16, net: &GuestNet) -> Result<TcpStream, Error> {
+    let ips = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => match net.lookups() {
+            Some(lookups) => lookups.resolve(host).await.map_err(dns_error)?,
+            None => return Err(dns_error(LookupError::NotAllowed)),
+        },
+    };
+    let allowed = allowed_destinations(&*net.rules, ips.iter().copied(), port);
+    if allowed.is_empty() {
+        tracing::debug!(host, port, ?ips, "outgoing HTTP request denied: no address is allowed");
+        return Err(if ips.is_empty() { Error::DestinationNotFound } else { Error::HttpRequestDenied });
+    }
     let mut last = None;
-    for addr in addrs {
+    for addr in allowed {
         match TcpStream::connect(addr).await {
             Ok(stream) => return Ok(stream),
-            Err(err) => last = Some(err),
+            Err(err) => last = Some((addr, err)),
         }
     }
-    Err(last.map_or(Error::DestinationNotFound, Error::Connect))
+    Err(last.map_or(Error::DestinationNotFound, |(addr, err): (SocketAddr, _)| {
+        tracing::debug!(%addr, %err, "outgoing HTTP connection failed");
+        Error::Connect(err)
+    }))
+}
+
+/// A failed lookup as wasi:http says it.
+fn dns_error(err: LookupError) -> Error {
+    match err {
+        LookupError::TimedOut => Error::DnsTimeout,
+        err => Error::DnsError { rcode: Some(err.to_string()), info_code: None },
+    }
 }
 
 /// The name the server's certificate must carry: an IP address or a DNS name.

@@ -21,6 +21,8 @@ use crate::artifact::{Artifact, Compiled, Entry};
 use crate::error::{Error, Result, boxed};
 use crate::exit::ExitStatus;
 use crate::host::{Host, MemoryLimiter, SyncReader, SyncWriter};
+use crate::net::GuestNet;
+use crate::outgoing::Outgoing;
 use crate::runtime::Runtime;
 use crate::serve::{self, Control, HttpStats};
 use crate::spec::{HostDir, Preopen, RunSpec};
@@ -68,8 +70,8 @@ impl Runtime {
         drop(std::mem::take(&mut spec.listeners));
         let usage = Arc::new(Usage::default());
         let limiter = MemoryLimiter::new(spec.memory_limit).metered(Arc::clone(&usage));
-        let (wasi, outputs) = wasi_context(spec)?;
-        let host = Host::new(wasi, limiter, self.inner.ticker.activity());
+        let (wasi, outputs, net) = wasi_context(spec)?;
+        let host = Host::new(wasi, Outgoing::new(net), limiter, self.inner.ticker.activity());
         let store = new_store(&self.inner.engine, host);
         let guest = Metered::new(guest(store, compiled, outputs, ticker), Arc::clone(&usage));
         let task = tokio.spawn(guest.instrument(tracing::Span::current()));
@@ -81,12 +83,12 @@ impl Runtime {
 type Outputs = [Arc<dyn StdoutStream + Sync>; 2];
 
 /// Builds the WASI preview1 context (which also serves components) from the spec.
-fn wasi_context(spec: RunSpec) -> Result<(WasiP1Ctx, Outputs)> {
+fn wasi_context(spec: RunSpec) -> Result<(WasiP1Ctx, Outputs, GuestNet)> {
     let max_handles = spec.max_handles;
     let mut builder = WasiCtxBuilder::new();
     builder.args(&spec.argv).envs(&spec.env);
     add_preopens(&mut builder, &spec.preopens)?;
-    spec.network.apply(&mut builder);
+    let net = spec.network.apply(&mut builder);
     if let Some(stdin) = spec.stdin {
         builder.stdin(AsyncStdinStream::new(SyncReader::new(stdin)));
     }
@@ -102,7 +104,7 @@ fn wasi_context(spec: RunSpec) -> Result<(WasiP1Ctx, Outputs)> {
     if let Some(n) = max_handles {
         wasi.ctx().table.set_max_capacity(n);
     }
-    Ok((wasi, outputs))
+    Ok((wasi, outputs, net))
 }
 
 /// Opens every preopen into the context being built.

@@ -20,6 +20,7 @@ use crate::cgroup::{Cgroup, CgroupSpec};
 use crate::engines::{DEFAULT_HTTP_POOL, HttpEngine, main_engine};
 use crate::error::{Error, Result, boxed};
 use crate::host::Host;
+use crate::net::{DEFAULT_LOOKUP_TIMEOUT, DEFAULT_RESOLVER_THREADS, Lookups, Resolver};
 use crate::ticker::Ticker;
 
 /// The export that makes a component an HTTP proxy (any 0.2.x version).
@@ -36,6 +37,8 @@ pub struct RuntimeBuilder {
     http_pool: u32,
     memory_budget: Option<u64>,
     guest_threads: Option<usize>,
+    resolver_threads: usize,
+    lookup_timeout: Duration,
 }
 
 impl RuntimeBuilder {
@@ -52,6 +55,9 @@ impl RuntimeBuilder {
     /// * memory budget: none — every guest's memory together is bounded only by the
     ///   cgroups runs are given
     /// * guest threads: one per CPU — guests run on these threads, never on the caller's
+    /// * resolver threads: [`DEFAULT_RESOLVER_THREADS`] (16) — guests' name lookups of all
+    ///   pods together that run at once, each on a thread of its own, made on demand
+    /// * lookup timeout: [`DEFAULT_LOOKUP_TIMEOUT`] (5 s) per name lookup
     ///
     /// [`RunHandle::stop`]: crate::RunHandle::stop
     pub fn new() -> Self {
@@ -61,7 +67,23 @@ impl RuntimeBuilder {
             http_pool: DEFAULT_HTTP_POOL,
             memory_budget: None,
             guest_threads: None,
+            resolver_threads: DEFAULT_RESOLVER_THREADS,
+            lookup_timeout: DEFAULT_LOOKUP_TIMEOUT,
         }
+    }
+
+    /// Sets how many threads resolve guests' names, node-wide (at least 1). A thread stuck
+    /// in a lookup that timed out still counts until the system resolver gives up.
+    pub fn resolver_threads(mut self, n: usize) -> Self {
+        self.resolver_threads = n.max(1);
+        self
+    }
+
+    /// Sets how long one name lookup may take (waiting for a slot included) before the
+    /// guest gets `temporary-resolver-failure`; at least 1 ms.
+    pub fn lookup_timeout(mut self, timeout: Duration) -> Self {
+        self.lookup_timeout = timeout.max(Duration::from_millis(1));
+        self
     }
 
     /// Bounds the memory (linear memories and tables) of every guest on the node together:
@@ -108,6 +130,7 @@ impl RuntimeBuilder {
         let mut component_linker = ComponentLinker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker))
+            .and_then(|()| crate::net::linker::shadow_sockets(&mut component_linker))
             .map_err(|err| Error::EngineCreate(boxed(err)))?;
         let disk = self.cache_dir.map(|dir| DiskCache::open(dir, &engine)).transpose()?;
         let ticker = Arc::new(Ticker::start(engine.clone(), self.epoch_tick)?);
@@ -124,6 +147,8 @@ impl RuntimeBuilder {
                 stats: Stats::default(),
                 ticker,
                 root: Cgroup::root(self.memory_budget),
+                resolver: Resolver::new(self.resolver_threads),
+                lookup_timeout: self.lookup_timeout,
             }),
         })
     }
@@ -167,6 +192,9 @@ pub(crate) struct Inner {
     pub(crate) ticker: Arc<Ticker>,
     /// The node's root group: every run's group is inside it.
     pub(crate) root: Cgroup,
+    /// Guests' name lookups.
+    resolver: Resolver,
+    lookup_timeout: Duration,
 }
 
 /// A digest's compiled code, once loaded. Its lock is held while the code is being
@@ -215,6 +243,13 @@ impl Runtime {
         let compiled = Arc::new(Compiled { digest: digest.to_owned(), engine, entry });
         *slot = Some(Arc::clone(&compiled));
         Ok(Artifact { compiled, source })
+    }
+
+    /// A pod's name lookups on the node's resolver pool: at most `max_in_flight` at once
+    /// (at least 1, at most half the pool), [`LOOKUP_QUEUE`](crate::LOOKUP_QUEUE) more waiting, one more failing
+    /// at once. Give every run of the pod a clone in its [`NetworkPolicy`](crate::NetworkPolicy).
+    pub fn lookups(&self, max_in_flight: usize) -> Lookups {
+        Lookups::new(self.inner.resolver.clone(), max_in_flight, self.inner.lookup_timeout)
     }
 
     /// A new group directly under the node's root group, for a pod or a container.

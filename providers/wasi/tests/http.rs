@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use common::http::{get, hello, serve, try_get, until};
+use common::rules::TestRules;
 use common::{Capture, runtime, wait_for};
 use krustlet_wasi_provider::{ArtifactKind, Error, ExitStatus, HttpLimits, Preopen, RunSpec};
 
@@ -230,10 +231,16 @@ async fn pong_server() -> std::net::SocketAddr {
     addr
 }
 
+/// Rules that let a guest reach the test's servers on the node's loopback (the default
+/// rules refuse it: tests/egress.rs).
+fn reaching_loopback() -> RunSpec {
+    RunSpec::new().network(TestRules::open().policy())
+}
+
 #[tokio::test]
 async fn a_guest_sends_outgoing_http() {
     let runtime = runtime();
-    let (_handle, addr) = serve(&runtime, &hello(&runtime), RunSpec::new());
+    let (_handle, addr) = serve(&runtime, &hello(&runtime), reaching_loopback());
     let upstream = pong_server().await;
     let reply = get(addr, &format!("/fetch/{upstream}/ping")).await;
     assert_eq!((reply.status, reply.body.as_str()), (200, "200 pong"));
@@ -245,7 +252,7 @@ async fn a_guest_sends_outgoing_http() {
 #[tokio::test]
 async fn outgoing_https_refuses_a_certificate_the_system_does_not_trust() {
     let runtime = runtime();
-    let (_handle, addr) = serve(&runtime, &hello(&runtime), RunSpec::new());
+    let (_handle, addr) = serve(&runtime, &hello(&runtime), reaching_loopback());
     let upstream = self_signed_tls_server().await;
     let reply = get(addr, &format!("/fetchs/{upstream}/")).await;
     // 13: wasi:http `tls-certificate-error`.

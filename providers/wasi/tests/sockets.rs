@@ -1,5 +1,7 @@
 //! wasi:sockets for command components (examples/guests/tcp_echo.c): binding and
-//! listening only on the policy's ports, connecting anywhere, nothing without a policy.
+//! listening only on the policy's ports, a bind the rules say is taken, connecting where
+//! the rules allow (never to the node's loopback under `PortRules`), nothing without a
+//! policy.
 
 mod common;
 
@@ -9,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::http::component;
+use common::rules::TestRules;
 use common::{Capture, digest, runtime, wait_for};
 use krustlet_wasi_provider::{ExitStatus, NetworkPolicy, RunHandle, RunSpec, Runtime};
 
@@ -121,7 +124,18 @@ async fn without_a_policy_there_are_no_sockets() {
 }
 
 #[tokio::test]
-async fn a_guest_connects_anywhere_without_declaring_a_port() {
+async fn a_bind_the_rules_say_is_taken_is_address_in_use() {
+    let runtime = runtime();
+    let out = Capture::default();
+    let port = UNDECLARED_PORT.to_string();
+    let rules = TestRules { in_use: vec![UNDECLARED_PORT], ..TestRules::open() };
+    let mut handle = run_echo(&runtime, &["bind-other", &port], rules.policy(), &out);
+    assert_eq!(wait_for(&mut handle, 20).await, ExitStatus::Exited(1));
+    assert_eq!(out.text(), format!("bind {UNDECLARED_PORT}: address-in-use\n"));
+}
+
+/// A loopback server answering one line with it in upper case, on a thread.
+fn upper_case_server() -> (String, std::thread::JoinHandle<()>) {
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = server.local_addr().unwrap().port().to_string();
     let answering = std::thread::spawn(move || {
@@ -130,11 +144,32 @@ async fn a_guest_connects_anywhere_without_declaring_a_port() {
         BufReader::new(&stream).read_line(&mut line).unwrap();
         (&stream).write_all(line.to_uppercase().as_bytes()).unwrap();
     });
+    (port, answering)
+}
+
+#[tokio::test]
+async fn a_guest_connects_where_its_rules_allow_without_declaring_a_port() {
+    let (port, answering) = upper_case_server();
+    let runtime = runtime();
+    let out = Capture::default();
+    let policy = TestRules::open().policy();
+    let mut handle = run_echo(&runtime, &["connect", "127.0.0.1", &port, "ping"], policy, &out);
+    assert_eq!(wait_for(&mut handle, 20).await, ExitStatus::Exited(0), "{}", out.text());
+    assert_eq!(out.text(), "reply: PING\n");
+    answering.join().unwrap();
+}
+
+#[tokio::test]
+async fn port_rules_refuse_a_connection_to_the_nodes_loopback() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    server.set_nonblocking(true).unwrap();
+    let port = server.local_addr().unwrap().port().to_string();
     let runtime = runtime();
     let out = Capture::default();
     let mut handle =
         run_echo(&runtime, &["connect", "127.0.0.1", &port, "ping"], NetworkPolicy::open([]), &out);
-    assert_eq!(wait_for(&mut handle, 20).await, ExitStatus::Exited(0), "{}", out.text());
-    assert_eq!(out.text(), "reply: PING\n");
-    answering.join().unwrap();
+    assert_eq!(wait_for(&mut handle, 20).await, ExitStatus::Exited(1));
+    assert_eq!(out.text(), "connect: access-denied\n");
+    let accepted = server.accept().map(|(_, peer)| peer);
+    assert!(matches!(&accepted, Err(err) if err.kind() == std::io::ErrorKind::WouldBlock), "{accepted:?}");
 }

@@ -1,12 +1,21 @@
 //! Guest networking: the [`SocketRules`] a caller gives each run (which binds, listens,
 //! connections and peers it allows), the [`NetworkPolicy`] that switches wasi:sockets on
-//! and carries them, and the checks that put them in front of every guest socket.
+//! and carries them, the checks that put them in front of every guest socket, and the
+//! pods' name [`Lookups`] on the node's resolver pool.
 
+pub(crate) mod linker;
+mod lookups;
 mod policy;
+mod resolver;
 
 use std::net::{IpAddr, SocketAddr};
 
+pub(crate) use lookups::LookupError;
+pub use lookups::{DEFAULT_LOOKUP_TIMEOUT, LOOKUP_QUEUE, Lookups};
+pub(crate) use policy::GuestNet;
 pub use policy::{NetworkPolicy, PortRules};
+pub use resolver::DEFAULT_RESOLVER_THREADS;
+pub(crate) use resolver::Resolver;
 
 /// A transport protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,6 +69,20 @@ pub trait SocketRules: Send + Sync + 'static {
 /// it reaches, so that rules about IPv4 ranges cannot be walked around.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// The destinations among `ips` (each on `port`) that `rules` let a guest connect to over
+/// TCP, in order, IPv4-mapped addresses turned into IPv4 first: what an outgoing request
+/// may dial.
+pub(crate) fn allowed_destinations(
+    rules: &dyn SocketRules,
+    ips: impl IntoIterator<Item = IpAddr>,
+    port: u16,
+) -> Vec<SocketAddr> {
+    ips.into_iter()
+        .map(|ip| canonical(SocketAddr::new(ip, port)))
+        .filter(|addr| rules.connect(Transport::Tcp, *addr).allowed())
+        .collect()
 }
 
 /// True for addresses that reach this machine itself or its link rather than a network:

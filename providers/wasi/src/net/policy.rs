@@ -2,36 +2,50 @@
 //! each use, put in front of wasmtime-wasi's sockets as its address check; and
 //! [`PortRules`], the rules of callers that bring none of their own.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::sockets::SocketAddrUse;
 
-use super::{SocketRules, Transport, Verdict, canonical, is_node_local};
+use super::{Lookups, SocketRules, Transport, Verdict, canonical, is_node_local};
 
-/// What a guest may do with wasi:sockets. The default allows nothing: every socket call
-/// fails in the guest with `access-denied`. With `tcp` or `udp` on, every bind, listen,
-/// connection, datagram and accepted peer is put to `rules`.
+/// What a guest may do with wasi:sockets and whom it may reach. The default allows no
+/// socket and no lookup: every socket call fails in the guest with `access-denied`. With
+/// `tcp` or `udp` on, every bind, listen, connection, datagram and accepted peer is put to
+/// `rules`. Whatever the switches, `rules` also judge a served HTTP artifact's clients and
+/// every outgoing wasi:http request's destination.
 #[derive(Clone)]
 pub struct NetworkPolicy {
     /// `wasi:sockets/tcp`.
     pub tcp: bool,
     /// `wasi:sockets/udp`.
     pub udp: bool,
-    /// `wasi:sockets/ip-name-lookup`.
+    /// `wasi:sockets/ip-name-lookup` (answered from `lookups`).
     pub name_lookup: bool,
     /// Judges every use of a socket.
     pub rules: Arc<dyn SocketRules>,
+    /// Where the run's name lookups (wasi:sockets and outgoing wasi:http) go, on the
+    /// pod's budget. `None`: every lookup fails (`permanent-resolver-failure`; an outgoing
+    /// request to a name gets `DNS-error`), while IP addresses still work.
+    pub lookups: Option<Lookups>,
 }
 
 impl Default for NetworkPolicy {
-    /// No sockets, no lookups; rules that refuse everything.
+    /// No sockets, no lookups; [`PortRules`] with no port (outgoing wasi:http requests may
+    /// go to IP addresses off this node; served clients are all accepted).
     fn default() -> Self {
-        NetworkPolicy { tcp: false, udp: false, name_lookup: false, rules: Arc::new(PortRules::new([])) }
+        NetworkPolicy {
+            tcp: false,
+            udp: false,
+            name_lookup: false,
+            rules: Arc::new(PortRules::new([])),
+            lookups: None,
+        }
     }
 }
 
@@ -41,70 +55,169 @@ impl fmt::Debug for NetworkPolicy {
             .field("tcp", &self.tcp)
             .field("udp", &self.udp)
             .field("name_lookup", &self.name_lookup)
+            .field("lookups", &self.lookups)
             .finish_non_exhaustive()
     }
 }
 
 impl NetworkPolicy {
-    /// TCP, UDP and name lookup on, judged by [`PortRules`] for `bind_ports`.
+    /// TCP, UDP and name lookup on, judged by [`PortRules`] for `bind_ports`; no
+    /// [`Lookups`] (set [`lookups`](Self::lookups) to resolve names).
     pub fn open(bind_ports: impl IntoIterator<Item = u16>) -> Self {
         Self::with_rules(Arc::new(PortRules::new(bind_ports)))
     }
 
-    /// TCP, UDP and name lookup on, judged by `rules`.
+    /// TCP, UDP and name lookup on, judged by `rules`; no [`Lookups`].
     pub fn with_rules(rules: Arc<dyn SocketRules>) -> Self {
-        NetworkPolicy { tcp: true, udp: true, name_lookup: true, rules }
+        NetworkPolicy { tcp: true, udp: true, name_lookup: true, rules, lookups: None }
     }
 
-    /// Applies the policy to a WASI context being built.
-    pub(crate) fn apply(&self, builder: &mut WasiCtxBuilder) {
-        builder.allow_tcp(self.tcp).allow_udp(self.udp).allow_ip_name_lookup(self.name_lookup);
-        if !(self.tcp || self.udp) {
-            // wasmtime-wasi's default check already refuses every address.
-            return;
+    /// The same policy with its name lookups on `lookups`.
+    pub fn lookups(mut self, lookups: Lookups) -> Self {
+        self.lookups = Some(lookups);
+        self
+    }
+
+    /// Applies the policy to a WASI context being built, and returns what the store needs
+    /// to judge the rest (outgoing wasi:http, name lookups, binds).
+    pub(crate) fn apply(&self, builder: &mut WasiCtxBuilder) -> GuestNet {
+        // wasmtime-wasi's own lookups are shadowed (`net::linker`); its switch stays off.
+        builder.allow_tcp(self.tcp).allow_udp(self.udp).allow_ip_name_lookup(false);
+        let check = Arc::new(Check::new(Arc::clone(&self.rules)));
+        if self.tcp || self.udp {
+            let judge = Arc::clone(&check);
+            builder.socket_addr_check(move |addr, usage| ready(judge.judge(addr, usage).allowed()));
         }
-        let check = Check { rules: Arc::clone(&self.rules), listening: Arc::default() };
-        builder.socket_addr_check(move |addr, usage| ready(check.judge(addr, usage).allowed()));
+        // Else wasmtime-wasi's default check refuses every address.
+        GuestNet {
+            rules: Arc::clone(&self.rules),
+            lookups: self.lookups.clone(),
+            name_lookup: self.name_lookup,
+            check,
+        }
     }
 }
 
-/// One run's address check: the rules, and the ports its guest listens on (TCP) or has
-/// bound (UDP), so that an accepted peer can be judged for the port it came in on.
-struct Check {
+/// One store's networking, made from its run's [`NetworkPolicy`]: the rules, the lookups,
+/// and the address check installed in its WASI context. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct GuestNet {
+    pub(crate) rules: Arc<dyn SocketRules>,
+    lookups: Option<Lookups>,
+    name_lookup: bool,
+    pub(crate) check: Arc<Check>,
+}
+
+impl GuestNet {
+    /// Where outgoing wasi:http requests resolve names.
+    pub(crate) fn lookups(&self) -> Option<&Lookups> {
+        self.lookups.as_ref()
+    }
+
+    /// Where wasi:sockets `ip-name-lookup` resolves names: nowhere when it is switched off.
+    pub(crate) fn socket_lookups(&self) -> Option<&Lookups> {
+        self.lookups.as_ref().filter(|_| self.name_lookup)
+    }
+}
+
+/// UDP peers the guest sent to that a datagram from is a reply, not ingress (the most
+/// recent ones, as a connection tracker keeps them).
+const UDP_REPLY_PEERS: usize = 64;
+
+/// One store's address check: the rules, and what it must remember to ask them the right
+/// question — the ports its guest listens on (TCP) or has bound (UDP), so that an accepted
+/// peer is judged for the port it came in on; the UDP peers it sent to, whose datagrams
+/// are replies; and the last bind's verdict, for the error the guest gets.
+pub(crate) struct Check {
     rules: Arc<dyn SocketRules>,
-    listening: Arc<Mutex<Vec<(Transport, u16)>>>,
+    state: Mutex<CheckState>,
+}
+
+#[derive(Default)]
+struct CheckState {
+    listening: Vec<(Transport, u16)>,
+    udp_peers: VecDeque<SocketAddr>,
+    last_bind: Option<Verdict>,
 }
 
 impl Check {
+    fn new(rules: Arc<dyn SocketRules>) -> Self {
+        Check { rules, state: Mutex::default() }
+    }
+
+    fn state(&self) -> MutexGuard<'_, CheckState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What the rules say about wasmtime-wasi's `usage` of `addr`. wasmtime-wasi 48 asks:
+    /// `TcpBind`/`UdpBind` with the guest's address on `start-bind`, and with the wildcard
+    /// address and port 0 for the implicit bind of an unbound socket's connect or listen;
+    /// `TcpListen` with the bound address (the wildcard and port 0 when unbound);
+    /// `TcpConnect` with the remote; `UdpSend` with each datagram's remote and, with
+    /// `UdpReceive`, with the remote a UDP socket is connected to; `TcpAccept` and
+    /// `UdpReceive` with each peer.
     fn judge(&self, addr: SocketAddr, usage: SocketAddrUse) -> Verdict {
         let addr = canonical(addr);
         let rules = &self.rules;
         match usage {
-            SocketAddrUse::TcpBind => rules.bind(Transport::Tcp, addr),
-            SocketAddrUse::UdpBind => self.remember(Transport::Udp, addr, rules.bind(Transport::Udp, addr)),
+            SocketAddrUse::TcpBind => self.bound(rules.bind(Transport::Tcp, addr)),
+            SocketAddrUse::UdpBind => {
+                let verdict = self.bound(rules.bind(Transport::Udp, addr));
+                self.remember(Transport::Udp, addr, verdict)
+            }
             SocketAddrUse::TcpListen => self.remember(Transport::Tcp, addr, rules.listen(addr)),
             SocketAddrUse::TcpConnect => rules.connect(Transport::Tcp, addr),
-            SocketAddrUse::UdpSend => rules.connect(Transport::Udp, addr),
+            SocketAddrUse::UdpSend => {
+                let verdict = rules.connect(Transport::Udp, addr);
+                if verdict.allowed() {
+                    self.sent_to(addr);
+                }
+                verdict
+            }
             SocketAddrUse::TcpAccept => rules.accept(Transport::Tcp, self.port_of(Transport::Tcp), addr),
+            SocketAddrUse::UdpReceive if self.state().udp_peers.contains(&addr) => Verdict::Allow,
             SocketAddrUse::UdpReceive => rules.accept(Transport::Udp, self.port_of(Transport::Udp), addr),
         }
+    }
+
+    /// Notes a bind's verdict (see [`take_bind_verdict`](Self::take_bind_verdict)).
+    fn bound(&self, verdict: Verdict) -> Verdict {
+        self.state().last_bind = Some(verdict);
+        verdict
+    }
+
+    /// The verdict of the last bind asked since the previous call, if any.
+    pub(crate) fn take_bind_verdict(&self) -> Option<Verdict> {
+        self.state().last_bind.take()
     }
 
     /// Notes a port the guest now receives on, when it was allowed.
     fn remember(&self, transport: Transport, local: SocketAddr, verdict: Verdict) -> Verdict {
         if verdict.allowed() && local.port() != 0 {
-            let mut listening = self.listening.lock().unwrap_or_else(|p| p.into_inner());
-            if !listening.contains(&(transport, local.port())) {
-                listening.push((transport, local.port()));
+            let mut state = self.state();
+            if !state.listening.contains(&(transport, local.port())) {
+                state.listening.push((transport, local.port()));
             }
         }
         verdict
     }
 
+    /// Notes a UDP peer the guest may now hear replies from.
+    fn sent_to(&self, peer: SocketAddr) {
+        let mut state = self.state();
+        if state.udp_peers.contains(&peer) {
+            return;
+        }
+        if state.udp_peers.len() == UDP_REPLY_PEERS {
+            state.udp_peers.pop_front();
+        }
+        state.udp_peers.push_back(peer);
+    }
+
     /// The one port the guest receives `transport` on, if it is only one.
     fn port_of(&self, transport: Transport) -> Option<u16> {
-        let listening = self.listening.lock().unwrap_or_else(|p| p.into_inner());
-        let mut ports = listening.iter().filter(|(t, _)| *t == transport).map(|(_, port)| *port);
+        let state = self.state();
+        let mut ports = state.listening.iter().filter(|(t, _)| *t == transport).map(|(_, port)| *port);
         match (ports.next(), ports.next()) {
             (Some(port), None) => Some(port),
             _ => None,
@@ -163,73 +276,5 @@ impl SocketRules for PortRules {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(ip: &str, port: u16) -> SocketAddr {
-        SocketAddr::new(ip.parse().unwrap(), port)
-    }
-
-    fn check(ports: &[u16]) -> Check {
-        Check { rules: Arc::new(PortRules::new(ports.iter().copied())), listening: Arc::default() }
-    }
-
-    #[test]
-    fn port_rules_bind_only_their_ports_or_ephemeral() {
-        let c = check(&[8080]);
-        let any = "0.0.0.0";
-        assert!(c.judge(at(any, 8080), SocketAddrUse::TcpBind).allowed());
-        assert!(c.judge(at(any, 8080), SocketAddrUse::TcpListen).allowed());
-        assert!(c.judge(at(any, 8080), SocketAddrUse::UdpBind).allowed());
-        assert!(c.judge(at(any, 0), SocketAddrUse::TcpBind).allowed());
-        assert!(c.judge(at(any, 0), SocketAddrUse::UdpBind).allowed());
-        assert!(!c.judge(at(any, 0), SocketAddrUse::TcpListen).allowed());
-        assert!(!c.judge(at(any, 10250), SocketAddrUse::TcpBind).allowed());
-        assert!(!c.judge(at(any, 53), SocketAddrUse::UdpBind).allowed());
-    }
-
-    #[test]
-    fn port_rules_refuse_egress_to_the_node_itself_mapped_or_not() {
-        let c = check(&[]);
-        assert!(c.judge(at("10.1.2.3", 80), SocketAddrUse::TcpConnect).allowed());
-        assert!(c.judge(at("10.1.2.3", 53), SocketAddrUse::UdpSend).allowed());
-        for local in ["127.0.0.1", "::ffff:127.0.0.1", "169.254.169.254", "::1"] {
-            assert!(!c.judge(at(local, 80), SocketAddrUse::TcpConnect).allowed(), "{local}");
-            assert!(!c.judge(at(local, 53), SocketAddrUse::UdpSend).allowed(), "{local}");
-        }
-        assert!(c.judge(at("127.0.0.1", 5555), SocketAddrUse::TcpAccept).allowed());
-    }
-
-    /// Records what the rules were asked, to see which port an accepted peer is judged for.
-    #[derive(Default)]
-    struct Asked(Mutex<Vec<Option<u16>>>);
-
-    impl SocketRules for Asked {
-        fn bind(&self, _: Transport, _: SocketAddr) -> Verdict {
-            Verdict::Allow
-        }
-        fn listen(&self, _: SocketAddr) -> Verdict {
-            Verdict::Allow
-        }
-        fn connect(&self, _: Transport, _: SocketAddr) -> Verdict {
-            Verdict::Allow
-        }
-        fn accept(&self, _: Transport, port: Option<u16>, _: SocketAddr) -> Verdict {
-            self.0.lock().unwrap().push(port);
-            Verdict::Allow
-        }
-    }
-
-    #[test]
-    fn an_accepted_peer_is_judged_for_the_one_listening_port_if_there_is_one() {
-        let asked = Arc::new(Asked::default());
-        let c = Check { rules: asked.clone(), listening: Arc::default() };
-        let peer = at("10.0.0.9", 40000);
-        c.judge(peer, SocketAddrUse::TcpAccept);
-        c.judge(at("0.0.0.0", 8080), SocketAddrUse::TcpListen);
-        c.judge(peer, SocketAddrUse::TcpAccept);
-        c.judge(at("0.0.0.0", 9090), SocketAddrUse::TcpListen);
-        c.judge(peer, SocketAddrUse::TcpAccept);
-        assert_eq!(*asked.0.lock().unwrap(), [None, Some(8080), None]);
-    }
-}
+#[path = "policy_tests.rs"]
+mod tests;

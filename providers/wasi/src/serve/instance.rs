@@ -53,7 +53,7 @@ impl Template {
         let mut builder = WasiCtxBuilder::new();
         builder.args(&self.argv).envs(&self.env);
         add_preopens(&mut builder, &self.preopens)?;
-        self.network.apply(&mut builder);
+        let net = self.network.apply(&mut builder);
         builder.stdout(self.stdout.clone()).stderr(self.stderr.clone());
         let mut table = ResourceTable::new();
         table.set_max_capacity(self.max_handles.unwrap_or(MAX_HANDLES));
@@ -61,7 +61,7 @@ impl Template {
             table,
             wasi: builder.build(),
             http: WasiHttpCtx::new(),
-            hooks: Outgoing,
+            hooks: Outgoing::new(net),
             limiter: MemoryLimiter::new(self.memory_limit),
             in_wasm: InWasm::new(self.activity.clone()),
         };

@@ -1,6 +1,7 @@
-//! Serving a `wasi:http/proxy` artifact: HTTP/1.1 on the caller's listeners, a fresh
-//! instance from the artifact's one `ProxyPre` per request, a concurrency cap, and a
-//! graceful shutdown that stops accepting at once and cuts what is left after a grace.
+//! Serving a `wasi:http/proxy` artifact: HTTP/1.1 on the caller's listeners for the clients
+//! the run's rules accept, a fresh instance from the artifact's one `ProxyPre` per request,
+//! a concurrency cap, and a graceful shutdown that stops accepting at once and cuts what is
+//! left after a grace.
 //!
 //! One server task owns the listeners and accepts; each connection and each request's
 //! instance is a task on the server's tracker. Two tokens reach them all: `draining`
@@ -13,7 +14,7 @@ mod instance;
 mod request;
 mod stats;
 
-use std::net::TcpListener as StdListener;
+use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub use stats::{HttpStats, HttpStatsSnapshot};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::host::ProxyHost;
+use crate::net::{Transport, Verdict, canonical};
 use crate::output::{SharedOutput, Writer};
 use crate::spec::RunSpec;
 use crate::ticker::Ticker;
@@ -209,8 +211,9 @@ async fn serve(
     ExitStatus::Stopped
 }
 
-/// Accepts on every listener, forever; each connection becomes a task.
+/// Accepts on every listener, forever; each connection the rules accept becomes a task.
 async fn accept(server: &Arc<Server>, listeners: &[TcpListener]) {
+    let ports: Vec<_> = listeners.iter().map(|l| l.local_addr().ok().map(|addr| addr.port())).collect();
     loop {
         let (accepted, index) = std::future::poll_fn(|cx| {
             for (index, listener) in listeners.iter().enumerate() {
@@ -222,7 +225,10 @@ async fn accept(server: &Arc<Server>, listeners: &[TcpListener]) {
         })
         .await;
         match accepted {
-            Ok((stream, _peer)) => admit(server, stream),
+            Ok((stream, peer)) => match judge(server, ports[index], peer) {
+                Verdict::Allow => admit(server, stream),
+                Verdict::Deny | Verdict::InUse => refuse_peer(server, stream, peer),
+            },
             Err(err) => {
                 let address = listeners[index].local_addr().ok();
                 tracing::warn!(%err, ?address, "accept failed; retrying shortly");
@@ -230,6 +236,21 @@ async fn accept(server: &Arc<Server>, listeners: &[TcpListener]) {
             }
         }
     }
+}
+
+/// What the run's rules say about a client `peer` (IPv4-mapped addresses mapped first)
+/// that connected to `port`.
+fn judge(server: &Server, port: Option<u16>, peer: SocketAddr) -> Verdict {
+    server.template.network.rules.accept(Transport::Tcp, port, canonical(peer))
+}
+
+/// Closes a refused client's connection at once, with a reset: no response, no instance.
+fn refuse_peer(server: &Server, stream: TcpStream, peer: SocketAddr) {
+    HttpStats::count(&server.stats.refused);
+    tracing::debug!(digest = %server.digest, %peer, "connection refused by the run's rules");
+    // A zero linger makes the close a reset; it never blocks.
+    let _ = stream.set_zero_linger();
+    drop(stream);
 }
 
 /// Serves a new connection, or answers 503 and closes it when too many are open.

@@ -18,6 +18,9 @@ pub struct HttpStats {
     /// Requests refused with a 503 because the concurrency cap, the connection cap or
     /// the node's pool of request instances was full.
     pub over_capacity: AtomicU64,
+    /// Connections closed as soon as accepted because the run's rules refused the client
+    /// (no response, no instance).
+    pub refused: AtomicU64,
     /// Instances running now.
     pub in_flight: AtomicU64,
     /// Instances created (one per request that got past the caps).
@@ -40,6 +43,8 @@ pub struct HttpStatsSnapshot {
     pub timed_out: u64,
     /// See [`HttpStats::over_capacity`].
     pub over_capacity: u64,
+    /// See [`HttpStats::refused`].
+    pub refused: u64,
     /// See [`HttpStats::in_flight`].
     pub in_flight: u64,
     /// See [`HttpStats::instantiated`].
@@ -58,6 +63,7 @@ impl HttpStats {
             out_of_memory: read(&self.out_of_memory),
             timed_out: read(&self.timed_out),
             over_capacity: read(&self.over_capacity),
+            refused: read(&self.refused),
             in_flight: read(&self.in_flight),
             instantiated: read(&self.instantiated),
             instantiate_nanos: read(&self.instantiate_nanos),

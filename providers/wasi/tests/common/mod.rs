@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 pub mod http;
+pub mod rules;
 
 use krustlet_wasi_provider::{Artifact, ExitStatus, RunHandle, Runtime};
 use tokio::io::AsyncWrite;
