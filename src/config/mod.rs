@@ -36,8 +36,8 @@ pub use limits::{
 };
 pub use network::{
     DEFAULT_ENFORCE_NETWORK_POLICY, DEFAULT_POD_EGRESS_DENY, MIN_UNDECLARED_PORT, NETWORK_EVENT_DESTINATIONS,
-    NETWORK_EVENT_INTERVAL, NETWORK_EVENT_QUEUE, NetworkFlags, NetworkSettings, POLICY_SETTLE,
-    UDP_REPLY_PEERS, UDP_REPLY_WINDOW,
+    NETWORK_EVENT_INTERVAL, NETWORK_EVENT_QUEUE, NetworkFlags, NetworkSettings, POD_LOOKUPS_IN_FLIGHT,
+    POLICY_SETTLE, UDP_REPLY_PEERS, UDP_REPLY_WINDOW,
 };
 use parse::{
     default_node_ip, non_empty_path, parse_duration, parse_ip, parse_max_pods, parse_port, validate_dns_name,

@@ -50,6 +50,13 @@ pub const UDP_REPLY_WINDOW: Duration = Duration::from_secs(120);
 /// UDP peers per pod remembered for [`UDP_REPLY_WINDOW`]; past it the oldest is forgotten.
 pub const UDP_REPLY_PEERS: usize = 1024;
 
+/// Name lookups one pod may have in flight at once on the node's resolver pool (its
+/// wasi:sockets lookups and outgoing wasi:http requests' together); a few more wait, then
+/// the guest gets `temporary-resolver-failure`. 4 is what a guest resolving a service's
+/// name and its few dependencies needs, and a quarter of the provider's 16 resolver
+/// threads, so a pod flooding black-holed names leaves the others their lookups.
+pub const POD_LOOKUPS_IN_FLIGHT: usize = 4;
+
 /// Network flags (flattened into [`super::Flags`]).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct NetworkFlags {

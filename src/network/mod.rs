@@ -83,6 +83,8 @@ struct PodEntry {
     limiter: Mutex<Limiter>,
     /// The UDP peers it sent to recently, whose datagrams back are replies.
     replies: Mutex<replies::Replies>,
+    /// Its name lookups' budget on the runtime's resolver pool, shared by all its runs.
+    lookups: std::sync::OnceLock<krustlet_wasi_provider::Lookups>,
 }
 
 impl Network {
@@ -143,6 +145,7 @@ impl Network {
                         ports: policy::named_ports(pod.spec.as_ref()),
                         limiter: Mutex::default(),
                         replies: Mutex::default(),
+                        lookups: std::sync::OnceLock::new(),
                         id,
                     })
                 })

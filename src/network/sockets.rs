@@ -56,6 +56,14 @@ impl PodSockets {
         PodSockets { core, pod }
     }
 
+    /// The pod's name lookups (one budget for all its runs), made by `make` the first time.
+    pub fn lookups(
+        &self,
+        make: impl FnOnce() -> krustlet_wasi_provider::Lookups,
+    ) -> krustlet_wasi_provider::Lookups {
+        self.pod.lookups.get_or_init(make).clone()
+    }
+
     /// Logs `told` and sends it as an Event unless the pod was told of it recently.
     fn tell(&self, told: Told) {
         let admit =

@@ -2,7 +2,9 @@
 //! IP not loopback): a guest cannot reach the node's loopback services nor the agent's
 //! kubelet port; ports are owned by (protocol, port, address), an undeclared port is
 //! claimed for the pod that binds it first; NetworkPolicy refuses ingress from the test
-//! host's address unless an ipBlock allows it, and egress to what no rule allows.
+//! host's address unless an ipBlock allows it (to a guest listener and to a wasi:http
+//! port), and egress to what no rule allows; an outgoing wasi:http request cannot reach
+//! the node's loopback, IPv4-mapped or not.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -60,8 +62,21 @@ fn id() -> u32 {
 
 /// A pod of `image` on the node with `args`, `ports` and the label `kw-net: <name>`.
 fn guest(n: &Net, name: &str, image: &str, args: &[&str], ports: Value, restart: &str) -> Value {
+    labelled(n, name, name, image, args, ports, restart)
+}
+
+/// Like [`guest`], labelled `kw-net: <label>`.
+fn labelled(
+    n: &Net,
+    name: &str,
+    label: &str,
+    image: &str,
+    args: &[&str],
+    ports: Value,
+    restart: &str,
+) -> Value {
     let mut p = pod(name, &n.node.name, image);
-    p["metadata"]["labels"] = json!({"kw-net": name});
+    p["metadata"]["labels"] = json!({"kw-net": label});
     p["spec"]["restartPolicy"] = json!(restart);
     p["spec"]["containers"][0]["args"] = json!(args);
     p["spec"]["containers"][0]["ports"] = ports;
@@ -110,6 +125,20 @@ fn echoes(host: &str, port: u16) -> bool {
     tcp.write_all(b"ping\n").is_ok() && tcp.read_exact(&mut back).is_ok() && &back == b"ping\n"
 }
 
+/// `curl http://HOST:PORT/PATH`: (status, body), or `None` when the connection is refused
+/// or closed before an answer.
+fn http(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    let url = format!("http://{host}:{port}{path}");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", &url])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n')?;
+    out.status.success().then_some(())?;
+    Some((status.trim().parse().ok()?, body.to_string()))
+}
+
 /// The node's `/metrics` line for refusals of `direction` and `reason`.
 fn refused(n: &Net, direction: &str, reason: &str) -> u64 {
     let text =
@@ -135,6 +164,15 @@ fn a_guest_cannot_reach_the_nodes_loopback_nor_the_agents_port() {
         ),
         (format!("egress-kubelet-{}", id()), vec!["connect", &node_ip, &kubelet, "hi"], "", "(--port)"),
     ];
+    // IPv4-mapped: wasmtime-wasi refuses it on an IPv6 socket before any rule is asked.
+    let mapped = format!("egress-mapped-{}", id());
+    guest(n, &mapped, &image, &["connect-ip", "::ffff:127.0.0.1", "6443", "hi"], json!([]), "Never");
+    // Names resolve (on the pod's lookup budget); what they resolve to is judged as dialled.
+    let named = format!("egress-named-{}", id());
+    guest(n, &named, &image, &["connect-name", "localhost", "6443", "hi"], json!([]), "Never");
+    // A datagram to the metadata service's link-local address.
+    let udp = format!("egress-udp-{}", id());
+    guest(n, &udp, &image, &["udp-send", "169.254.169.254", "53", "hi"], json!([]), "Never");
     for (name, args, _, _) in &cases {
         guest(n, name, &image, args, json!([]), "Never");
     }
@@ -144,11 +182,49 @@ fn a_guest_cannot_reach_the_nodes_loopback_nor_the_agents_port() {
         let dest = if dest.is_empty() { format!("{node_ip}:{PORT} (TCP)") } else { dest.to_string() };
         event(n, name, "EgressDenied", &[&dest, flag]);
     }
+    let logs = finished(n, &mapped, "Failed");
+    assert!(logs.contains("connect: invalid-argument") || logs.contains("connect: access-denied"), "{logs}");
+    let logs = finished(n, &named, "Failed");
+    assert!(logs.contains("connect: access-denied"), "{logs}");
+    event(n, &named, "EgressDenied", &[":6443 (TCP) refused", "--pod-egress-deny"]);
+    let logs = finished(n, &udp, "Failed");
+    assert!(logs.contains("send: access-denied"), "{logs}");
+    event(
+        n,
+        &udp,
+        "EgressDenied",
+        &["169.254.169.254:53 (UDP) refused: 169.254.0.0/16", "--pod-egress-deny"],
+    );
     assert!(refused(n, "egress", "denied-range") >= 1);
     assert!(refused(n, "egress", "agent-port") >= 1);
     for (name, _, _, _) in &cases {
         delete(n, "pod", &[name]);
     }
+    delete(n, "pod", &[&mapped, &named, &udp]);
+}
+
+#[test]
+fn an_outgoing_wasi_http_request_cannot_reach_the_nodes_loopback_even_mapped() {
+    let n = require_net!();
+    let image = guests::publish(&n.cluster.registry, "http_hello", "v1", "cncf");
+    let name = format!("fetch-lo-{}", id());
+    const WEB: u16 = 18515;
+    guest(n, &name, &image, &[], json!([{"containerPort": WEB}]), "Always");
+    n.cluster.wait_pod(&name, "Running", Duration::from_secs(120), |p| phase(p) == "Running");
+    let ip = n.netns.node_ip.clone();
+    common::wait_for("the wasi:http pod answering", Duration::from_secs(30), || {
+        http(&ip, WEB, "/").map(|_| ())
+    });
+    for target in ["[::ffff:127.0.0.1]:6443", "127.0.0.1:6443"] {
+        let (status, body) = http(&ip, WEB, &format!("/fetch/{target}/")).expect("an answer");
+        assert_eq!(status, 502, "{target}: {body}");
+        assert!(body.starts_with("error:"), "{target}: {body}");
+    }
+    // Both are one destination: the mapped address was judged as what it maps.
+    event(n, &name, "EgressDenied", &["connection to 127.0.0.1:6443 (TCP) refused", "--pod-egress-deny"]);
+    let events = n.cluster.pod_events(&name);
+    assert_eq!(events.iter().filter(|(r, _)| r == "EgressDenied").count(), 1, "{events:?}");
+    delete(n, "pod", &[&name]);
 }
 
 #[test]
@@ -237,44 +313,41 @@ fn policy(name: &str, label: &str, spec: Value) -> Value {
 fn network_policy_refuses_ingress_from_the_test_host_unless_an_ip_block_allows_it() {
     let n = require_net!();
     let image = guests::publish(&n.cluster.registry, "tcp_echo", "v1", "cncf");
-    let name = format!("ingress-{}", id());
+    let web_image = guests::publish(&n.cluster.registry, "http_hello", "v1", "cncf");
+    let (name, web) = (format!("ingress-{}", id()), format!("ingress-web-{}", id()));
     const ECHO: u16 = 18512;
+    const WEB: u16 = 18516;
     guest(n, &name, &image, &["echo", &ECHO.to_string()], json!([{"containerPort": ECHO}]), "Always");
-    n.cluster.wait_pod(&name, "Running", Duration::from_secs(120), |p| phase(p) == "Running");
+    // A wasi:http pod the same policies select: the agent's listener asks the same rules.
+    labelled(n, &web, &name, &web_image, &[], json!([{"containerPort": WEB}]), "Always");
+    for pod in [&name, &web] {
+        n.cluster.wait_pod(pod, "Running", Duration::from_secs(120), |p| phase(p) == "Running");
+    }
     let ip = n.netns.node_ip.clone();
-    common::wait_for("the echo pod answering the test host", Duration::from_secs(30), || {
-        echoes(&ip, ECHO).then_some(())
-    });
+    let served = || http(&ip, WEB, "/").is_some_and(|(status, _)| status == 200);
+    let both = |want: bool| (echoes(&ip, ECHO) == want && served() == want).then_some(());
+    common::wait_for("both pods answering the test host", Duration::from_secs(30), || both(true));
 
     let (deny, allow) = (format!("deny-{name}"), format!("allow-{name}"));
     n.cluster.apply(&policy(&deny, &name, json!({"policyTypes": ["Ingress"]})));
-    common::wait_for("the policy to refuse the test host", Duration::from_secs(30), || {
-        (!echoes(&ip, ECHO)).then_some(())
-    });
-    event(
-        n,
-        &name,
-        "IngressDenied",
-        &[&format!("connection from {}", n.netns.host_ip), &format!("(default/{deny})")],
-    );
-    assert!(refused(n, "ingress", "policy") >= 1);
+    common::wait_for("the policy to refuse the test host", Duration::from_secs(30), || both(false));
+    let from = format!("connection from {}", n.netns.host_ip);
+    event(n, &name, "IngressDenied", &[&from, &format!("port {ECHO}/TCP"), &format!("(default/{deny})")]);
+    event(n, &web, "IngressDenied", &[&from, &format!("port {WEB}/TCP"), &format!("(default/{deny})")]);
+    assert!(refused(n, "ingress", "policy") >= 2);
 
     let block = json!({"ingress": [{"from": [{"ipBlock": {"cidr": format!("{}/32", n.netns.host_ip)}}]}]});
     n.cluster.apply(&policy(&allow, &name, block));
-    common::wait_for("the ipBlock to let the test host in", Duration::from_secs(30), || {
-        echoes(&ip, ECHO).then_some(())
-    });
+    common::wait_for("the ipBlock to let the test host in", Duration::from_secs(30), || both(true));
 
     // An except that names the host takes it out of the block again.
     let except = json!({"ingress": [{"from": [{"ipBlock": {
         "cidr": "10.201.0.0/16", "except": [format!("{}/32", n.netns.host_ip)],
     }}]}]});
     n.cluster.apply(&policy(&allow, &name, except));
-    common::wait_for("the except to refuse the test host", Duration::from_secs(30), || {
-        (!echoes(&ip, ECHO)).then_some(())
-    });
+    common::wait_for("the except to refuse the test host", Duration::from_secs(30), || both(false));
     delete(n, "networkpolicy", &[&deny, &allow]);
-    delete(n, "pod", &[&name]);
+    delete(n, "pod", &[&name, &web]);
 }
 
 #[test]
