@@ -100,10 +100,11 @@ impl Source {
     }
 }
 
+/// One watch event, its object boxed (a Pod is large) and dropped once reduced.
 enum Change {
-    Policy(Event<NetworkPolicy>),
-    Namespace(Event<Namespace>),
-    Pod(Event<Pod>),
+    Policy(Box<Event<NetworkPolicy>>),
+    Namespace(Box<Event<Namespace>>),
+    Pod(Box<Event<Pod>>),
 }
 
 fn watch_all<K>(
@@ -122,9 +123,9 @@ where
 /// Watches until shutdown, publishing views into `w.policies`.
 pub async fn run(w: Watch, mut shutdown: broadcast::Receiver<()>) {
     let mut changes = futures::stream::select_all([
-        watch_all(&w.client, Change::Policy, Source::Policies).boxed(),
-        watch_all(&w.client, Change::Namespace, Source::Namespaces).boxed(),
-        watch_all(&w.client, Change::Pod, Source::Pods).boxed(),
+        watch_all(&w.client, |e| Change::Policy(Box::new(e)), Source::Policies).boxed(),
+        watch_all(&w.client, |e| Change::Namespace(Box::new(e)), Source::Namespaces).boxed(),
+        watch_all(&w.client, |e| Change::Pod(Box::new(e)), Source::Pods).boxed(),
     ]);
     let mut policies: Part<Arc<Policy>> = Part::new();
     let mut spaces: Part<Arc<Labels>> = Part::new();
@@ -184,7 +185,7 @@ pub async fn run(w: Watch, mut shutdown: broadcast::Receiver<()>) {
                     info!(resource = source.resource(), "watching {} again", source.resource());
                 }
                 match c {
-                    Change::Policy(e) => policies.apply(e, |np: &NetworkPolicy| {
+                    Change::Policy(e) => policies.apply(*e, |np: &NetworkPolicy| {
                         let key = np
                             .metadata
                             .namespace
@@ -194,12 +195,12 @@ pub async fn run(w: Watch, mut shutdown: broadcast::Receiver<()>) {
                         (key, compile::policy(np).map(Arc::new))
                     }),
                     Change::Namespace(e) => {
-                        spaces.apply(e, |ns: &Namespace| match compile::namespace_labels(ns) {
+                        spaces.apply(*e, |ns: &Namespace| match compile::namespace_labels(ns) {
                             Some((name, labels)) => (Some(name), Some(Arc::new(labels))),
                             None => (None, None),
                         })
                     }
-                    Change::Pod(e) => pods.apply(e, |pod: &Pod| {
+                    Change::Pod(e) => pods.apply(*e, |pod: &Pod| {
                         let uid = pod.metadata.uid.clone();
                         (uid, compile::pod_info(pod).map(|(_, info)| Arc::new(info)))
                     }),
