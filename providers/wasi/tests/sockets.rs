@@ -132,6 +132,13 @@ async fn a_bind_the_rules_say_is_taken_is_address_in_use() {
     let mut handle = run_echo(&runtime, &["bind-other", &port], rules.policy(), &out);
     assert_eq!(wait_for(&mut handle, 20).await, ExitStatus::Exited(1));
     assert_eq!(out.text(), format!("bind {UNDECLARED_PORT}: address-in-use\n"));
+
+    // UDP too (here the rules say even an ephemeral port is taken).
+    let out = Capture::default();
+    let rules = TestRules { in_use: vec![0], ..TestRules::open() };
+    let mut handle = run_echo(&runtime, &["udp-send", "10.0.0.1", "9", "x"], rules.policy(), &out);
+    assert_eq!(wait_for(&mut handle, 20).await, ExitStatus::Exited(1));
+    assert_eq!(out.text(), "bind: address-in-use\n");
 }
 
 /// A loopback server answering one line with it in upper case, on a thread.
