@@ -27,7 +27,7 @@ fn pod(i: usize) -> Result<Pod> {
     let p = json!({
         "metadata": {
             "name": format!("pod-{i}"), "namespace": format!("ns-{}", i % NAMESPACES), "uid": format!("uid-{i}"),
-            "labels": {"app": format!("app-{}", i % 50), "tier": if (i / NAMESPACES) % 2 == 0 { "web" } else { "db" },
+            "labels": {"app": format!("app-{}", i % 50), "tier": if (i / NAMESPACES).is_multiple_of(2) { "web" } else { "db" },
                        "pod-template-hash": format!("{:x}", i * 7919)},
         },
         "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"name": "http", "containerPort": 8080}]}]},
