@@ -16,6 +16,7 @@ mod certs;
 pub mod commands;
 pub mod eviction;
 mod limits;
+mod network;
 mod parse;
 mod pods;
 mod probes;
@@ -32,6 +33,11 @@ pub use certs::{CERT_APPROVAL_REMINDER, CERT_APPROVAL_REMINDER_MAX, CERT_ROTATIO
 pub use limits::{
     DEFAULT_IMAGE_GC_HIGH, DEFAULT_IMAGE_GC_LOW, DEFAULT_MAX_OPEN_FILES, DEFAULT_MEMORY_LIMIT,
     IMAGE_GC_PERIOD, ImageGc, LimitFlags, MEMORY_TRIM_DELAY, PodLimits, RUNTIME_EVENT_INTERVAL,
+};
+pub use network::{
+    DEFAULT_ENFORCE_NETWORK_POLICY, DEFAULT_POD_EGRESS_DENY, MIN_UNDECLARED_PORT, NETWORK_EVENT_DESTINATIONS,
+    NETWORK_EVENT_INTERVAL, NETWORK_EVENT_QUEUE, NetworkFlags, NetworkSettings, POD_LOOKUPS_IN_FLIGHT,
+    POLICY_SETTLE, UDP_REPLY_PEERS, UDP_REPLY_WINDOW,
 };
 use parse::{
     default_node_ip, non_empty_path, parse_duration, parse_ip, parse_max_pods, parse_port, validate_dns_name,
@@ -229,6 +235,10 @@ pub struct Flags {
     /// How pods serve traffic (see `serving.rs`).
     #[command(flatten)]
     pub serving: ServingFlags,
+
+    /// What pods' sockets may reach (see `network.rs`).
+    #[command(flatten)]
+    pub network: NetworkFlags,
 }
 
 /// The validated configuration the agent runs with.
@@ -263,6 +273,8 @@ pub struct Config {
     pub pod_limits: PodLimits,
     /// Listen address and HTTP limits of pods that serve traffic.
     pub serving: Serving,
+    /// Egress deny ranges and NetworkPolicy enforcement of pods' sockets.
+    pub network: NetworkSettings,
     /// `--bootstrap-file` was given (a missing file is then an error, not standalone mode).
     pub bootstrap_explicit: bool,
 }
@@ -340,6 +352,7 @@ impl Config {
             api_limits: api::resolve(&flags.api)?,
             pod_limits: limits::resolve(&flags.limits)?,
             serving: serving::resolve(&flags.serving)?,
+            network: network::resolve(&flags.network)?,
             bootstrap_file: flags
                 .bootstrap_file
                 .clone()

@@ -232,7 +232,7 @@ pub fn shared_node_with(tag: &'static str, port: u16, insecure: &str) -> Option<
 /// A shared node is never dropped: remove it from the cluster when the test process exits,
 /// so no Ready-looking Node outlives its agent and attracts later pods, and detach the
 /// volume mounts its agent leaves (see [`unmount_below`]).
-fn forget_at_exit(cluster: &'static Cluster, name: &str, dir: &Path) {
+pub fn forget_at_exit(cluster: &'static Cluster, name: &str, dir: &Path) {
     type Entry = (&'static Cluster, String, PathBuf);
     static AT_EXIT: std::sync::Mutex<Vec<Entry>> = std::sync::Mutex::new(Vec::new());
     static REGISTER: std::sync::Once = std::sync::Once::new();

@@ -364,7 +364,7 @@ impl<R: ContainerRuntime> Executor<R> {
         }
         let _ = std::fs::remove_dir_all(self.log_dir());
         self.shared.directory.remove_pod(&self.pod);
-        self.shared.ports.release(self.pod.metadata.uid.as_deref().unwrap_or_default());
+        self.shared.network.pod_stopped(self.pod.metadata.uid.as_deref().unwrap_or_default());
         self.shared.image_gc.notify_one();
         self.shared.recorder.forget(self.pod.metadata.uid.as_deref().unwrap_or_default());
         self.shared.memory_trim.notify_one();

@@ -145,7 +145,7 @@ impl Harness {
             log_limits: crate::logs::LogLimits::default(),
             sync_frequency: Duration::from_secs(60),
             objects: Arc::new(crate::pods::cache::ObjectCache::new(Duration::from_secs(60))),
-            ports: Arc::default(),
+            network: crate::network::Network::new(crate::network::Setup::default()).0,
             limits: crate::config::PodLimits::default(),
             serving: crate::config::Serving::default(),
             prober: crate::pods::probes::Prober::start(),
