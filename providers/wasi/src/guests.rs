@@ -26,6 +26,15 @@ pub const DEFAULT_GUEST_BLOCKING_THREADS: usize = 64;
 /// The guest threads' names: `wasi-guest-<n>` (workers and blocking threads alike).
 const THREAD_NAME: &str = "wasi-guest";
 
+/// Guest polls between two looks at the timers and I/O (tokio's `event_interval`, 61 by
+/// default) and at the queue of tasks woken from other threads (`global_queue_interval`,
+/// tuned by tokio to at least 2 and 61 at first). A busy guest's poll lasts its epoch ticks
+/// (10 ms or more), so tokio's defaults would let a guest whose timer fired, whose I/O is
+/// ready or that was just started wait behind dozens of busy guests' slices — seconds.
+/// At 1 it waits for at most the slice running on its thread. The cost is a non-blocking
+/// `epoll_wait` and a lock per guest poll.
+const POLLS_BETWEEN_LOOKS: u32 = 1;
+
 /// Owns the guests' tokio runtime; dropping it stops every guest on it without waiting,
 /// from any thread, in async code too.
 pub(crate) struct GuestThreads(Option<Runtime>);
@@ -39,6 +48,8 @@ impl GuestThreads {
         let runtime = Builder::new_multi_thread()
             .worker_threads(workers.max(1))
             .max_blocking_threads(blocking.max(1))
+            .event_interval(POLLS_BETWEEN_LOOKS)
+            .global_queue_interval(POLLS_BETWEEN_LOOKS)
             .thread_name_fn(move || format!("{THREAD_NAME}-{}", started.fetch_add(1, Ordering::Relaxed)))
             .on_thread_start(move || lower_priority(nice))
             .enable_all()

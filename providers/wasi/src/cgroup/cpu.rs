@@ -110,11 +110,18 @@ fn throttle(cgroup: Cgroup, pauser: Pauser) -> Pin<Box<dyn Future<Output = ()> +
         // The first poll gives the thread back: the poll of the guest's task ends here, and
         // the task's meter charges the slice that just ran. Only then is the debt known.
         tokio::task::yield_now().await;
-        while let Some(wait) = cgroup.cpu_debt(Instant::now()) {
-            // Asleep, the guest executes no wasm: the epoch ticker need not tick for it.
-            let _pause = pauser.pause();
+        let Some(mut wait) = cgroup.cpu_debt(Instant::now()) else { return };
+        // Asleep, the guest executes no wasm: the epoch ticker need not tick for it.
+        let _pause = pauser.pause();
+        let asleep = Instant::now();
+        loop {
             tokio::time::sleep(wait).await;
+            match cgroup.cpu_debt(Instant::now()) {
+                Some(more) => wait = more,
+                None => break,
+            }
         }
+        cgroup.add_throttled(u64::try_from(asleep.elapsed().as_nanos()).unwrap_or(u64::MAX));
     })
 }
 

@@ -45,6 +45,8 @@ struct Group {
     memory: AtomicU64,
     /// CPU time its runs and its children's have used, in nanoseconds.
     cpu_nanos: AtomicU64,
+    /// Time its runs and its children's slept off CPU debt, in nanoseconds.
+    throttled_nanos: AtomicU64,
     /// Its CPU quota, if it has one.
     bucket: Option<Bucket>,
     /// It or a parent has a CPU quota.
@@ -76,6 +78,7 @@ impl Cgroup {
             spec,
             memory: AtomicU64::new(0),
             cpu_nanos: AtomicU64::new(0),
+            throttled_nanos: AtomicU64::new(0),
             bucket,
             cpu_limited,
             ticks: cpu::ticks_for(request),
@@ -101,6 +104,13 @@ impl Cgroup {
     /// CPU time its runs (and its children's) have used, in nanoseconds.
     pub fn cpu_nanos(&self) -> u64 {
         self.0.cpu_nanos.load(Ordering::Relaxed)
+    }
+
+    /// Time its guests (and its children's) have spent asleep at their epoch yields
+    /// because it or a parent was over its CPU quota, summed over guests, in nanoseconds
+    /// (as a cgroup's `throttled_usec`).
+    pub fn cpu_throttled_nanos(&self) -> u64 {
+        self.0.throttled_nanos.load(Ordering::Relaxed)
     }
 
     /// Bytes of linear memory and tables its runs (and its children's) hold now.
@@ -172,6 +182,13 @@ impl Cgroup {
         self.0.ticks
     }
 
+    /// Adds time one of its guests slept off CPU debt, to this group and every parent.
+    pub(crate) fn add_throttled(&self, nanos: u64) {
+        for g in self.chain() {
+            g.0.throttled_nanos.fetch_add(nanos, Ordering::Relaxed);
+        }
+    }
+
     /// How long its runs must sleep until neither it nor any parent is over its CPU quota;
     /// `None` when none is.
     pub(crate) fn cpu_debt(&self, now: Instant) -> Option<Duration> {
@@ -197,6 +214,7 @@ impl fmt::Debug for Cgroup {
             .field("spec", &self.0.spec)
             .field("memory_bytes", &self.memory_bytes())
             .field("cpu_nanos", &self.cpu_nanos())
+            .field("cpu_throttled_nanos", &self.cpu_throttled_nanos())
             .finish()
     }
 }
