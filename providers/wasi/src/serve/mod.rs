@@ -52,7 +52,7 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// How many requests may run at once; one more gets a 503 at once. Each running
     /// request has its own instance, so the memory this artifact can use is up to
-    /// this many times the memory limit. At least 1.
+    /// this many times the memory limit, and never more than its cgroup's. At least 1.
     pub max_concurrent: usize,
 }
 
