@@ -6,6 +6,8 @@
 #      - kubeadm:kubelet-bootstrap                 bootstrappers may create CSRs
 #      - kubeadm:node-autoapprove-bootstrap        their node-client CSRs are auto-approved
 #      - kubeadm:node-autoapprove-certificate-rotation  nodes' renewal CSRs are auto-approved
+#      - krustlet-wasi:network-policy              nodes may read NetworkPolicies, Namespaces
+#        and Pods cluster-wide, to enforce NetworkPolicy on their Wasm pods' sockets
 #   3. writes a bootstrap kubeconfig (server + CA of the current context, token user)
 #      to ${CONFIG_DIR:-$HOME/.krustlet/config}/${FILE_NAME:-bootstrap.conf} (mode 0600),
 #   4. prints the command that starts the node.
@@ -94,6 +96,26 @@ subjects:
 EOF
 }
 
+# The agent enforces NetworkPolicy for its pods as a CNI plugin would: it watches
+# NetworkPolicies, Namespaces and Pods of the whole cluster (the node role reads none of the
+# first and cannot list the second). Without this the node warns and leaves its pods open.
+network_policy_role() {
+  cat <<EOF
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: krustlet-wasi:network-policy
+rules:
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces", "pods"]
+  verbs: ["get", "list", "watch"]
+EOF
+}
+
 apply_rbac() {
   {
     crb kubeadm:kubelet-bootstrap system:node-bootstrapper "$BOOTSTRAP_GROUP"
@@ -101,6 +123,8 @@ apply_rbac() {
       system:certificates.k8s.io:certificatesigningrequests:nodeclient "$BOOTSTRAP_GROUP"
     crb kubeadm:node-autoapprove-certificate-rotation \
       system:certificates.k8s.io:certificatesigningrequests:selfnodeclient system:nodes
+    network_policy_role
+    crb krustlet-wasi:network-policy krustlet-wasi:network-policy system:nodes
   } | "$KUBECTL" apply -f - >&2
 }
 

@@ -47,14 +47,14 @@ pub enum AgentError {
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let started = Instant::now();
     tokio::pin!(shutdown);
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|source| AgentError::DataDir { path: cfg.data_dir.clone(), source })?;
+    secure_data_dir(&cfg.data_dir)?;
     if let Some(path) = &cfg.pod_manifest_path {
         crate::pods::manifests::check_readable(path)
             .map_err(|e| AgentError::ManifestDir { path: path.clone(), why: e.to_string() })?;
     }
     info!(node = %cfg.node_name, node_ip = %cfg.node_ip, data_dir = %cfg.data_dir.display(), "starting krustlet-wasi");
     raise_open_files_limit();
+    let memory_medium = crate::volumes::probe(&cfg.data_dir);
 
     // Standalone when there is nothing to join with and nobody asked to join.
     let standalone = !cfg.kubeconfig.exists() && !cfg.bootstrap_explicit && !cfg.bootstrap_file.exists();
@@ -98,6 +98,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         }),
         None => None,
     };
+    let (network, notices) = network_rules(&cfg);
     let shared = Arc::new(pods::Shared {
         runtime: Arc::new(WasmRuntime::new(store.clone(), wasm.clone())),
         client: client.clone(),
@@ -106,9 +107,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         node_uid: node.as_ref().and_then(|n| n.metadata.uid.clone()),
         node_ip: cfg.node_ip,
         data_dir: cfg.data_dir.clone(),
+        memory_medium,
         allocatable: (u64::from(machine.cpus) * 1000, machine.memory_bytes),
         directory: pods::directory::Directory::default(),
-        metrics: Arc::new(crate::metrics::Metrics::default()),
+        metrics: network.metrics.clone(),
         logs: crate::logs::LogRegistry::new(),
         log_limits: crate::logs::LogLimits {
             max_size: cfg.container_log_max_size,
@@ -121,10 +123,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         prober: pods::probes::Prober::start(),
         image_gc: Arc::default(),
         memory_trim: Arc::default(),
-        ports: Arc::new(pods::ports::PortTable::new(&[
-            (cfg.port, "kubelet API (--port)"),
-            (cfg.healthz_port, "healthz endpoint (--healthz-port)"),
-        ])),
+        network: network.rules.clone(),
     });
     info!(node = %cfg.node_name, elapsed_ms = started.elapsed().as_millis() as u64, standalone, "node registered and Ready");
 
@@ -162,6 +161,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         stop.subscribe(),
     );
     let mut tasks = vec![
+        tokio::spawn(crate::network::notices::publish(notices, recorder.clone(), stop.subscribe())),
         tokio::spawn(image_gc),
         tokio::spawn(crate::trim::run(shared.memory_trim.clone(), stop.subscribe())),
         tokio::spawn(server::run(listener, tls, api, stop.subscribe())),
@@ -193,6 +193,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         tasks.push(tokio::spawn(rotation.clone().client(stop.subscribe())));
         tasks.push(tokio::spawn(rotation.serving(stop.subscribe())));
     }
+    if let Some(c) = client.as_ref().filter(|_| cfg.network.enforce_policy) {
+        let watch = crate::network::policy::watch::Watch {
+            client: c.clone(),
+            policies: network.rules.policies(),
+            recorder: recorder.clone(),
+            node: node::node_ref(&cfg.node_name),
+        };
+        tasks.push(tokio::spawn(crate::network::policy::watch::run(watch, stop.subscribe())));
+    }
     if let (Some(c), Some(n)) = (client, node) {
         tasks.push(tokio::spawn(node::heartbeat(c, cfg.clone(), machine, n, recorder, stop.subscribe())));
     }
@@ -213,6 +222,55 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "tasks did not stop in time; exiting anyway");
     }
     Ok(())
+}
+
+/// Creates the data dir, owner-only: it holds the node's keys, pods' Secrets and tokens
+/// (on disk where the agent may not mount a tmpfs) and their logs. A wider mode found on an
+/// existing one is narrowed, and said so; one the agent may not change is only warned of.
+fn secure_data_dir(path: &std::path::Path) -> Result<(), AgentError> {
+    match files::ensure_private_dir(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(was)) => {
+            info!(data_dir = %path.display(), was = format!("{was:04o}"), "set the data dir's mode to 0700 (owner only): it holds keys, Secrets and tokens");
+            Ok(())
+        }
+        Err(files::FileError::Write { source, .. }) if !path.is_dir() => {
+            Err(AgentError::DataDir { path: path.to_path_buf(), source })
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot make the data dir owner-only (0700); other users of this host may read what it holds");
+            Ok(())
+        }
+    }
+}
+
+/// The node's network rules and the metrics they count into.
+struct NetworkRules {
+    rules: crate::network::Network,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Pods' network rules: the agent's own ports (never a pod's, never reachable from one),
+/// the node's addresses (the node IP and every interface's), `--pod-listen-address` and
+/// the network flags.
+fn network_rules(
+    cfg: &Config,
+) -> (NetworkRules, tokio::sync::mpsc::Receiver<crate::network::notices::Notice>) {
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let mut node_addresses = host::facts().addresses;
+    node_addresses.push(cfg.node_ip);
+    let setup = crate::network::Setup {
+        settings: cfg.network.clone(),
+        listen_address: cfg.serving.listen_address,
+        node_addresses,
+        agent_ports: vec![
+            (cfg.port, "kubelet API (--port)"),
+            (cfg.healthz_port, "healthz endpoint (--healthz-port)"),
+        ],
+        metrics: metrics.clone(),
+    };
+    let (rules, notices) = crate::network::Network::new(setup);
+    (NetworkRules { rules, metrics }, notices)
 }
 
 /// Standalone: the serving certificate is self-signed (made once, kept in the files of

@@ -1,5 +1,5 @@
 //! Small file helpers whose errors name the path: durable atomic writes with a mode, reads,
-//! removal, and the sweep of temporary files a crash left behind.
+//! owner-only directories, removal, and the sweep of temporary files a crash left behind.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -64,6 +64,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileErro
     result.map_err(err)?;
     // The rename is durable only once the directory entry is.
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)
+}
+
+/// Creates `dir` (and its parents) if missing and makes it owner-only (0700). Returns the
+/// mode it had when that was wider, so the caller can say it was fixed.
+pub fn ensure_private_dir(dir: &Path) -> Result<Option<u32>, FileError> {
+    let err = |source| FileError::Write { path: dir.into(), source };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+    let mode = std::fs::metadata(dir).map_err(err)?.permissions().mode() & 0o7777;
+    if mode == 0o700 {
+        return Ok(None);
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    Ok(Some(mode))
 }
 
 pub fn remove_if_exists(path: &Path) -> Result<(), FileError> {
@@ -138,6 +151,18 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert!(names.iter().all(|n| !n.contains(TMP_MARK)), "{names:?}");
+    }
+
+    #[test]
+    fn private_dirs_are_made_and_fixed_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a/data");
+        assert_eq!(ensure_private_dir(&data).unwrap(), None, "made 0700");
+        assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o7777, 0o700);
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(ensure_private_dir(&data).unwrap(), Some(0o755), "fixed, and says from what");
+        assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o7777, 0o700);
+        assert_eq!(ensure_private_dir(&data).unwrap(), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod files;
 pub mod logging;
 pub mod logs;
 pub mod metrics;
+pub mod network;
 pub mod node;
 pub mod objects;
 pub mod oci;

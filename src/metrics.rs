@@ -1,6 +1,7 @@
 //! Node metrics in the Prometheus text format (`/metrics`): container starts, start
-//! latency, image pull duration, exits by reason, log bytes written. Lock-free counters
-//! that pod workers bump; the server renders them with the current pod counts.
+//! latency, image pull duration, exits by reason, log bytes written, refused network use.
+//! Lock-free counters that pod workers and socket checks bump; the server renders them
+//! with the current pod counts.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -77,6 +78,38 @@ pub struct ServerKey {
     pub container: String,
 }
 
+/// Which way a refused use of the network went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Into a pod: a connection or datagram from a peer, or a bind or listen.
+    Ingress,
+    /// Out of a pod: a connection, datagram or outgoing HTTP request.
+    Egress,
+}
+
+/// Why a use of the network was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedBy {
+    /// A NetworkPolicy.
+    Policy,
+    /// A range of `--pod-egress-deny`.
+    DeniedRange,
+    /// One of the agent's own ports.
+    AgentPort,
+    /// A bind or listen on a port (or address) the pod may not have.
+    Port,
+}
+
+/// The (direction, reason) pairs `krustlet_network_refused_total` reports.
+const REFUSALS: [(Direction, RefusedBy, &str, &str); 6] = [
+    (Direction::Ingress, RefusedBy::Policy, "ingress", "policy"),
+    (Direction::Ingress, RefusedBy::Port, "ingress", "port"),
+    (Direction::Egress, RefusedBy::Policy, "egress", "policy"),
+    (Direction::Egress, RefusedBy::DeniedRange, "egress", "denied-range"),
+    (Direction::Egress, RefusedBy::AgentPort, "egress", "agent-port"),
+    (Direction::Ingress, RefusedBy::AgentPort, "ingress", "agent-port"),
+];
+
 /// Everything `/metrics` reports besides the pod counts.
 #[derive(Default)]
 pub struct Metrics {
@@ -88,9 +121,32 @@ pub struct Metrics {
     pub image_pull: Histogram,
     pub log_bytes: AtomicU64,
     exits: Mutex<BTreeMap<&'static str, u64>>,
+    /// Refused network uses, by the index of their pair in [`REFUSALS`].
+    refused: [AtomicU64; REFUSALS.len()],
 }
 
 impl Metrics {
+    /// A use of the network was refused.
+    pub fn network_refused(&self, direction: Direction, by: RefusedBy) {
+        if let Some(i) = REFUSALS.iter().position(|(d, r, _, _)| *d == direction && *r == by) {
+            self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn render_refused(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP krustlet_network_refused_total Guest network use refused: connections, datagrams and outgoing HTTP requests by NetworkPolicy (policy), --pod-egress-deny (denied-range) or because they target the agent's own ports (agent-port); binds and listens on ports or addresses the pod may not have (port).\n# TYPE krustlet_network_refused_total counter"
+        );
+        for (i, (_, _, direction, reason)) in REFUSALS.iter().enumerate() {
+            let n = self.refused[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "krustlet_network_refused_total{{direction=\"{direction}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+    }
+
     pub fn exited(&self, reason: &'static str) {
         *self.exits.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
     }
@@ -189,6 +245,7 @@ impl Metrics {
             "counter",
         );
         self.render_servers(&mut out);
+        self.render_refused(&mut out);
         out
     }
 }
@@ -257,5 +314,16 @@ mod tests {
         assert!(text.contains(&format!("krustlet_http_requests_in_flight{{{labels}}} 3\n")));
         m.stopped_serving(&key);
         assert!(!m.render(0, 0).contains("pod=\"web\""));
+
+        m.network_refused(Direction::Egress, RefusedBy::DeniedRange);
+        m.network_refused(Direction::Egress, RefusedBy::DeniedRange);
+        m.network_refused(Direction::Ingress, RefusedBy::Policy);
+        let text = m.render(0, 0);
+        assert!(
+            text.contains("krustlet_network_refused_total{direction=\"egress\",reason=\"denied-range\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("krustlet_network_refused_total{direction=\"ingress\",reason=\"policy\"} 1\n"));
+        assert!(text.contains("krustlet_network_refused_total{direction=\"egress\",reason=\"policy\"} 0\n"));
     }
 }

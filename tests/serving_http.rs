@@ -3,7 +3,8 @@
 //! is in `kubectl logs`, a request that traps, runs out of memory or runs past its timeout
 //! gets a 500 while the pod keeps running, one over the concurrency cap gets a 503, the
 //! counters are in `/metrics`, and a delete lets a request in flight finish and frees the
-//! port. A `wasi:sockets` command listens only on its declared ports. A preview1 module
+//! port. A `wasi:sockets` command listens on its declared ports and cannot bind another
+//! pod's. A preview1 module
 //! that declares a port gets a Warning. Through `kubectl port-forward` (1.32 and 1.20)
 //! both kinds are reached, and a node in a network namespace backs a Service.
 
@@ -190,7 +191,7 @@ fn a_wasi_http_pod_without_ports_is_served_on_8080_and_says_so() {
 }
 
 #[test]
-fn a_sockets_command_listens_only_on_its_declared_ports_and_a_module_is_warned() {
+fn a_sockets_command_listens_on_its_ports_not_on_another_pods_and_a_module_is_warned() {
     let cluster = require_cluster!();
     let node = common::shared_node("http", PORT).unwrap();
     const ECHO: u16 = 18291;
@@ -216,14 +217,16 @@ fn a_sockets_command_listens_only_on_its_declared_ports_and_a_module_is_warned()
 
     let mut p = pod(&other, &node.name, &image);
     p["spec"]["restartPolicy"] = json!("Never");
-    p["spec"]["containers"][0]["args"] = json!(["bind-other", "18292"]);
+    // The echo pod's port: another pod's, whether or not its listener is up.
+    p["spec"]["containers"][0]["args"] = json!(["bind-other", ECHO.to_string()]);
     p["spec"]["containers"][0]["ports"] = json!([{"containerPort": 18293}]);
     cluster.apply(&p);
     let failed = cluster.wait_pod(&other, "Failed", Duration::from_secs(120), |p| phase(p) == "Failed");
     assert_eq!(main_status(&failed)["state"]["terminated"]["exitCode"], 1);
     let logs = cluster.kubectl_ok(&["logs", "-n", "default", &other]);
-    assert!(logs.contains("bind 18292: access-denied"), "{logs}");
-    assert!(node.agent.logs().contains("port 18292 is not one this guest may bind"));
+    let refused = |e: &str| logs.contains(&format!("bind {ECHO}: {e}"));
+    assert!(refused("access-denied") || refused("address-in-use"), "{logs}");
+    assert!(node.agent.logs().contains(&format!("port {ECHO}/TCP is held by pod default/{echo}")));
 
     // A preview1 module cannot listen: it runs, and a Warning says what can.
     let module = format!("module-port-{id}");

@@ -16,6 +16,7 @@ mod certs;
 pub mod commands;
 pub mod eviction;
 mod limits;
+mod network;
 mod parse;
 mod pods;
 mod probes;
@@ -33,13 +34,19 @@ pub use limits::{
     DEFAULT_IMAGE_GC_HIGH, DEFAULT_IMAGE_GC_LOW, DEFAULT_MAX_OPEN_FILES, DEFAULT_MEMORY_LIMIT,
     IMAGE_GC_PERIOD, ImageGc, LimitFlags, MEMORY_TRIM_DELAY, PodLimits, RUNTIME_EVENT_INTERVAL,
 };
+pub use network::{
+    DEFAULT_ENFORCE_NETWORK_POLICY, DEFAULT_POD_EGRESS_DENY, MIN_UNDECLARED_PORT, NETWORK_EVENT_DESTINATIONS,
+    NETWORK_EVENT_INTERVAL, NETWORK_EVENT_QUEUE, NetworkFlags, NetworkSettings, POD_LOOKUPS_IN_FLIGHT,
+    POLICY_SETTLE, UDP_REPLY_PEERS, UDP_REPLY_WINDOW,
+};
 use parse::{
     default_node_ip, non_empty_path, parse_duration, parse_ip, parse_max_pods, parse_port, validate_dns_name,
 };
 pub use parse::{parse_labels, parse_registries};
 pub use pods::{
     CONFIG_RETRY_INITIAL, CONFIG_RETRY_MAX, CONFIG_RETRY_VISIBLE_AFTER, CRASH_LIMIT, DISK_CHECK_PERIOD,
-    FIRST_REPORT_DELAY, MAX_ENV_TOTAL, MAX_ENV_VALUE, MIRROR_RECREATE_DELAY, PUBLISH_RETRY,
+    FIRST_REPORT_DELAY, MAX_ENV_TOTAL, MAX_ENV_VALUE, MEMORY_VOLUME_SIZE, MIRROR_RECREATE_DELAY,
+    PUBLISH_RETRY,
 };
 pub use probes::{
     PROBE_FAILURE_THRESHOLD, PROBE_MIN_PERIOD, PROBE_OUTPUT_LIMIT, PROBE_PERIOD, PROBE_SUCCESS_THRESHOLD,
@@ -228,6 +235,10 @@ pub struct Flags {
     /// How pods serve traffic (see `serving.rs`).
     #[command(flatten)]
     pub serving: ServingFlags,
+
+    /// What pods' sockets may reach (see `network.rs`).
+    #[command(flatten)]
+    pub network: NetworkFlags,
 }
 
 /// The validated configuration the agent runs with.
@@ -262,6 +273,8 @@ pub struct Config {
     pub pod_limits: PodLimits,
     /// Listen address and HTTP limits of pods that serve traffic.
     pub serving: Serving,
+    /// Egress deny ranges and NetworkPolicy enforcement of pods' sockets.
+    pub network: NetworkSettings,
     /// `--bootstrap-file` was given (a missing file is then an error, not standalone mode).
     pub bootstrap_explicit: bool,
 }
@@ -339,6 +352,7 @@ impl Config {
             api_limits: api::resolve(&flags.api)?,
             pod_limits: limits::resolve(&flags.limits)?,
             serving: serving::resolve(&flags.serving)?,
+            network: network::resolve(&flags.network)?,
             bootstrap_file: flags
                 .bootstrap_file
                 .clone()

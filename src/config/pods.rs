@@ -1,6 +1,6 @@
 //! The pod worker's timings and limits: retries of what a pod references, its first
 //! status report and the retries of failed ones, its mirror, its env's size, emptyDir
-//! measurements, and how often it may crash the agent.
+//! measurements, how often it may crash the agent, and the size of memory-backed volumes.
 
 use std::time::Duration;
 
@@ -41,3 +41,10 @@ pub const DISK_CHECK_PERIOD: Duration = Duration::from_secs(10);
 pub const CRASH_LIMIT: u32 = 3;
 /// A failed status report (the API server unreachable) is retried after this.
 pub const PUBLISH_RETRY: Duration = Duration::from_secs(1);
+/// The size of the tmpfs of a secret, projected or downwardAPI volume, when the agent
+/// may mount (the kubelet would size it to the pod's memory limit or the node's
+/// allocatable; this is smaller): these volumes hold only what the agent writes, API
+/// objects of at most 1 MiB each. An emptyDir with `medium: Memory` is sized as the
+/// kubelet sizes it instead (its `sizeLimit`, the pod's memory limit, or the node's
+/// allocatable memory, whichever is least).
+pub const MEMORY_VOLUME_SIZE: u64 = 64 * 1024 * 1024;

@@ -82,7 +82,12 @@ impl RegistryAuth {
         } else {
             serde_json::from_slice::<BTreeMap<String, Entry>>(raw)
         }
-        .map_err(|e| bad(format!("{key} is not valid docker config JSON: {e}")))?;
+        .map_err(|e| {
+            bad(format!(
+                "{key} is not valid docker config JSON: {}",
+                crate::base::error::json_without_values(&e)
+            ))
+        })?;
 
         let mut auth = RegistryAuth::anonymous();
         for (host, entry) in entries {
@@ -179,6 +184,11 @@ mod tests {
             (DOCKER_CONFIG_JSON_TYPE, data(".dockercfg", "{}"), "no .dockerconfigjson key"),
             (DOCKER_CONFIG_JSON_TYPE, data(".dockerconfigjson", "{"), "not valid docker config JSON"),
             (
+                DOCKER_CONFIG_JSON_TYPE,
+                data(".dockerconfigjson", r#"{"auths":{"h":"admin:hunter2"}}"#),
+                "invalid type: string, expected struct",
+            ),
+            (
                 DOCKERCFG_TYPE,
                 data(".dockercfg", r#"{"h":{"auth":"***"}}"#),
                 "entry \"h\": auth is not base64",
@@ -192,6 +202,7 @@ mod tests {
         for (kind, data, want) in cases {
             let err = RegistryAuth::from_secret_data(kind, &data).unwrap_err().to_string();
             assert!(err.contains(want), "{kind}: {err} lacks {want:?}");
+            assert!(!err.contains("hunter2"), "the secret's value is not in {err:?}");
         }
     }
 

@@ -59,7 +59,8 @@ pub enum InstanceError {
 impl ContainerEntry {
     /// Starts a new instance beside the running container (`kubectl exec`, an exec
     /// probe): its module, env, memory limit and handle cap, its volumes opened anew
-    /// beneath each (the guest may have changed its subPaths), and no ports.
+    /// beneath each (the guest may have changed its subPaths), and no ports of its own (the
+    /// container's `exec` gives it the pod's socket rules).
     pub fn start_instance(
         &self,
         argv: Vec<String>,

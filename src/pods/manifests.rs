@@ -198,7 +198,8 @@ pub fn static_pod(text: &str, path: &Path, node_name: &str) -> Result<Pod, Strin
             ));
         }
     }
-    let mut pod: Pod = serde_json::from_value(value).map_err(|e| format!("not a valid Pod: {e}"))?;
+    let mut pod: Pod = serde_json::from_value(value)
+        .map_err(|e| format!("not a valid Pod: {}", crate::base::error::json_without_values(&e)))?;
     let name = pod.metadata.name.clone().filter(|n| !n.is_empty()).ok_or("metadata.name is missing")?;
     check_names(&pod, &format!("{name}-{node_name}"))?;
     let spec = pod.spec.as_mut().ok_or("spec is missing")?;

@@ -41,6 +41,12 @@ fn malformed_manifests_say_what_is_wrong() {
     );
     let no_containers = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: []}\n";
     assert!(static_pod(no_containers, p, "n").unwrap_err().contains("containers"));
+    // The error is logged: an env value of the wrong type is not quoted in it.
+    let env = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, \
+               env: [{name: PASSWORD, value: 31337424242}]}]}\n";
+    let err = static_pod(env, p, "n").unwrap_err();
+    assert!(err.contains("not a valid Pod: invalid type: integer, expected a string"), "{err}");
+    assert!(!err.contains("31337424242"), "{err}");
 }
 
 #[test]

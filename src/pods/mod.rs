@@ -5,7 +5,6 @@ pub mod cache;
 pub mod directory;
 pub mod env;
 pub mod manifests;
-pub mod ports;
 mod prepare;
 pub mod probes;
 pub mod report;
@@ -49,6 +48,9 @@ pub struct Shared<R> {
     pub node_uid: Option<String>,
     pub node_ip: IpAddr,
     pub data_dir: PathBuf,
+    /// Where secret, projected, downwardAPI and `medium: Memory` volumes live: a tmpfs
+    /// each when the agent may mount (decided at start-up), else the data dir's disk.
+    pub memory_medium: crate::volumes::MemoryMedium,
     /// The node's allocatable (CPU millicores, memory bytes): what `resourceFieldRef`
     /// reports for a container without limits.
     pub allocatable: (u64, u64),
@@ -63,8 +65,9 @@ pub struct Shared<R> {
     pub sync_frequency: std::time::Duration,
     /// The ConfigMaps and Secrets those rewrites read (kept for `sync_frequency`).
     pub objects: Arc<cache::ObjectCache>,
-    /// Which pod holds each node port (pods use the node's network).
-    pub ports: Arc<ports::PortTable>,
+    /// Pods' network rules: who holds each node port (pods use the node's network), egress
+    /// ranges, NetworkPolicy.
+    pub network: crate::network::Network,
     /// What a container may use when its spec does not say (`--default-memory-limit`).
     pub limits: crate::config::PodLimits,
     /// Where pods' listeners are bound, and the HTTP limits (`--pod-listen-address`, ...).
@@ -127,7 +130,7 @@ impl<R: ContainerRuntime> Controller<R> {
         if finished {
             // A finished pod's runs have ended, and with them its listeners.
             self.active.remove(&uid);
-            self.shared.ports.release(&uid);
+            self.shared.network.pod_stopped(&uid);
         }
         if let Some(slot) = self.workers.get(&uid) {
             let _ = slot.send(worker::Msg::Update(Arc::new(pod)));
@@ -151,8 +154,7 @@ impl<R: ContainerRuntime> Controller<R> {
                 self.reject(&pod, runtimeclass::REASON, message).await;
                 return;
             }
-            let claimed = ports::declared(&pod).and_then(|ports| self.shared.ports.claim(&pod, &ports));
-            if let Err(e) = claimed {
+            if let Err(e) = self.shared.network.admit(&pod) {
                 let message = format!("Predicate NodePorts failed: {e}");
                 self.reject(&pod, "NodePorts", message).await;
                 return;

@@ -1,5 +1,6 @@
 //! Before any container of a pod starts: materialize its volumes and pull each image
-//! once, turning every failure into the reason the kubelet would show.
+//! once, turning every failure into the reason the kubelet would show, and reserve the
+//! port of a `wasi:http` component that declares none.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use kube::{Api, Client};
 use tracing::{Instrument, debug, debug_span};
 
-use super::runtime::{ContainerRuntime, ImageRequest, PulledImage};
+use super::runtime::{ContainerRuntime, ImageKind, ImageRequest, PulledImage};
 use super::worker::effects::{Failure, Prepared};
 use crate::base::error::chain;
 use crate::oci::{FileImages, PullPolicy, RegistryAuth};
@@ -33,7 +34,7 @@ pub async fn prepare<R: ContainerRuntime>(
 ) -> Result<(PreparedPod<R::Image>, Prepared), Failure> {
     let ctx = shared.context(&pod);
     let began = Instant::now();
-    let volumes = PodVolumes::prepare(&shared.source(), &ctx, &pod_dir)
+    let volumes = PodVolumes::prepare(&shared.source(), &ctx, &pod_dir, shared.memory_medium)
         .instrument(debug_span!("volumes"))
         .await
         .map_err(volume_failure)?;
@@ -73,10 +74,31 @@ pub async fn prepare<R: ContainerRuntime>(
             Err(e) => return Err(Failure::Pull { image, reason: e.reason, message: chain(&e) }),
         }
     }
+    reserve_http_default(&shared, &pod, &images);
     done.token_due = token_due(&volumes);
     done.watch_disk = volumes.layout().has_size_limits();
     done.refreshes = volumes.layout().refreshes();
     Ok((PreparedPod { volumes, images }, done))
+}
+
+/// A `wasi:http` component with no TCP `containerPort` is served on the default port:
+/// reserved for the pod as soon as its image is known to be one, before any container
+/// starts. A port another pod holds is reported when the container starts (and retried).
+fn reserve_http_default<R: ContainerRuntime>(
+    shared: &super::Shared<R>,
+    pod: &Pod,
+    images: &HashMap<String, PulledImage<R::Image>>,
+) {
+    let Some(spec) = pod.spec.as_ref() else { return };
+    let served_on_default = spec.init_containers.iter().flatten().chain(&spec.containers).any(|c| {
+        let http =
+            c.image.as_ref().and_then(|i| images.get(i)).is_some_and(|p| p.kind == ImageKind::HttpServer);
+        let tcp = crate::network::ports::container_ports(c).unwrap_or_default();
+        http && !tcp.iter().any(|p| p.protocol == crate::network::ports::Protocol::Tcp)
+    });
+    if served_on_default && let Err(e) = shared.network.reserve_http_default(pod) {
+        debug!(error = %e, "the wasi:http default port is not free yet");
+    }
 }
 
 /// How soon the volumes' earliest service account token is due to be requested again.

@@ -54,7 +54,7 @@ pub enum ImageKind {
 }
 
 /// A container's view of the node's network (pods share the node's).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ContainerNetwork {
     /// The address listeners are bound to (`--pod-listen-address`).
     pub listen_address: IpAddr,
@@ -66,6 +66,8 @@ pub struct ContainerNetwork {
     pub request_timeout: Duration,
     /// Requests an HTTP server handles at once.
     pub max_concurrent: usize,
+    /// What the pod's sockets may do: the same rules for every run of the pod.
+    pub rules: Arc<crate::network::PodSockets>,
 }
 
 /// Why an image could not be prepared or a container not started: the reason the kubelet

@@ -72,20 +72,22 @@ fn kind_of(artifact: &Artifact) -> ImageKind {
 }
 
 /// Gives the run its network: listeners for an HTTP server (bound here, so a port in
-/// use is this container's error), wasi:sockets on the declared ports for a command
-/// component, nothing for a module (preview1 has no sockets).
+/// use is this container's error), wasi:sockets for a command component, nothing for a
+/// module (preview1 has no sockets). Every socket use of the run, the HTTP server's
+/// outgoing connections and accepted peers included, is judged by the pod's rules, and its
+/// name lookups go to the pod's budget on `wasm`'s resolver pool.
 fn with_network(
     spec: RunSpec,
     artifact: &Artifact,
     network: Option<ContainerNetwork>,
+    wasm: &Runtime,
 ) -> Result<RunSpec, RuntimeError> {
     let Some(net) = network else { return Ok(spec) };
+    let lookups = net.rules.lookups(|| wasm.lookups(crate::config::POD_LOOKUPS_IN_FLIGHT));
+    let policy = NetworkPolicy::with_rules(net.rules.clone()).lookups(lookups);
     Ok(match artifact.kind() {
         ArtifactKind::Module => spec,
-        ArtifactKind::Component => {
-            let ports = net.tcp_ports.iter().chain(&net.udp_ports).copied();
-            spec.network(NetworkPolicy::open(ports))
-        }
+        ArtifactKind::Component => spec.network(policy),
         ArtifactKind::HttpProxy => {
             let listeners = (net.tcp_ports.iter())
                 .map(|port| {
@@ -96,8 +98,9 @@ fn with_network(
                 .collect::<Result<Vec<_>, _>>()?;
             let limits =
                 HttpLimits { request_timeout: net.request_timeout, max_concurrent: net.max_concurrent };
-            // Outgoing connections (wasi:sockets as a client) but no listening of its own.
-            spec.listeners(listeners).http(limits).network(NetworkPolicy::open([]))
+            // Its listeners are the agent's; the rules judge their peers, its outgoing
+            // connections and any socket it opens, as for every run of the pod.
+            spec.listeners(listeners).http(limits).network(policy)
         }
     })
 }
@@ -153,7 +156,7 @@ impl ContainerRuntime for WasmRuntime {
             spec = spec.memory_limit(limit);
         }
         spec = spec.max_handles(run.max_handles);
-        spec = with_network(spec, artifact, run.network)?;
+        spec = with_network(spec, artifact, run.network, &self.wasm)?;
         let handle = self.wasm.run(artifact, spec).map_err(|e| RuntimeError::new(CREATE, e))?;
         Ok(Box::new(WasmRun(handle)))
     }
@@ -205,9 +208,7 @@ pub fn exit_of(status: ExitStatus) -> Exit {
     match status {
         ExitStatus::Exited(_) => Exit::from_code(code, None),
         ExitStatus::Trapped { message } => Exit { code, reason: "Error", message: Some(message) },
-        ExitStatus::OutOfMemory => {
-            Exit { code, reason: "OOMKilled", message: Some("the guest exceeded its memory limit".into()) }
-        }
+        ExitStatus::OutOfMemory { message } => Exit { code, reason: "OOMKilled", message: Some(message) },
         ExitStatus::Stopped => Exit { code, reason: "Error", message: None },
     }
 }
@@ -220,8 +221,11 @@ mod tests {
     fn exit_statuses_map_to_kubelet_reasons() {
         assert_eq!(exit_of(ExitStatus::Exited(42)), Exit::from_code(42, None));
         assert_eq!(exit_of(ExitStatus::Exited(0)).reason, "Completed");
-        assert_eq!(exit_of(ExitStatus::OutOfMemory).reason, "OOMKilled");
-        assert_eq!(exit_of(ExitStatus::OutOfMemory).code, 137);
+        let oom = exit_of(ExitStatus::OutOfMemory { message: "over the memory limit of 1 bytes".into() });
+        assert_eq!(
+            (oom.code, oom.reason, oom.message.as_deref()),
+            (137, "OOMKilled", Some("over the memory limit of 1 bytes"))
+        );
         let trap = exit_of(ExitStatus::Trapped { message: "unreachable".into() });
         assert_eq!((trap.code, trap.reason, trap.message.as_deref()), (134, "Error", Some("unreachable")));
         assert_eq!(short_name("127.0.0.1:5000/ns/app:1.0"), "app");

@@ -87,7 +87,9 @@ async fn prepare(
         let c = spec.and_then(|s| s.containers.iter().find(|c| c.name == container));
         Action::Attach(state.logs.clone(), path, c.and_then(|c| c.stdin_once).unwrap_or(false))
     } else {
-        info!(namespace = ns, pod, container, ?argv, "exec");
+        // A command line may carry a password: its words are logged at debug level only.
+        info!(namespace = ns, pod, container, args = argv.len(), "exec");
+        debug!(namespace = ns, pod, container, ?argv, "exec command");
         Action::Exec(argv)
     };
     if upgrade::is_websocket(&req) {

@@ -30,16 +30,15 @@ pub enum BeneathError {
     Io(#[source] std::io::Error),
 }
 
-/// Mode of subPath directories created in a volume (the agent's directory mode).
-const CREATE_MODE: u32 = super::writer::DIR_MODE;
-
 /// How often one `openat2` is retried after `EAGAIN` (a rename raced the lookup).
 const RACE_RETRIES: usize = 16;
 
 /// Opens the directory `rel` (relative, already normalized: only normal components)
 /// beneath the directory `root`, as an `O_PATH` handle. With `create`, missing directories
 /// on the way are made, each created *inside* a parent that was itself opened beneath the
-/// root. Symlinks inside the volume are followed as long as they stay in it.
+/// root, with the root's permission bits (as the kubelet makes subPaths: an emptyDir's
+/// stay owner-only, a hostPath's are as open as the host directory). Symlinks inside the
+/// volume are followed as long as they stay in it.
 pub fn open_dir(root: &Path, rel: &Path, create: bool) -> Result<OwnedFd, BeneathError> {
     let root_fd = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| match e {
@@ -59,11 +58,12 @@ pub fn open_dir(root: &Path, rel: &Path, create: bool) -> Result<OwnedFd, Beneat
         return Ok(root_fd);
     }
     if create {
+        let root_mode = rustix::fs::fstat(&root_fd).map_err(|e| BeneathError::Io(e.into()))?.st_mode & 0o777;
         let mut parent = rustix::io::dup(&root_fd).map_err(|e| BeneathError::Io(e.into()))?;
         let mut prefix = std::path::PathBuf::new();
         for part in parts {
             prefix.push(part);
-            match rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(CREATE_MODE)) {
+            match rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(root_mode)) {
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(classify(e)),
             }

@@ -1,11 +1,17 @@
-//! A pod's volumes as directories on the host, and each container's mounts of them as WASI
-//! preopened directories (host dir -> guest path, read-only or read-write).
+//! A pod's volumes as directories on the host (memory-backed ones on a tmpfs each where
+//! the agent may mount), and each container's mounts of them as WASI preopened directories
+//! (host dir -> guest path, read-only or read-write).
 
 mod beneath;
+mod error;
 #[cfg(test)]
 pub(crate) mod fake;
 mod host_path;
+mod memory;
+pub mod mountinfo;
 mod payload;
+mod teardown;
+mod tmpfs;
 mod usage;
 mod writer;
 
@@ -21,10 +27,12 @@ use k8s_openapi::api::core::v1::{Container, ServiceAccount, Volume};
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use crate::objects::downward::DownwardError;
-use crate::objects::{ConfigKind, Lookup, LookupError, ObjectSource, PodContext};
+use crate::objects::{Lookup, ObjectSource, PodContext};
 use beneath::BeneathError;
+pub use error::VolumeError;
 use payload::Tokens;
+pub use teardown::{TeardownError, remove_gone_pod_dir, remove_pod_dir};
+pub use tmpfs::{MemoryMedium, probe};
 
 /// Reads what volumes are built from: ConfigMaps, Secrets, and service account tokens.
 pub trait VolumeSource: ObjectSource {
@@ -116,66 +124,6 @@ pub fn open_all(mounts: &[Mount]) -> Result<Vec<OpenMount>, VolumeError> {
     mounts.iter().map(Mount::open).collect()
 }
 
-/// Why a pod's volumes could not be prepared or mounted.
-#[derive(Debug, thiserror::Error)]
-pub enum VolumeError {
-    /// A volume type this node cannot provide (the pod cannot run here).
-    #[error("volume {volume:?}: type {kind} is not supported on wasm32-wasi nodes")]
-    Unsupported { volume: String, kind: String },
-    /// A required ConfigMap/Secret (`key: None`) or item key is missing (the kubelet's
-    /// `CreateContainerConfigError` case). Displays as the kubelet's FailedMount message.
-    #[error("MountVolume.SetUp failed for volume {volume:?} : {}", missing_message(*kind, name, key.as_deref()))]
-    MissingConfig { volume: String, kind: ConfigKind, name: String, key: Option<String> },
-    /// Reading a ConfigMap/Secret failed for another reason than "not found".
-    #[error("MountVolume.SetUp failed for volume {volume:?} : {source}")]
-    Api { volume: String, source: Box<LookupError> },
-    #[error(
-        "MountVolume.SetUp failed for volume {volume:?} : requesting a token for service account \
-         {namespace}/{service_account} failed: {problem}"
-    )]
-    TokenRequest { volume: String, namespace: String, service_account: String, problem: String },
-    /// A hostPath `type` check failed (the kubelet's message).
-    #[error("MountVolume.SetUp failed for volume {volume:?} : {message}")]
-    HostPath { volume: String, message: String },
-    #[error("volume {volume:?}: item {path:?}: {source}")]
-    Downward { volume: String, path: String, source: DownwardError },
-    #[error("volume {volume:?}: invalid path {path:?}: it must be relative and must not contain '..'")]
-    InvalidPath { volume: String, path: String },
-    #[error("writing volume {volume:?} at {} failed: {source}", path.display())]
-    Write { volume: String, path: PathBuf, source: std::io::Error },
-    #[error("container {container:?}: volumeMount {volume:?} names no volume of the pod")]
-    NoSuchVolume { container: String, volume: String },
-    #[error(
-        "container {container:?}: subPath {sub_path:?} of volume {volume:?} is invalid: it must be \
-         relative, must not contain '..' and must stay inside the volume"
-    )]
-    InvalidSubPath { container: String, volume: String, sub_path: String },
-    #[error(
-        "container {container:?}: subPath {sub_path:?} of volume {volume:?} is not a directory; \
-         wasm32-wasi can only mount directories"
-    )]
-    SubPathNotDirectory { container: String, volume: String, sub_path: String },
-    #[error("container {container:?}: subPath {sub_path:?} does not exist in read-only volume {volume:?}")]
-    SubPathMissing { container: String, volume: String, sub_path: String },
-    #[error("container {container:?}: volumeMount {volume:?} uses subPathExpr, which is not supported")]
-    SubPathExpr { container: String, volume: String },
-    #[error(
-        "container {container:?}: volume {volume:?} is {}, which is not a directory; \
-         wasm32-wasi can only mount directories", path.display()
-    )]
-    NotDirectory { container: String, volume: String, path: PathBuf },
-    #[error("container {container:?}: preparing {} of volume {volume:?} failed: {source}", path.display())]
-    Mount { container: String, volume: String, path: PathBuf, source: std::io::Error },
-}
-
-fn missing_message(kind: ConfigKind, name: &str, key: Option<&str>) -> String {
-    match (kind, key) {
-        (_, None) => format!("{} {name:?} not found", kind.resource()),
-        (ConfigKind::ConfigMap, Some(key)) => format!("configmap references non-existent config key: {key}"),
-        (ConfigKind::Secret, Some(key)) => format!("references non-existent secret key: {key}"),
-    }
-}
-
 /// What a volume is, as far as mounting goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -212,20 +160,33 @@ pub struct PodVolumes {
 }
 
 impl PodVolumes {
-    /// Materializes every volume of the pod: emptyDir as a directory (kept across calls,
-    /// `medium` ignored, `sizeLimit` kept for [`VolumeLayout::over_size_limit`]); hostPath as the host path itself, after the
-    /// kubelet's `type` checks (`DirectoryOrCreate`/`FileOrCreate` create it); configMap and
-    /// secret as one file per key or per item, `mode`/`defaultMode` applied (default 0644),
-    /// skipped when `optional` and missing; downwardAPI as one file per item; projected as
-    /// all its sources merged into one directory, a serviceAccountToken source through a
-    /// TokenRequest for the pod's service account (its `audience`, `expirationSeconds`,
-    /// bound to the pod). Each file is written atomically (temp + rename).
+    /// Materializes every volume of the pod under `<pod_dir>/volumes` (the pod's directory
+    /// and that one owner-only, 0700): emptyDir as a directory (kept across calls,
+    /// `sizeLimit` kept for [`VolumeLayout::over_size_limit`]); hostPath as the host path
+    /// itself, after the kubelet's `type` checks (`DirectoryOrCreate`/`FileOrCreate`
+    /// create it); configMap and secret as one file per key or per item, `mode`/
+    /// `defaultMode` applied (default 0644, for secret files 0600), skipped when `optional`
+    /// and missing; downwardAPI as one file per item; projected as all its sources merged
+    /// into one directory, a serviceAccountToken source through a TokenRequest for the
+    /// pod's service account (its `audience`, `expirationSeconds`, bound to the pod). Each
+    /// file is written atomically (temp + rename).
+    ///
+    /// With [`MemoryMedium::Tmpfs`], the volumes the kubelet keeps in memory (secret,
+    /// projected, downwardAPI, emptyDir `medium: Memory`) are each a tmpfs mounted on the
+    /// volume's directory (see `memory.rs` for its size); one already mounted there (by
+    /// the agent before a restart) is used again. With [`MemoryMedium::Disk`] they are
+    /// directories on the data dir's disk.
     pub async fn prepare(
         src: &impl VolumeSource,
         ctx: &PodContext<'_>,
         pod_dir: &Path,
+        medium: MemoryMedium,
     ) -> Result<PodVolumes, VolumeError> {
         let root = pod_dir.join("volumes");
+        for dir in [pod_dir, &root] {
+            writer::ensure_private_dir(dir)
+                .map_err(|source| VolumeError::PodDir { path: dir.to_path_buf(), source })?;
+        }
         let mut volumes = BTreeMap::new();
         for volume in pod_volumes(ctx) {
             let kind = kind_of(volume)?;
@@ -246,7 +207,17 @@ impl PodVolumes {
                 }
                 _ => root.join(&volume.name),
             };
-            if kind == Kind::EmptyDir {
+            let in_memory = medium == MemoryMedium::Tmpfs
+                && matches!(kind, Kind::EmptyDir | Kind::Secret | Kind::Projected | Kind::DownwardApi)
+                && memory::is_memory_backed(volume);
+            if in_memory {
+                let size = memory::tmpfs_size(volume, ctx);
+                tmpfs::ensure_mounted(&host, size).map_err(|source| VolumeError::Tmpfs {
+                    volume: volume.name.clone(),
+                    path: host.clone(),
+                    source,
+                })?;
+            } else if kind == Kind::EmptyDir {
                 writer::ensure_dir(&host).map_err(|source| VolumeError::Write {
                     volume: volume.name.clone(),
                     path: host.clone(),
@@ -420,3 +391,7 @@ mod tests;
 #[cfg(test)]
 #[path = "mounts_tests.rs"]
 mod mounts_tests;
+
+#[cfg(test)]
+#[path = "secrets_tests.rs"]
+mod secrets_tests;

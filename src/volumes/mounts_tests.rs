@@ -19,7 +19,7 @@ impl Setup {
     }
 
     async fn prepare(&self) -> Result<PodVolumes, VolumeError> {
-        PodVolumes::prepare(&source(), &ctx(&self.pod), self.dir.path()).await
+        PodVolumes::prepare(&source(), &ctx(&self.pod), self.dir.path(), MemoryMedium::Disk).await
     }
 
     /// Prepares the volumes, then opens the first container's mounts as a start does.
@@ -171,7 +171,7 @@ async fn host_path_types_are_checked_like_the_kubelet() -> anyhow::Result<()> {
     for (path, type_, want) in cases {
         let dir = tempfile::tempdir()?;
         let p = pod(json!([{"name": "h", "hostPath": {"path": path, "type": type_}}]), json!([]));
-        let result = PodVolumes::prepare(&source(), &ctx(&p), dir.path()).await;
+        let result = PodVolumes::prepare(&source(), &ctx(&p), dir.path(), MemoryMedium::Disk).await;
         match (result, want) {
             (Ok(_), None) => {}
             (Err(e @ VolumeError::HostPath { .. }), Some(want)) => {
@@ -195,7 +195,7 @@ async fn host_path_or_create_types_create_the_path() -> anyhow::Result<()> {
                {"name": "f", "hostPath": {"path": new_file, "type": "FileOrCreate"}}]),
         json!([{"name": "d", "mountPath": "/d"}, {"name": "f", "mountPath": "/f"}]),
     );
-    let vols = PodVolumes::prepare(&source(), &ctx(&p), dir.path()).await?;
+    let vols = PodVolumes::prepare(&source(), &ctx(&p), dir.path(), MemoryMedium::Disk).await?;
     assert!(new_dir.is_dir());
     assert_eq!(std::fs::read(&new_file)?, b"");
     let err = open_first(&vols, &p).expect_err("a file cannot be a preopen");

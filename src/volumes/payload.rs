@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
     DownwardAPIVolumeFile, KeyToPath, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume,
+    VolumeProjection,
 };
 
 use super::writer::{FileData, Payload, mode_bits, normalize};
@@ -14,8 +15,12 @@ use super::{VolumeError, VolumeSource};
 use crate::objects::downward;
 use crate::objects::{ConfigKind, Lookup, LookupError, ObjectSource, PodContext};
 
-/// The kubelet's default mode for files of configMap, secret, downwardAPI and projected volumes.
+/// The kubelet's default mode for files of configMap, downwardAPI and projected volumes.
 const DEFAULT_MODE: i32 = 0o644;
+/// The mode of the files of a secret volume, and of a projected volume with a secret or
+/// service account token source, when the volume sets no `defaultMode` (the API server
+/// sets 0644 on every pod it admits; static pods may leave it unset): owner-only.
+const SECRET_DEFAULT_MODE: i32 = 0o600;
 
 /// A token is requested again after this share of its lifetime, as the kubelet does.
 const TOKEN_REFRESH_SHARE: f64 = 0.8;
@@ -48,7 +53,7 @@ pub(crate) async fn for_volume<S: VolumeSource>(
     } else if let Some(s) = &volume.secret {
         let secret_name = s.secret_name.as_deref().unwrap_or_default();
         let r = ObjectRef::new(ConfigKind::Secret, secret_name, s.items.as_deref(), s.optional);
-        object(lookup, name, &r, s.default_mode.unwrap_or(DEFAULT_MODE)).await
+        object(lookup, name, &r, s.default_mode.unwrap_or(SECRET_DEFAULT_MODE)).await
     } else if let Some(d) = &volume.downward_api {
         downward_items(
             ctx,
@@ -64,7 +69,8 @@ pub(crate) async fn for_volume<S: VolumeSource>(
 }
 
 /// All sources of a projected volume merged (a later source wins a path), each file with
-/// the volume's `defaultMode`.
+/// its item's `mode` or the volume's `defaultMode`, by default 0644, or 0600 when the
+/// volume holds a secret or a token.
 async fn projected<S: VolumeSource>(
     src: &S,
     lookup: &mut Lookup<'_, S>,
@@ -73,7 +79,7 @@ async fn projected<S: VolumeSource>(
     p: &ProjectedVolumeSource,
     tokens: &mut Tokens,
 ) -> Result<Payload, VolumeError> {
-    let mode = p.default_mode.unwrap_or(DEFAULT_MODE);
+    let mode = p.default_mode.unwrap_or(projected_default_mode(p));
     let mut files = Payload::new();
     for (index, source) in p.sources.iter().flatten().enumerate() {
         if let Some(cm) = &source.config_map {
@@ -93,6 +99,13 @@ async fn projected<S: VolumeSource>(
         }
     }
     Ok(files)
+}
+
+/// The default file mode of a projected volume that sets none: owner-only when any
+/// source is a Secret or a service account token.
+fn projected_default_mode(p: &ProjectedVolumeSource) -> i32 {
+    let secret = |s: &VolumeProjection| s.secret.is_some() || s.service_account_token.is_some();
+    if p.sources.iter().flatten().any(secret) { SECRET_DEFAULT_MODE } else { DEFAULT_MODE }
 }
 
 /// A ConfigMap's or Secret's entries, the way one volume refers to it.

@@ -54,7 +54,7 @@ fn names(dir: &Path) -> Vec<String> {
 async fn prepare(src: &FakeSource, volumes: Value) -> (tempfile::TempDir, Result<PodVolumes, VolumeError>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let p = pod(volumes, json!([]));
-    let result = PodVolumes::prepare(src, &ctx(&p), dir.path()).await;
+    let result = PodVolumes::prepare(src, &ctx(&p), dir.path(), MemoryMedium::Disk).await;
     (dir, result)
 }
 
@@ -241,7 +241,7 @@ async fn token_audience_and_default_service_account() -> anyhow::Result<()> {
     if let Some(spec) = p.spec.as_mut() {
         spec.service_account_name = None;
     }
-    PodVolumes::prepare(&src, &ctx(&p), dir.path()).await?;
+    PodVolumes::prepare(&src, &ctx(&p), dir.path(), MemoryMedium::Disk).await?;
     assert_eq!(read(&dir.path().join("volumes/t/vault/token")), "token-ns-default-1");
     let requests = src.token_requests.lock().map(|r| r.clone()).unwrap_or_default();
     assert_eq!(requests[0].spec.audiences, ["vault"]);
@@ -254,7 +254,7 @@ async fn refresh_rewrites_in_place_and_renews_due_tokens() -> anyhow::Result<()>
     let mut src = source();
     let dir = tempfile::tempdir()?;
     let p = pod(json!([kube_api_access(), {"name": "cfg", "configMap": {"name": "cfg"}}]), json!([]));
-    let mut vols = PodVolumes::prepare(&src, &ctx(&p), dir.path()).await?;
+    let mut vols = PodVolumes::prepare(&src, &ctx(&p), dir.path(), MemoryMedium::Disk).await?;
     let cfg = dir.path().join("volumes/cfg");
     let dir_inode = std::fs::metadata(&cfg)?.ino();
     let unchanged_inode = std::fs::metadata(cfg.join("b.txt"))?.ino();

@@ -17,8 +17,9 @@ pub(crate) struct FileData {
 /// Relative path (normalized by [`normalize`]) -> content.
 pub(crate) type Payload = BTreeMap<String, FileData>;
 
-/// Mode of directories the agent creates inside volumes.
-pub(crate) const DIR_MODE: u32 = 0o755;
+/// Mode of the directories the agent creates for a pod's volumes and inside them:
+/// owner-only (they hold secrets; the guests read them through the agent).
+pub(crate) const DIR_MODE: u32 = 0o700;
 
 /// `path` without `.` components and repeated slashes, or `None` unless it is relative,
 /// names something below the directory, and has no `..` component (the API's rule for
@@ -43,6 +44,16 @@ pub(crate) fn mode_bits(mode: i32) -> u32 {
 /// Creates `dir` (and parents) with [`DIR_MODE`] if missing.
 pub(crate) fn ensure_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+}
+
+/// Like [`ensure_dir`], and sets an existing `dir` to [`DIR_MODE`] too (one an older
+/// agent, or another part of this one, made with a wider mode).
+pub(crate) fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    ensure_dir(dir)?;
+    if std::fs::metadata(dir)?.permissions().mode() & 0o7777 != DIR_MODE {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))?;
+    }
+    Ok(())
 }
 
 /// Makes `dir` hold exactly `payload`; returns the path that failed on error.

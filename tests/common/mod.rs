@@ -225,28 +225,42 @@ pub fn shared_node_with(tag: &'static str, port: u16, insecure: &str) -> Option<
     });
     let n = rx.recv().expect("the shared node joined");
     nodes.insert(tag, n);
-    forget_at_exit(cluster, &n.name);
+    forget_at_exit(cluster, &n.name, n.dir.path());
     Some(n)
 }
 
 /// A shared node is never dropped: remove it from the cluster when the test process exits,
-/// so no Ready-looking Node outlives its agent and attracts later pods.
-fn forget_at_exit(cluster: &'static Cluster, name: &str) {
-    static AT_EXIT: std::sync::Mutex<Vec<(&'static Cluster, String)>> = std::sync::Mutex::new(Vec::new());
+/// so no Ready-looking Node outlives its agent and attracts later pods, and detach the
+/// volume mounts its agent leaves (see [`unmount_below`]).
+pub fn forget_at_exit(cluster: &'static Cluster, name: &str, dir: &Path) {
+    type Entry = (&'static Cluster, String, PathBuf);
+    static AT_EXIT: std::sync::Mutex<Vec<Entry>> = std::sync::Mutex::new(Vec::new());
     static REGISTER: std::sync::Once = std::sync::Once::new();
     unsafe extern "C" {
         fn atexit(callback: extern "C" fn()) -> i32;
     }
     extern "C" fn forget_all() {
-        for (cluster, name) in AT_EXIT.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (cluster, name, dir) in AT_EXIT.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             cluster.forget_node(name);
+            unmount_below(dir);
         }
     }
     // SAFETY: registers a plain function with the C library; it runs once at exit.
     REGISTER.call_once(|| unsafe {
         atexit(forget_all);
     });
-    AT_EXIT.lock().unwrap_or_else(|p| p.into_inner()).push((cluster, name.to_string()));
+    AT_EXIT.lock().unwrap_or_else(|p| p.into_inner()).push((cluster, name.to_string(), dir.to_path_buf()));
+}
+
+/// Detaches every mount below `dir`. An agent killed with pods still on its node leaves
+/// their volumes' tmpfs mounts (its next start would unmount them); a test's temporary
+/// directory could not be removed past them.
+pub fn unmount_below(dir: &Path) {
+    use krustlet_wasi::volumes::mountinfo;
+    let (Ok(dir), Ok(table)) = (dir.canonicalize(), mountinfo::read()) else { return };
+    for path in mountinfo::below(&table, &dir) {
+        let _ = rustix::mount::unmount(&path, rustix::mount::UnmountFlags::DETACH);
+    }
 }
 
 /// Flags of a standalone agent (no cluster) named `name` on 127.0.0.1:`port`, running the
@@ -341,6 +355,12 @@ impl Agent {
 
     /// Like `start`, the agent run through `prefix` (e.g. `ip netns exec NS`).
     pub fn start_with(log_dir: &Path, prefix: &[String], args: &[String]) -> Agent {
+        Agent::start_logging(log_dir, prefix, args, "info,krustlet_wasi=debug")
+    }
+
+    /// Like `start_with`, logging as the `RUST_LOG` filter `rust_log` says (the agent's
+    /// default is `info`) rather than with the agent's debug lines.
+    pub fn start_logging(log_dir: &Path, prefix: &[String], args: &[String], rust_log: &str) -> Agent {
         std::fs::create_dir_all(log_dir).unwrap();
         let n = std::fs::read_dir(log_dir).map(|d| d.count()).unwrap_or(0);
         let stdout = log_dir.join(format!("agent-{n}.out"));
@@ -363,7 +383,7 @@ impl Agent {
         let child = cmd
             .args(args)
             .env_remove("KUBECONFIG")
-            .env("RUST_LOG", "info,krustlet_wasi=debug")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -437,12 +457,19 @@ impl Agent {
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
+impl Agent {
+    /// Kills the agent (SIGKILL) and waits for it; nothing if it has already gone.
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

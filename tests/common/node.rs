@@ -129,6 +129,9 @@ impl TestNode {
 
 impl Drop for TestNode {
     fn drop(&mut self) {
+        // The agent goes before its data dir, and so do the mounts it leaves.
+        self.agent.kill();
+        super::unmount_below(self.dir.path());
         // Leave no Node behind for the lifecycle controller to evict from.
         self.cluster.forget_node(&self.name);
     }

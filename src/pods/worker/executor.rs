@@ -358,10 +358,13 @@ impl<R: ContainerRuntime> Executor<R> {
 
     /// Removes the pod's files and its entry in the directory.
     fn forget(&mut self) {
-        let _ = std::fs::remove_dir_all(self.pod_dir());
+        // Its volumes' tmpfs mounts go first: nothing is removed across a mount.
+        if let Err(e) = crate::volumes::remove_pod_dir(&self.pod_dir()) {
+            warn!(error = %chain(&e), "the pod's directory could not be removed");
+        }
         let _ = std::fs::remove_dir_all(self.log_dir());
         self.shared.directory.remove_pod(&self.pod);
-        self.shared.ports.release(self.pod.metadata.uid.as_deref().unwrap_or_default());
+        self.shared.network.pod_stopped(self.pod.metadata.uid.as_deref().unwrap_or_default());
         self.shared.image_gc.notify_one();
         self.shared.recorder.forget(self.pod.metadata.uid.as_deref().unwrap_or_default());
         self.shared.memory_trim.notify_one();

@@ -1,20 +1,20 @@
-//! A container's network at start: the ports it may listen on (its declared
-//! `containerPort`s, or 8080 for a `wasi:http` component that declares none, claimed here
-//! for the pod), the listen address and HTTP limits, and the Events that tell the user
-//! what the node chose or what the image cannot do.
+//! A container's network at start: the ports it is served on (its declared TCP
+//! `containerPort`s, or 8080 for a `wasi:http` component that declares none, reserved for
+//! the pod), the listen address and HTTP limits, the pod's socket rules, and the Events
+//! that tell the user what the node chose or what the image cannot do.
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::start::{Note, StartError};
 use crate::config::DEFAULT_HTTP_PORT;
 use crate::events::Kind;
+use crate::network::ports::{Protocol, container_ports};
 use crate::pods::Shared;
-use crate::pods::ports::{NodePort, Protocol};
 use crate::pods::runtime::{ContainerNetwork, ImageKind};
 
 /// The container's declared ports by protocol (admission has checked them).
 fn declared(container: &Container) -> (Vec<u16>, Vec<u16>) {
-    let ports = crate::pods::ports::container_ports(container).unwrap_or_default();
+    let ports = container_ports(container).unwrap_or_default();
     let of = |protocol| ports.iter().filter(|p| p.protocol == protocol).map(|p| p.port).collect();
     (of(Protocol::Tcp), of(Protocol::Udp))
 }
@@ -50,8 +50,9 @@ pub fn network<R>(
                 .map_err(|e| ("CreateContainerConfigError", e))?;
             let default = tcp_ports.is_empty();
             if default {
-                let port = NodePort { port: DEFAULT_HTTP_PORT, protocol: Protocol::Tcp };
-                shared.ports.claim(pod, &[port]).map_err(|e| {
+                // Reserved when the image was found to be a wasi:http component; again here,
+                // in case that failed then (it is free now) or the pod is older than that.
+                shared.network.reserve_http_default(pod).map_err(|e| {
                     let message = format!(
                         "container {name} is a wasi:http component with no TCP containerPort, so it is served on \
                          {DEFAULT_HTTP_PORT}, but {e}; declare a containerPort"
@@ -79,5 +80,6 @@ pub fn network<R>(
         udp_ports,
         request_timeout: http.request_timeout,
         max_concurrent: http.max_concurrent,
+        rules: shared.network.sockets(pod),
     })
 }

@@ -15,7 +15,9 @@ use crate::metrics::Counted;
 use crate::pods::Shared;
 use crate::pods::directory::{ContainerEntry, ExecFn};
 use crate::pods::env;
-use crate::pods::runtime::{ContainerRun, ContainerRuntime, CountersFn, PulledImage, Running};
+use crate::pods::runtime::{
+    ContainerNetwork, ContainerRun, ContainerRuntime, CountersFn, PulledImage, Running,
+};
 use crate::volumes::{self, VolumeLayout};
 
 /// What an attached client's input may get ahead of a `stdin: true` guest's reads: 64 KiB
@@ -105,14 +107,19 @@ pub async fn start<R: ContainerRuntime>(req: StartRequest<R>) -> Result<Started,
         stderr: counted(Stream::Stderr),
         memory_limit,
         max_handles: shared.limits.max_open_files,
-        network: Some(network),
+        network: Some(network.clone()),
     };
     let resolved = began.elapsed();
     let running = shared.runtime.start(&image.image, run).map_err(|e| (e.reason, chain(&e)))?;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     debug!(env_and_mounts_ms = ms(resolved), total_ms = ms(began.elapsed()), "container started");
     let runtime = shared.runtime.clone();
-    let exec: ExecFn = Arc::new(move |run| runtime.start(&image.image, run));
+    // An exec instance listens on nothing, and its sockets follow the pod's rules.
+    let exec_network = ContainerNetwork { tcp_ports: Vec::new(), udp_ports: Vec::new(), ..network };
+    let exec: ExecFn = Arc::new(move |mut run: ContainerRun| {
+        run.network = run.network.or_else(|| Some(exec_network.clone()));
+        runtime.start(&image.image, run)
+    });
     let max_handles = shared.limits.max_open_files;
     let entry = ContainerEntry {
         run: number,

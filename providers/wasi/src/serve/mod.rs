@@ -36,6 +36,7 @@ use crate::net::{Transport, Verdict, canonical};
 use crate::output::{SharedOutput, Writer};
 use crate::spec::RunSpec;
 use crate::ticker::Ticker;
+use crate::usage::Meter;
 use instance::Template;
 
 /// Default time one request's instance may run: [`HttpLimits::default`].
@@ -53,7 +54,7 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// How many requests may run at once; one more gets a 503 at once. Each running
     /// request has its own instance, so the memory this artifact can use is up to
-    /// this many times the memory limit. At least 1.
+    /// this many times the memory limit, and never more than its cgroup's. At least 1.
     pub max_concurrent: usize,
 }
 
@@ -107,8 +108,8 @@ pub(crate) struct Server {
     pub(crate) cut: CancellationToken,
 }
 
-/// Starts serving `pre` on the spec's listeners (at least one); returns the server task
-/// and its control.
+/// Starts serving `pre` on the spec's listeners (at least one) on `tokio`; returns the
+/// server task and its control. Every request's instance is metered into `meter`.
 pub(crate) fn start(
     tokio: &tokio::runtime::Handle,
     engine: &Engine,
@@ -116,6 +117,7 @@ pub(crate) fn start(
     pre: ProxyPre<ProxyHost>,
     spec: RunSpec,
     ticker: Arc<Ticker>,
+    meter: Meter,
 ) -> Result<(tokio::task::JoinHandle<ExitStatus>, Control)> {
     if spec.listeners.is_empty() {
         return Err(Error::NoListener { digest: digest.to_owned() });
@@ -134,6 +136,7 @@ pub(crate) fn start(
         stdout,
         stderr,
         activity: ticker.activity(),
+        meter,
     };
     // A preopen that cannot be opened would fail every request: fail here instead.
     template.store(engine, std::time::Instant::now())?;
@@ -157,9 +160,11 @@ pub(crate) fn start(
         cut: CancellationToken::new(),
     });
     let (shutdown, requested) = watch::channel(None);
-    let task = tokio.spawn(tracing::Instrument::instrument(
-        serve(server, listeners, requested, outputs, ticker),
-        tracing::Span::current(),
+    let task = tokio.spawn(tracing::instrument::WithSubscriber::with_current_subscriber(
+        tracing::Instrument::instrument(
+            serve(server, listeners, requested, outputs, ticker),
+            tracing::Span::current(),
+        ),
     ));
     Ok((task, Control { shutdown: Arc::new(shutdown), stats }))
 }
