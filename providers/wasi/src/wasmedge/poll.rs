@@ -67,6 +67,8 @@ enum Sub {
 /// One event to write.
 #[derive(Debug, Clone, Copy)]
 struct Event {
+    /// The subscription it answers (its index in the call).
+    sub: usize,
     userdata: u64,
     error: Errno,
     kind: u8,
@@ -220,13 +222,10 @@ fn arm_fresh_subscriptions(sockets: &mut Sockets, subs: &[Sub]) {
 /// A reported write readiness is not reported again until the socket is re-armed.
 fn disarm_reported(sockets: &mut Sockets, subs: &[Sub], events: &[Event]) {
     for event in events.iter().filter(|e| e.kind == FD_WRITE && e.error == Errno::SUCCESS) {
-        for sub in subs {
-            if let Sub::Socket { userdata, fd, write: true } = *sub
-                && userdata == event.userdata
-                && let Ok(socket) = sockets.get_mut(fd)
-            {
-                socket.write_armed = false;
-            }
+        if let Some(&Sub::Socket { fd, write: true, .. }) = subs.get(event.sub)
+            && let Ok(socket) = sockets.get_mut(fd)
+        {
+            socket.write_armed = false;
         }
     }
 }
@@ -276,8 +275,9 @@ async fn wait<F: Future>(
 fn ready_now(subs: &[Sub], sockets: &Sockets, cx: &mut Context<'_>) -> Vec<Event> {
     let now = Instant::now();
     let mut events = Vec::new();
-    for sub in subs {
+    for (index, sub) in subs.iter().enumerate() {
         let event = |kind, error, nbytes, hung_up: bool| Event {
+            sub: index,
             userdata: match sub {
                 Sub::Clock { userdata, .. } | Sub::Socket { userdata, .. } => *userdata,
                 Sub::Delegated { .. } => 0,

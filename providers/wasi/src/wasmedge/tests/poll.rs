@@ -110,6 +110,43 @@ async fn write_readiness_is_reported_once_until_the_guest_sends() {
 }
 
 #[tokio::test]
+async fn write_readiness_is_disarmed_per_socket_whatever_the_userdata() {
+    let mut guest = Guest::new(Rules::allow().policy()).await;
+    let (listener, port) = guest.listener().await;
+    let _a = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let first = guest.accept(listener).await;
+    let mut b = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let second = guest.accept(listener).await;
+    // The second's send buffer full: armed (it sent) but not writable.
+    guest.nonblocking(second).await;
+    let chunk = vec![7u8; 64 * 1024];
+    let mut queued = 0usize;
+    loop {
+        match guest.send(second, &chunk).await {
+            (0, n) => queued += n as usize,
+            (errno, _) => {
+                assert_eq!(errno, EAGAIN);
+                break;
+            }
+        }
+    }
+    // Both subscribed with one userdata: only the first is writable, and only it is
+    // disarmed.
+    subscribe(&mut guest, 0, 7, 2, first as u32);
+    subscribe(&mut guest, 1, 7, 2, second as u32);
+    clock(&mut guest, 2, 3, Duration::from_millis(30));
+    assert_eq!(poll(&mut guest, 3).await, [(7, 0, 2, 0)]);
+    let drained = tokio::task::spawn_blocking(move || {
+        let mut sink = vec![0u8; queued];
+        std::io::Read::read_exact(&mut b, &mut sink).map(|()| b)
+    });
+    let _b = drained.await.unwrap().unwrap();
+    // The second becomes writable: reported (a lost wake-up if it had been disarmed).
+    clock(&mut guest, 2, 3, Duration::from_secs(10));
+    assert_eq!(poll(&mut guest, 3).await, [(7, 0, 2, 0)]);
+}
+
+#[tokio::test]
 async fn a_fresh_write_subscription_is_reported() {
     let mut guest = Guest::new(Rules::allow().policy()).await;
     let (conn, _client) = connection(&mut guest).await;
