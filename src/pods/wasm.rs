@@ -72,8 +72,8 @@ fn kind_of(artifact: &Artifact) -> ImageKind {
 }
 
 /// Gives the run its network: listeners for an HTTP server (bound here, so a port in
-/// use is this container's error), wasi:sockets for a command component, nothing for a
-/// module (preview1 has no sockets). Every socket use of the run, the HTTP server's
+/// use is this container's error), wasi:sockets for a command component, WasmEdge
+/// sockets for a preview1 module (the guide's server). Every socket use of the run, the HTTP server's
 /// outgoing connections and accepted peers included, is judged by the pod's rules, and its
 /// name lookups go to the pod's budget on `wasm`'s resolver pool.
 fn with_network(
@@ -86,8 +86,7 @@ fn with_network(
     let lookups = net.rules.lookups(|| wasm.lookups(crate::config::POD_LOOKUPS_IN_FLIGHT));
     let policy = NetworkPolicy::with_rules(net.rules.clone()).lookups(lookups);
     Ok(match artifact.kind() {
-        ArtifactKind::Module => spec,
-        ArtifactKind::Component => spec.network(policy),
+        ArtifactKind::Module | ArtifactKind::Component => spec.network(policy),
         ArtifactKind::HttpProxy => {
             let listeners = (net.tcp_ports.iter())
                 .map(|port| {

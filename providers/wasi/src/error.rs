@@ -77,7 +77,7 @@ pub enum Error {
 
     /// The artifact's imports are not satisfied by WASI, or it lacks its entrypoint
     /// (`_start` for a core module, `wasi:cli/run` for a component).
-    #[error("failed to link artifact {digest}")]
+    #[error("link error in artifact {digest}")]
     Link {
         /// The digest of the artifact.
         digest: String,

@@ -17,6 +17,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::cgroup::{Cgroup, Refusal};
 use crate::outgoing::Outgoing;
 use crate::ticker::{Activity, InWasm, TracksWasm};
+use crate::wasmedge::Sockets;
 
 /// What a command or module guest's store holds. Core modules use `wasi` through the
 /// preview1 linker; components use it through its [`WasiView`] impl, and may send
@@ -27,11 +28,14 @@ pub(crate) struct Host {
     pub(crate) hooks: Outgoing,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) in_wasm: InWasm,
+    /// The module's WasmEdge sockets (none unless the run sets its policy).
+    pub(crate) sockets: Sockets,
 }
 
 impl Host {
     pub(crate) fn new(wasi: WasiP1Ctx, hooks: Outgoing, limiter: MemoryLimiter, activity: Activity) -> Self {
-        Host { wasi, http: WasiHttpCtx::new(), hooks, limiter, in_wasm: InWasm::new(activity) }
+        let sockets = Sockets::default();
+        Host { wasi, http: WasiHttpCtx::new(), hooks, limiter, in_wasm: InWasm::new(activity), sockets }
     }
 }
 

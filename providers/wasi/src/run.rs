@@ -29,6 +29,7 @@ use crate::runtime::Runtime;
 use crate::serve::{self, Control, HttpStats};
 use crate::spec::{HostDir, Preopen, RunSpec};
 use crate::ticker::Ticker;
+use crate::wasmedge::Sockets;
 
 /// Bytes a guest may have in flight to a stdout/stderr sink before its writes wait.
 const STDIO_BUDGET: usize = 64 * 1024;
@@ -87,8 +88,10 @@ impl Runtime {
         drop(std::mem::take(&mut spec.listeners));
         let limiter =
             MemoryLimiter::new(spec.memory_limit).metered(Arc::clone(&usage)).charging(cgroup.clone());
+        let sockets = Sockets::new(&spec.network, spec.max_handles);
         let (wasi, outputs, net) = wasi_context(spec)?;
-        let host = Host::new(wasi, Outgoing::new(net), limiter, self.inner.ticker.activity());
+        let mut host = Host::new(wasi, Outgoing::new(net), limiter, self.inner.ticker.activity());
+        host.sockets = sockets;
         let store = new_store(&self.inner.engine, host, cgroup.clone());
         let meter = Meter { usage: Arc::clone(&usage), cgroup };
         let guest = Metered::new(guest(store, compiled, outputs, ticker), meter);

@@ -378,7 +378,11 @@ impl Runtime {
                         )));
                     }
                 }
-                let pre = self.inner.module_linker.instantiate_pre(&module).map_err(link_error)?;
+                // A module with WasmEdge socket imports gets a linker of its own.
+                let sockets =
+                    crate::wasmedge::link(&self.inner.module_linker, &module).map_err(link_error)?;
+                let linker = sockets.as_ref().unwrap_or(&self.inner.module_linker);
+                let pre = linker.instantiate_pre(&module).map_err(link_error)?;
                 Ok(Entry::Module(pre))
             }
             Cached::Component(component) if is_proxy(&component, &self.inner.engine) => {

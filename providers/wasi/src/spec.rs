@@ -204,7 +204,8 @@ impl RunSpec {
 impl RunSpec {
     /// Caps the handles the guest may hold at once (open files and directories, streams,
     /// sockets: every WASI resource, preopens included). Opening one more traps the guest
-    /// (wasmtime-wasi reports a full table as a trap, not as `EMFILE`).
+    /// (wasmtime-wasi reports a full table as a trap, not as `EMFILE`); a WasmEdge socket
+    /// past it is `EMFILE`.
     pub fn max_handles(mut self, n: usize) -> Self {
         self.max_handles = Some(n);
         self

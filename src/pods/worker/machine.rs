@@ -369,7 +369,11 @@ impl Machine {
             }
             Err(Failure::Pull { image, reason, message }) => {
                 let delay = backoff(retry.failures - 1);
-                let text = format!("Failed to pull image {image:?}: {message}");
+                let text = match reason {
+                    // Pulled, but the runtime cannot make a container of it (a link error).
+                    "CreateContainerError" => format!("Error: {message}"),
+                    _ => format!("Failed to pull image {image:?}: {message}"),
+                };
                 let event =
                     |message| Effect::Event { slot: None, kind: Kind::Warning, reason: "Failed", message };
                 fx.push(event(text.clone()));

@@ -184,6 +184,31 @@ fn a_failed_pull_shows_err_image_pull_then_image_pull_back_off_and_backs_off_10s
 }
 
 #[test]
+fn an_image_that_does_not_link_is_a_create_container_error_not_a_failed_pull() {
+    let mut t = T::reported(pod("Always", &[], &["a"]));
+    let message = "link error in artifact sha256:ab: unknown import: `wasi_snapshot_preview1::epoll_oneoff`";
+    let fx = t.step(Input::Prepared(Err(Failure::Pull {
+        image: "img".into(),
+        reason: "CreateContainerError",
+        message: message.into(),
+    })));
+    let texts: Vec<&str> = fx
+        .iter()
+        .filter_map(|e| if let Effect::Event { message, .. } = e { Some(message.as_str()) } else { None })
+        .collect();
+    assert_eq!(texts, [format!("Error: {message}").as_str(), "Error: CreateContainerError"]);
+    match t.main_state() {
+        State::Waiting { reason, message: Some(shown), .. } => {
+            assert_eq!(
+                (reason.as_str(), shown.as_str()),
+                ("CreateContainerError", format!("Error: {message}").as_str())
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn a_reference_not_yet_readable_is_retried_within_milliseconds_and_shown_only_if_it_persists() {
     let mut t = T::reported(pod("Always", &[], &["a"]));
     let config = || Input::Prepared(Err(Failure::Config { message: "configmap \"c\" not found".into() }));
