@@ -19,6 +19,7 @@ mod limits;
 mod parse;
 mod pods;
 mod probes;
+mod reserved;
 mod serving;
 mod statics;
 
@@ -45,6 +46,7 @@ pub use probes::{
     PROBE_FAILURE_THRESHOLD, PROBE_MIN_PERIOD, PROBE_OUTPUT_LIMIT, PROBE_PERIOD, PROBE_SUCCESS_THRESHOLD,
     PROBE_TIMEOUT,
 };
+pub use reserved::{Reserved, ReservedFlags};
 pub use serving::{
     DEFAULT_HTTP_PORT, HttpSettings, MAX_CONCURRENT_ANNOTATION, REQUEST_TIMEOUT_ANNOTATION, Serving,
     ServingFlags,
@@ -228,6 +230,11 @@ pub struct Flags {
     /// How pods serve traffic (see `serving.rs`).
     #[command(flatten)]
     pub serving: ServingFlags,
+
+    /// What the node keeps for itself (`--system-reserved`, `--kube-reserved`, see
+    /// `reserved.rs`).
+    #[command(flatten)]
+    pub reserved: ReservedFlags,
 }
 
 /// The validated configuration the agent runs with.
@@ -262,6 +269,9 @@ pub struct Config {
     pub pod_limits: PodLimits,
     /// Listen address and HTTP limits of pods that serve traffic.
     pub serving: Serving,
+    /// `--system-reserved` and `--kube-reserved`, together: taken from the capacity to make
+    /// the allocatable.
+    pub reserved: Reserved,
     /// `--bootstrap-file` was given (a missing file is then an error, not standalone mode).
     pub bootstrap_explicit: bool,
 }
@@ -339,6 +349,8 @@ impl Config {
             api_limits: api::resolve(&flags.api)?,
             pod_limits: limits::resolve(&flags.limits)?,
             serving: serving::resolve(&flags.serving)?,
+            reserved: reserved::parse("system-reserved", flags.reserved.system_reserved.as_deref())?
+                .plus(reserved::parse("kube-reserved", flags.reserved.kube_reserved.as_deref())?),
             bootstrap_file: flags
                 .bootstrap_file
                 .clone()
