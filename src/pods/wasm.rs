@@ -232,9 +232,7 @@ pub fn exit_of(status: ExitStatus) -> Exit {
     match status {
         ExitStatus::Exited(_) => Exit::from_code(code, None),
         ExitStatus::Trapped { message } => Exit { code, reason: "Error", message: Some(message) },
-        ExitStatus::OutOfMemory => {
-            Exit { code, reason: "OOMKilled", message: Some("the guest exceeded its memory limit".into()) }
-        }
+        ExitStatus::OutOfMemory { message } => Exit { code, reason: "OOMKilled", message: Some(message) },
         ExitStatus::Stopped => Exit { code, reason: "Error", message: None },
     }
 }
@@ -247,8 +245,11 @@ mod tests {
     fn exit_statuses_map_to_kubelet_reasons() {
         assert_eq!(exit_of(ExitStatus::Exited(42)), Exit::from_code(42, None));
         assert_eq!(exit_of(ExitStatus::Exited(0)).reason, "Completed");
-        assert_eq!(exit_of(ExitStatus::OutOfMemory).reason, "OOMKilled");
-        assert_eq!(exit_of(ExitStatus::OutOfMemory).code, 137);
+        let oom = exit_of(ExitStatus::OutOfMemory { message: "over the memory limit of 1 bytes".into() });
+        assert_eq!(
+            (oom.code, oom.reason, oom.message.as_deref()),
+            (137, "OOMKilled", Some("over the memory limit of 1 bytes"))
+        );
         let trap = exit_of(ExitStatus::Trapped { message: "unreachable".into() });
         assert_eq!((trap.code, trap.reason, trap.message.as_deref()), (134, "Error", Some("unreachable")));
         assert_eq!(short_name("127.0.0.1:5000/ns/app:1.0"), "app");

@@ -33,6 +33,10 @@ pub enum Error {
     #[error("failed to spawn the epoch ticker thread")]
     TickerSpawn(#[source] std::io::Error),
 
+    /// The tokio runtime the guests run on could not be started.
+    #[error("failed to start the guest threads")]
+    GuestThreads(#[source] std::io::Error),
+
     /// The digest is empty or too long to be used as a cache key.
     #[error("invalid artifact digest {digest:?}: {reason}")]
     InvalidDigest {
@@ -100,10 +104,6 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
-
-    /// `run` was called outside a tokio runtime, so the guest task has nowhere to go.
-    #[error("Runtime::run must be called from within a tokio runtime")]
-    NoTokioRuntime,
 
     /// An HTTP proxy artifact was run without a listener to serve on.
     #[error("artifact {digest} is a wasi:http proxy and needs at least one listener to serve on")]

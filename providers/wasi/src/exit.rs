@@ -5,6 +5,8 @@ use std::fmt;
 use wasmtime::WasmBacktrace;
 use wasmtime_wasi::I32Exit;
 
+use crate::host::OutOfMemory;
+
 /// Exit code reported for a trap: 128 + SIGABRT, as the wasmtime CLI and a native
 /// process that aborts both report.
 pub const TRAP_EXIT_CODE: i32 = 134;
@@ -27,8 +29,14 @@ pub enum ExitStatus {
         /// Human readable description of the trap.
         message: String,
     },
-    /// The guest tried to grow its memory past the run's memory limit and was killed.
-    OutOfMemory,
+    /// The guest tried to grow its memory past a limit and was killed. `message` says
+    /// which limit refused it: the run's own or its group's (`... would pass the memory
+    /// limit of N bytes`), or the node's (`... would pass the node's memory budget for
+    /// guests, N bytes`).
+    OutOfMemory {
+        /// Which limit refused how much.
+        message: String,
+    },
     /// The guest was stopped by [`RunHandle::stop`](crate::RunHandle::stop) or a
     /// [`Stopper`](crate::Stopper) before it finished.
     Stopped,
@@ -43,7 +51,7 @@ impl ExitStatus {
         match self {
             ExitStatus::Exited(code) => *code,
             ExitStatus::Trapped { .. } => TRAP_EXIT_CODE,
-            ExitStatus::OutOfMemory | ExitStatus::Stopped => KILLED_EXIT_CODE,
+            ExitStatus::OutOfMemory { .. } | ExitStatus::Stopped => KILLED_EXIT_CODE,
         }
     }
 
@@ -58,9 +66,9 @@ impl ExitStatus {
     /// 0 or 1 for `wasi:cli/run`), or the wasmtime error that ended the run.
     /// `out_of_memory` is set when the memory limiter refused a growth; it wins over
     /// whatever trap that refusal caused.
-    pub(crate) fn from_run(result: wasmtime::Result<i32>, out_of_memory: bool) -> ExitStatus {
-        if out_of_memory {
-            return ExitStatus::OutOfMemory;
+    pub(crate) fn from_run(result: wasmtime::Result<i32>, out_of_memory: Option<&OutOfMemory>) -> ExitStatus {
+        if let Some(refused) = out_of_memory {
+            return ExitStatus::OutOfMemory { message: refused.to_string() };
         }
         match result {
             Ok(code) => ExitStatus::Exited(code),
@@ -95,7 +103,7 @@ impl fmt::Display for ExitStatus {
         match self {
             ExitStatus::Exited(code) => write!(f, "exited with code {code}"),
             ExitStatus::Trapped { message } => write!(f, "trapped: {message}"),
-            ExitStatus::OutOfMemory => f.write_str("killed: memory limit exceeded"),
+            ExitStatus::OutOfMemory { message } => write!(f, "killed: out of memory: {message}"),
             ExitStatus::Stopped => f.write_str("stopped"),
         }
     }
@@ -109,7 +117,7 @@ mod tests {
     fn codes() {
         assert_eq!(ExitStatus::Exited(42).code(), 42);
         assert_eq!(ExitStatus::Trapped { message: "x".into() }.code(), 134);
-        assert_eq!(ExitStatus::OutOfMemory.code(), 137);
+        assert_eq!(ExitStatus::OutOfMemory { message: "x".into() }.code(), 137);
         assert_eq!(ExitStatus::Stopped.code(), 137);
         assert!(ExitStatus::Exited(0).success());
         assert!(!ExitStatus::Exited(1).success());
@@ -118,12 +126,17 @@ mod tests {
     #[test]
     fn from_run_maps_exit_trap_and_oom() {
         let exit = wasmtime::Error::new(I32Exit(42));
-        assert_eq!(ExitStatus::from_run(Err(exit), false), ExitStatus::Exited(42));
-        assert_eq!(ExitStatus::from_run(Ok(0), false), ExitStatus::Exited(0));
+        assert_eq!(ExitStatus::from_run(Err(exit), None), ExitStatus::Exited(42));
+        assert_eq!(ExitStatus::from_run(Ok(0), None), ExitStatus::Exited(0));
         let trap = wasmtime::Error::msg("boom");
-        let status = ExitStatus::from_run(Err(trap), false);
+        let status = ExitStatus::from_run(Err(trap), None);
         assert!(matches!(status, ExitStatus::Trapped { ref message } if message.contains("boom")));
         let trap = wasmtime::Error::msg("grow failed");
-        assert_eq!(ExitStatus::from_run(Err(trap), true), ExitStatus::OutOfMemory);
+        let refused = OutOfMemory::Node { budget: 100, growth: 10 };
+        let status = ExitStatus::from_run(Err(trap), Some(&refused));
+        let message =
+            "growing its memory by 10 bytes would pass the node's memory budget for guests, 100 bytes";
+        assert_eq!(status, ExitStatus::OutOfMemory { message: message.into() });
+        assert_eq!(status.to_string(), format!("killed: out of memory: {message}"));
     }
 }

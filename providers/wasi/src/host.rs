@@ -14,6 +14,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::cgroup::{Cgroup, Refusal};
 use crate::outgoing::Outgoing;
 use crate::ticker::{Activity, InWasm, TracksWasm};
 
@@ -85,38 +86,49 @@ impl WasiHttpView for ProxyHost {
     }
 }
 
-/// The error a refused memory growth traps with.
-#[derive(Debug, thiserror::Error)]
-#[error("memory limit of {limit} bytes exceeded: the guest asked for {requested} bytes in total")]
-pub(crate) struct MemoryLimitExceeded {
-    limit: usize,
-    requested: usize,
+/// Which limit refused a memory growth: the error the guest traps with, and what its
+/// exit status or its HTTP answer says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum OutOfMemory {
+    /// The run's own cap ([`RunSpec::memory_limit`](crate::RunSpec::memory_limit)).
+    #[error("growing its memory to {requested} bytes would pass its memory limit of {limit} bytes")]
+    Store { limit: u64, requested: u64 },
+    /// The run's cgroup, or a parent below the node's root group.
+    #[error("growing its memory by {growth} bytes would pass the memory limit of {limit} bytes")]
+    Group { limit: u64, growth: u64 },
+    /// The node's root group: every guest on the node together.
+    #[error(
+        "growing its memory by {growth} bytes would pass the node's memory budget for guests, {budget} bytes"
+    )]
+    Node { budget: u64, growth: u64 },
 }
 
 /// Caps the total linear memory and table space of all instances in one store (a
-/// component has several) and remembers whether the cap was hit.
+/// component has several), charges every growth to the run's cgroup chain (all or
+/// nothing, up to the node's budget) and gives it all back when the store is dropped,
+/// and remembers which limit refused a growth, if one did.
 ///
-/// Growing past the cap traps — the guest is killed, as the kernel would kill a
+/// Growing past a limit traps — the guest is killed, as the kernel would kill a
 /// native container — rather than letting `memory.grow` return -1.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct MemoryLimiter {
-    /// The cap in bytes; `None` means only wasm's own limits apply.
-    limit: Option<usize>,
-    /// Sum of the current sizes of every memory in the store.
-    committed: usize,
+    /// The store's own cap in bytes; `None` means only the cgroups' limits apply.
+    limit: Option<u64>,
+    /// Sum of the current sizes of every memory and table in the store.
+    committed: u64,
     /// The growth approved last, undone if the allocation then fails.
-    last_approved: usize,
-    /// Set once a growth was refused.
-    pub(crate) exceeded: bool,
+    last_approved: u64,
+    /// Set once a growth was refused: by which limit.
+    pub(crate) refused: Option<OutOfMemory>,
     /// Where the committed bytes are published, if anywhere.
     usage: Option<Arc<crate::usage::Usage>>,
+    /// The group the committed bytes are charged to, with its parents.
+    cgroup: Option<Cgroup>,
 }
 
 impl MemoryLimiter {
     pub(crate) fn new(limit: Option<u64>) -> Self {
-        // A limit beyond the address space is the same as no limit.
-        let limit = limit.and_then(|bytes| usize::try_from(bytes).ok());
-        MemoryLimiter { limit, ..MemoryLimiter::default() }
+        MemoryLimiter { limit, committed: 0, last_approved: 0, refused: None, usage: None, cgroup: None }
     }
 
     /// Also publishes the bytes committed to `usage`.
@@ -125,32 +137,60 @@ impl MemoryLimiter {
         self
     }
 
-    fn commit(&mut self, bytes: usize) {
-        self.committed = bytes;
-        if let Some(usage) = &self.usage {
-            usage.set_memory(bytes);
-        }
+    /// Also charges the bytes committed to `cgroup` and its parents.
+    pub(crate) fn charging(mut self, cgroup: Cgroup) -> Self {
+        self.cgroup = Some(cgroup);
+        self
     }
 
-    /// Approves `growth` more bytes (of a memory or a table) unless they pass the cap.
+    /// Approves `growth` more bytes (of a memory or a table) unless they pass the store's
+    /// cap or a cgroup's limit.
     fn grow(&mut self, growth: usize) -> wasmtime::Result<bool> {
+        let growth = u64::try_from(growth).unwrap_or(u64::MAX);
         let requested = self.committed.saturating_add(growth);
-        if let Some(limit) = self.limit
-            && requested > limit
-        {
-            self.exceeded = true;
-            return Err(wasmtime::Error::new(MemoryLimitExceeded { limit, requested }));
+        let refused = match (self.limit, &self.cgroup) {
+            (Some(limit), _) if requested > limit => Some(OutOfMemory::Store { limit, requested }),
+            (_, Some(cgroup)) => cgroup.try_charge(growth).err().map(|refusal| match refusal {
+                Refusal::Group { limit } => OutOfMemory::Group { limit, growth },
+                Refusal::Node { budget } => OutOfMemory::Node { budget, growth },
+            }),
+            _ => None,
+        };
+        if let Some(refused) = refused {
+            self.refused = Some(refused.clone());
+            return Err(wasmtime::Error::new(refused));
         }
-        self.commit(requested);
+        self.committed = requested;
+        if let Some(usage) = &self.usage {
+            usage.add_memory(growth);
+        }
         self.last_approved = growth;
         Ok(true)
     }
 
+    /// Gives `bytes` back to the cgroups and the usage.
+    fn release(&mut self, bytes: u64) {
+        self.committed = self.committed.saturating_sub(bytes);
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.uncharge(bytes);
+        }
+        if let Some(usage) = &self.usage {
+            usage.sub_memory(bytes);
+        }
+    }
+
     /// The growth approved last did not happen after all.
     fn undo_last(&mut self) -> wasmtime::Result<()> {
-        self.commit(self.committed.saturating_sub(self.last_approved));
-        self.last_approved = 0;
+        let last = std::mem::take(&mut self.last_approved);
+        self.release(last);
         Ok(())
+    }
+}
+
+impl Drop for MemoryLimiter {
+    /// The store and its memories are going: their bytes go back to the cgroups.
+    fn drop(&mut self) {
+        self.release(self.committed);
     }
 }
 
@@ -254,9 +294,10 @@ mod tests {
         let mut limiter = MemoryLimiter::new(Some(3 * PAGE as u64));
         assert!(limiter.memory_growing(0, 2 * PAGE, None).unwrap());
         assert!(limiter.memory_growing(0, PAGE, None).unwrap());
-        assert!(!limiter.exceeded);
+        assert!(limiter.refused.is_none());
         assert!(limiter.memory_growing(PAGE, 2 * PAGE, None).is_err());
-        assert!(limiter.exceeded);
+        let limit = 3 * PAGE as u64;
+        assert_eq!(limiter.refused, Some(OutOfMemory::Store { limit, requested: 4 * PAGE as u64 }));
     }
 
     #[test]
@@ -266,7 +307,30 @@ mod tests {
         assert!(limiter.memory_growing(0, 2 * PAGE, None).unwrap());
         limiter.memory_grow_failed(wasmtime::Error::msg("mmap")).unwrap();
         assert!(limiter.memory_growing(0, 2 * PAGE, None).unwrap());
-        assert!(!limiter.exceeded);
+        assert!(limiter.refused.is_none());
+    }
+
+    #[test]
+    fn the_cgroup_chain_is_charged_and_given_everything_back() {
+        let node = Cgroup::root(Some(10 * PAGE as u64));
+        let pod = node.child(crate::CgroupSpec { memory_limit: Some(4 * PAGE as u64), ..Default::default() });
+        let usage = Arc::new(crate::usage::Usage::default());
+        let mut a = MemoryLimiter::new(None).charging(pod.clone()).metered(Arc::clone(&usage));
+        let mut b = MemoryLimiter::new(None).charging(pod.clone());
+        assert!(a.memory_growing(0, 3 * PAGE, None).unwrap());
+        assert!(b.table_growing(0, 10, None).unwrap());
+        assert!(b.memory_growing(0, PAGE, None).is_err());
+        let growth = PAGE as u64;
+        assert_eq!(b.refused, Some(OutOfMemory::Group { limit: 4 * growth, growth }));
+        assert_eq!(
+            (pod.memory_bytes(), node.memory_bytes(), usage.memory_bytes()),
+            (3 * growth + 80, 3 * growth + 80, 3 * growth)
+        );
+        let mut c = MemoryLimiter::new(None).charging(node.child(crate::CgroupSpec::default()));
+        assert!(c.memory_growing(0, 8 * PAGE, None).is_err());
+        assert_eq!(c.refused, Some(OutOfMemory::Node { budget: 10 * growth, growth: 8 * growth }));
+        drop((a, b, c));
+        assert_eq!((pod.memory_bytes(), node.memory_bytes(), usage.memory_bytes()), (0, 0, 0));
     }
 
     #[test]

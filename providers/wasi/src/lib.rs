@@ -3,10 +3,10 @@
 //! One [`Runtime`] per process owns the wasmtime engine, an epoch ticker thread and
 //! the compile caches. [`Runtime::load`] turns wasm bytes (a WASI preview1 core module,
 //! a `wasi:cli/command` component or a `wasi:http/proxy` component) into an
-//! [`Artifact`]; [`Runtime::run`] starts it as a tokio task with the argv, env,
-//! preopens, stdio, memory limit and network policy of a [`RunSpec`] — a proxy is served
-//! on the spec's listeners, an instance per request — and returns a [`RunHandle`] whose
-//! `wait` gives an [`ExitStatus`].
+//! [`Artifact`]; [`Runtime::run`] starts it as a task on the runtime's own guest threads
+//! with the argv, env, preopens, stdio, memory limit, network policy and [`Cgroup`] of a
+//! [`RunSpec`] — a proxy is served on the spec's listeners, an instance per request — and
+//! returns a [`RunHandle`] whose `wait` gives an [`ExitStatus`].
 //!
 //! ```no_run
 //! # async fn demo(wasm: &[u8]) -> krustlet_wasi_provider::Result<()> {
@@ -33,6 +33,7 @@ mod cgroup;
 mod engines;
 mod error;
 mod exit;
+mod guests;
 mod host;
 mod net;
 mod outgoing;
@@ -45,10 +46,12 @@ mod ticker;
 mod usage;
 
 pub use artifact::{Artifact, ArtifactKind, LoadSource};
+pub use cgroup::cpu::{CPU_PERIOD, MAX_TICKS_PER_YIELD, MILLICORES_PER_TICK};
 pub use cgroup::{Cgroup, CgroupSpec};
 pub use engines::DEFAULT_HTTP_POOL;
 pub use error::{BoxError, Error, Result};
 pub use exit::{ExitStatus, KILLED_EXIT_CODE, TRAP_EXIT_CODE};
+pub use guests::{DEFAULT_GUEST_BLOCKING_THREADS, GUEST_NICE};
 pub use net::{NetworkPolicy, PortRules, SocketRules, Transport, Verdict, canonical, is_node_local};
 pub use outgoing::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT};
 pub use run::{RunHandle, Stopper};

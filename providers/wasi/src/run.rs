@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use tokio::task::{AbortHandle, JoinHandle};
 use tracing::Instrument;
+use tracing::instrument::WithSubscriber;
 
-use crate::usage::{Metered, Usage};
+use crate::usage::{Meter, Metered, Usage};
 use wasmtime::{Engine, InstancePre, Store};
 use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -18,6 +19,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiView};
 
 use crate::artifact::{Artifact, Compiled, Entry};
+use crate::cgroup::{Cgroup, CgroupSpec, cpu};
 use crate::error::{Error, Result, boxed};
 use crate::exit::ExitStatus;
 use crate::host::{Host, MemoryLimiter, SyncReader, SyncWriter};
@@ -33,7 +35,9 @@ const STDIO_BUDGET: usize = 64 * 1024;
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Runtime {
-    /// Starts `artifact` with `spec` as a task on the current tokio runtime.
+    /// Starts `artifact` with `spec` as a task on this runtime's guest threads (never
+    /// the caller's; it may be called from any thread, in or out of a tokio runtime) and
+    /// returns at once.
     ///
     /// An [`HttpProxy`](crate::ArtifactKind::HttpProxy) artifact is served on the
     /// spec's listeners until [`RunHandle::shutdown`] or [`RunHandle::stop`]; each
@@ -41,12 +45,20 @@ impl Runtime {
     /// policy and memory limit (stdin is closed). Any other artifact runs once, and
     /// the spec's listeners, if any, are closed at once.
     ///
-    /// Errors are about setting up (a preopen that cannot be opened, no tokio
-    /// runtime, an artifact from another `Runtime`, a proxy without listeners);
-    /// everything after that — instantiation traps, exits, memory exhaustion — is the
-    /// handle's [`ExitStatus`]. The task runs in the caller's tracing span.
+    /// Every instance of the run (each request's, for a server) charges its memory and
+    /// CPU to the spec's [`Cgroup`](crate::Cgroup), or to a new group directly under the
+    /// node's root group when the spec has none.
+    ///
+    /// Errors are about setting up (a preopen that cannot be opened, an artifact from
+    /// another `Runtime`, a proxy without listeners); everything after that —
+    /// instantiation traps, exits, memory exhaustion — is the handle's [`ExitStatus`].
+    /// The task runs in the caller's tracing span and logs to the caller's subscriber.
     pub fn run(&self, artifact: &Artifact, mut spec: RunSpec) -> Result<RunHandle> {
-        let tokio = tokio::runtime::Handle::try_current().map_err(|_| Error::NoTokioRuntime)?;
+        let guests = self.inner.guests.handle();
+        // What setting up spawns (the stdio tasks, the server) lands on the guest threads too.
+        let _entered = guests.enter();
+        let cgroup = spec.cgroup.take().unwrap_or_else(|| self.cgroup(CgroupSpec::default()));
+        let usage = Arc::new(Usage::default());
         let compiled = Arc::clone(&artifact.compiled);
         let foreign = || Error::ForeignArtifact { digest: compiled.digest.clone() };
         if let Entry::Proxy(pre) = &compiled.entry {
@@ -55,10 +67,15 @@ impl Runtime {
                 return Err(foreign());
             }
             let ticker = Arc::clone(&http.ticker);
-            let (task, control) =
-                serve::start(&tokio, &http.engine, &compiled.digest, pre.clone(), spec, ticker)?;
-            // Request instances come and go: their use is not metered yet (zeros).
-            let usage = Arc::default();
+            let (task, control) = serve::start(
+                guests,
+                &http.engine,
+                &compiled.digest,
+                pre.clone(),
+                spec,
+                ticker,
+                Meter { usage: Arc::clone(&usage), cgroup },
+            )?;
             return Ok(RunHandle { task, status: None, control: Some(control), usage });
         }
         if !Engine::same(&compiled.engine, &self.inner.engine) {
@@ -66,13 +83,14 @@ impl Runtime {
         }
         let ticker = Arc::clone(&self.inner.ticker);
         drop(std::mem::take(&mut spec.listeners));
-        let usage = Arc::new(Usage::default());
-        let limiter = MemoryLimiter::new(spec.memory_limit).metered(Arc::clone(&usage));
+        let limiter =
+            MemoryLimiter::new(spec.memory_limit).metered(Arc::clone(&usage)).charging(cgroup.clone());
         let (wasi, outputs) = wasi_context(spec)?;
         let host = Host::new(wasi, limiter, self.inner.ticker.activity());
-        let store = new_store(&self.inner.engine, host);
-        let guest = Metered::new(guest(store, compiled, outputs, ticker), Arc::clone(&usage));
-        let task = tokio.spawn(guest.instrument(tracing::Span::current()));
+        let store = new_store(&self.inner.engine, host, cgroup.clone());
+        let meter = Meter { usage: Arc::clone(&usage), cgroup };
+        let guest = Metered::new(guest(store, compiled, outputs, ticker), meter);
+        let task = guests.spawn(guest.instrument(tracing::Span::current()).with_current_subscriber());
         Ok(RunHandle { task, status: None, control: None, usage })
     }
 }
@@ -130,13 +148,14 @@ fn host_path(host: &HostDir) -> PathBuf {
     }
 }
 
-/// A store that yields to tokio every epoch tick and enforces the memory limit.
-fn new_store(engine: &Engine, host: Host) -> Store<Host> {
+/// A store that enforces the memory limits and yields to tokio every few epoch ticks (its
+/// group's CPU weight), sleeping while its group is over its CPU quota.
+fn new_store(engine: &Engine, host: Host, cgroup: Cgroup) -> Store<Host> {
     let mut store = Store::new(engine, host);
     store.limiter(|host| &mut host.limiter);
     crate::ticker::track_wasm(&mut store);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_async_yield_and_update(1);
+    store.set_epoch_deadline(cgroup.ticks());
+    store.epoch_deadline_callback(move |ctx| Ok(cpu::epoch_yield(&cgroup, &ctx.data().in_wasm)));
     store
 }
 
@@ -154,7 +173,7 @@ async fn guest(
         // `Runtime::run` serves proxies; they never reach this task.
         Entry::Proxy(_) => Err(wasmtime::Error::msg("an HTTP proxy is served, not run")),
     };
-    let status = ExitStatus::from_run(result, store.data().limiter.exceeded);
+    let status = ExitStatus::from_run(result, store.data().limiter.refused.as_ref());
     drop(store);
     drain(&outputs).await;
     tracing::debug!(digest = %compiled.digest, %status, "guest finished");
@@ -240,8 +259,9 @@ impl RunHandle {
         }
     }
 
-    /// What the run uses now: its guest's CPU time and memory (zeros for an HTTP
-    /// server, whose request instances are not metered yet).
+    /// What the run uses now: its guest's CPU time and memory; for an HTTP server, the
+    /// sum over its request instances (the CPU time of all of them so far, the memory
+    /// of those running). Memory goes back to zero when the guest ends.
     pub fn usage(&self) -> Arc<Usage> {
         Arc::clone(&self.usage)
     }

@@ -1,6 +1,6 @@
 //! [`Runtime`]: the one wasmtime engine per process, its linkers (preview1 modules,
-//! commands, HTTP proxies), its epoch ticker and its two compile caches (in memory by
-//! digest, on disk by digest and engine hash).
+//! commands, HTTP proxies), its epoch ticker, its guest threads, the node's root cgroup
+//! and its two compile caches (in memory by digest, on disk by digest and engine hash).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,6 +19,7 @@ use crate::cache::{Cached, DiskCache};
 use crate::cgroup::{Cgroup, CgroupSpec};
 use crate::engines::{DEFAULT_HTTP_POOL, HttpEngine, main_engine};
 use crate::error::{Error, Result, boxed};
+use crate::guests::{DEFAULT_GUEST_BLOCKING_THREADS, GuestThreads};
 use crate::host::Host;
 use crate::ticker::Ticker;
 
@@ -36,6 +37,7 @@ pub struct RuntimeBuilder {
     http_pool: u32,
     memory_budget: Option<u64>,
     guest_threads: Option<usize>,
+    guest_blocking_threads: usize,
 }
 
 impl RuntimeBuilder {
@@ -51,7 +53,12 @@ impl RuntimeBuilder {
     ///
     /// * memory budget: none — every guest's memory together is bounded only by the
     ///   cgroups runs are given
-    /// * guest threads: one per CPU — guests run on these threads, never on the caller's
+    /// * guest threads: one per CPU (`std::thread::available_parallelism`) — guests run
+    ///   on these threads (a tokio runtime the `Runtime` owns), never on the caller's,
+    ///   at nice +[`GUEST_NICE`](crate::GUEST_NICE) (10) relative to the thread that
+    ///   calls `build`
+    /// * guest blocking threads: at most [`DEFAULT_GUEST_BLOCKING_THREADS`] (64) — the
+    ///   guests' file I/O
     ///
     /// [`RunHandle::stop`]: crate::RunHandle::stop
     pub fn new() -> Self {
@@ -61,6 +68,7 @@ impl RuntimeBuilder {
             http_pool: DEFAULT_HTTP_POOL,
             memory_budget: None,
             guest_threads: None,
+            guest_blocking_threads: DEFAULT_GUEST_BLOCKING_THREADS,
         }
     }
 
@@ -71,9 +79,17 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Sets how many threads run guests (at least 1).
+    /// Sets how many threads run guests (at least 1). Guests that want more CPU than
+    /// these threads give wait their turn (see
+    /// [`CgroupSpec::cpu_request_millis`](crate::CgroupSpec::cpu_request_millis)).
     pub fn guest_threads(mut self, n: usize) -> Self {
         self.guest_threads = Some(n.max(1));
+        self
+    }
+
+    /// Caps the threads that run the guests' file I/O at once (at least 1).
+    pub fn guest_blocking_threads(mut self, n: usize) -> Self {
+        self.guest_blocking_threads = n.max(1);
         self
     }
 
@@ -99,7 +115,8 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Creates the engine, the linkers, the cache directory and the ticker thread.
+    /// Creates the engine, the linkers, the cache directory, the ticker thread and the
+    /// guest threads.
     pub fn build(self) -> Result<Runtime> {
         let engine = main_engine()?;
         let mut module_linker = Linker::new(&engine);
@@ -111,8 +128,13 @@ impl RuntimeBuilder {
             .map_err(|err| Error::EngineCreate(boxed(err)))?;
         let disk = self.cache_dir.map(|dir| DiskCache::open(dir, &engine)).transpose()?;
         let ticker = Arc::new(Ticker::start(engine.clone(), self.epoch_tick)?);
+        let workers = self
+            .guest_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+        let guests = GuestThreads::start(workers, self.guest_blocking_threads)?;
         Ok(Runtime {
             inner: Arc::new(Inner {
+                guests,
                 engine,
                 module_linker,
                 component_linker,
@@ -146,13 +168,17 @@ pub struct CacheStats {
     pub memory_hits: u64,
 }
 
-/// The wasmtime host. Cheap to clone; all clones share one engine.
+/// The wasmtime host. Cheap to clone; all clones share one engine and one set of guest
+/// threads. Dropping the last clone stops every guest still running (their handles'
+/// `wait` returns [`ExitStatus::Stopped`](crate::ExitStatus::Stopped)); it never blocks.
 #[derive(Clone)]
 pub struct Runtime {
     pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
+    /// Where every guest runs. First, so that it is shut down first.
+    pub(crate) guests: GuestThreads,
     pub(crate) engine: Engine,
     module_linker: Linker<Host>,
     component_linker: ComponentLinker<Host>,

@@ -8,7 +8,7 @@
 //! guests, or none, cost no wake-ups at all.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::SeqCst};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
@@ -91,38 +91,91 @@ pub(crate) struct Activity {
 
 /// The part of a store's data that follows its guest in and out of wasm. Dropped with the
 /// store, so a guest stopped in the middle of wasm is not counted for ever.
+///
+/// A guest that sleeps in an epoch yield (throttled for CPU, see `cgroup::cpu`) is still
+/// "in wasm" for its store, but executes nothing: a [`Pause`] lends its count away for the
+/// sleep, so that the ticker may park when every such guest sleeps. The state is shared
+/// with the pause so that whichever of the two ends first settles the count exactly once,
+/// whatever order they are dropped in.
 pub(crate) struct InWasm {
     activity: Activity,
-    inside: bool,
+    state: Arc<AtomicU8>,
 }
+
+/// [`InWasm`] states.
+const OUTSIDE: u8 = 0;
+const INSIDE: u8 = 1;
+/// Inside, with the count lent to a [`Pause`].
+const LENT: u8 = 2;
 
 impl InWasm {
     pub(crate) fn new(activity: Activity) -> Self {
-        InWasm { activity, inside: false }
+        InWasm { activity, state: Arc::new(AtomicU8::new(OUTSIDE)) }
     }
 
     fn set(&mut self, inside: bool) {
-        if inside == self.inside {
-            return;
-        }
-        self.inside = inside;
-        let shared = &self.activity.shared;
         if inside {
-            shared.in_wasm.fetch_add(1, SeqCst);
-            if shared.parked.load(SeqCst)
-                && let Some(thread) = &self.activity.thread
-            {
-                thread.unpark();
+            if self.state.compare_exchange(OUTSIDE, INSIDE, SeqCst, SeqCst).is_ok() {
+                self.activity.enter();
             }
-        } else {
-            shared.in_wasm.fetch_sub(1, SeqCst);
+        } else if self.state.swap(OUTSIDE, SeqCst) == INSIDE {
+            self.activity.shared.in_wasm.fetch_sub(1, SeqCst);
         }
+    }
+
+    /// What a future running in this store's epoch yield pauses the count with.
+    pub(crate) fn pauser(&self) -> Pauser {
+        Pauser { activity: self.activity.clone(), state: Arc::clone(&self.state) }
     }
 }
 
 impl Drop for InWasm {
     fn drop(&mut self) {
         self.set(false);
+    }
+}
+
+impl Activity {
+    fn enter(&self) {
+        self.shared.in_wasm.fetch_add(1, SeqCst);
+        if self.shared.parked.load(SeqCst)
+            && let Some(thread) = &self.thread
+        {
+            thread.unpark();
+        }
+    }
+}
+
+/// Lends a store's in-wasm count away while its guest sleeps in an epoch yield.
+pub(crate) struct Pauser {
+    activity: Activity,
+    state: Arc<AtomicU8>,
+}
+
+impl Pauser {
+    /// Stops counting the store as in wasm until the [`Pause`] is dropped (nothing if the
+    /// store is not in wasm, or already paused).
+    pub(crate) fn pause(&self) -> Pause<'_> {
+        let lent = self.state.compare_exchange(INSIDE, LENT, SeqCst, SeqCst).is_ok();
+        if lent {
+            self.activity.shared.in_wasm.fetch_sub(1, SeqCst);
+        }
+        Pause { pauser: self, lent }
+    }
+}
+
+/// A store's in-wasm count lent away; given back (waking the ticker) when dropped.
+pub(crate) struct Pause<'a> {
+    pauser: &'a Pauser,
+    lent: bool,
+}
+
+impl Drop for Pause<'_> {
+    fn drop(&mut self) {
+        let state = &self.pauser.state;
+        if self.lent && state.compare_exchange(LENT, INSIDE, SeqCst, SeqCst).is_ok() {
+            self.pauser.activity.enter();
+        }
     }
 }
 
@@ -174,5 +227,34 @@ mod tests {
         a.set(true);
         assert!(ticks_over(&ticks, 50) > 5, "woken again");
         drop(ticker); // stops and joins while a guest is in wasm
+    }
+
+    #[test]
+    fn a_paused_guest_lets_the_ticker_park_and_is_counted_once() {
+        let (ticker, ticks) = counting();
+        let count = || ticker.shared.in_wasm.load(SeqCst);
+        let mut a = InWasm::new(ticker.activity());
+        a.set(true);
+        let pauser = a.pauser();
+        {
+            let _pause = pauser.pause();
+            assert_eq!(count(), 0);
+            assert!(!pauser.pause().lent, "already paused");
+            std::thread::sleep(Duration::from_millis(10));
+            assert_eq!(ticks_over(&ticks, 50), 0, "a sleeping guest: no ticks");
+        }
+        assert_eq!(count(), 1, "the pause gave the count back");
+        assert!(ticks_over(&ticks, 50) > 5, "running again: ticks");
+        // The store goes while paused (a stopped guest), then the pause: counted once.
+        let pause = pauser.pause();
+        drop(a);
+        assert_eq!(count(), 0);
+        drop(pause);
+        assert_eq!(count(), 0);
+        // A store not in wasm cannot be paused.
+        let b = InWasm::new(ticker.activity());
+        let pauser = b.pauser();
+        drop(pauser.pause());
+        assert_eq!(count(), 0);
     }
 }

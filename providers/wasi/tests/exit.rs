@@ -2,10 +2,13 @@
 
 mod common;
 
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use common::{exit_module, grow_module, isolated, load, loop_module, runtime, wait_for, wat};
-use krustlet_wasi_provider::{ExitStatus, RunSpec};
+use common::{exit_module, grow_module, isolated, load, loop_module, runtime, sleep_module, wait_for, wat};
+use krustlet_wasi_provider::{CgroupSpec, ExitStatus, RunSpec, Runtime};
 
 #[tokio::test]
 async fn proc_exit_code_is_reported() {
@@ -61,7 +64,8 @@ async fn growing_past_the_memory_limit_is_out_of_memory() {
     let spec = RunSpec::new().memory_limit(1 << 20);
     let mut handle = runtime.run(&artifact, spec).unwrap();
     let status = wait_for(&mut handle, 10).await;
-    assert_eq!(status, ExitStatus::OutOfMemory);
+    let ExitStatus::OutOfMemory { message } = &status else { panic!("{status:?}") };
+    assert!(message.contains("would pass its memory limit of 1048576 bytes"), "{message}");
     assert_eq!(status.code(), 137);
 }
 
@@ -81,7 +85,8 @@ async fn growing_a_table_past_the_memory_limit_is_out_of_memory() {
     let artifact = load(&runtime, &table);
     let spec = RunSpec::new().memory_limit(64 << 20);
     let mut handle = runtime.run(&artifact, spec).unwrap();
-    assert_eq!(wait_for(&mut handle, 10).await, ExitStatus::OutOfMemory);
+    let status = wait_for(&mut handle, 10).await;
+    assert!(matches!(status, ExitStatus::OutOfMemory { .. }), "{status:?}");
 }
 
 #[tokio::test]
@@ -90,7 +95,8 @@ async fn initial_memory_over_the_limit_is_out_of_memory() {
     let artifact = load(&runtime, &grow_module(100, 0));
     let spec = RunSpec::new().memory_limit(1 << 20);
     let mut handle = runtime.run(&artifact, spec).unwrap();
-    assert_eq!(wait_for(&mut handle, 10).await, ExitStatus::OutOfMemory);
+    let status = wait_for(&mut handle, 10).await;
+    assert!(matches!(status, ExitStatus::OutOfMemory { .. }), "{status:?}");
 }
 
 #[tokio::test]
@@ -165,36 +171,91 @@ async fn stop_after_exit_keeps_the_real_status_and_wait_repeats_it() {
     assert_eq!(wait_for(&mut handle, 1).await, ExitStatus::Exited(7));
 }
 
-/// A busy guest must yield to the executor: on a single-threaded runtime, a timer
-/// still fires while it spins.
+/// A busy guest must yield: on a single guest thread, another guest's timer still fires
+/// while it spins.
 #[test]
-fn busy_guest_yields_on_a_current_thread_runtime() {
+fn busy_guest_yields_to_another_on_one_guest_thread() {
     let status = isolated(0, 10, || async {
-        let runtime = runtime();
-        let artifact = load(&runtime, &loop_module());
-        let mut handle = runtime.run(&artifact, RunSpec::new()).unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        handle.stop();
-        handle.wait().await
+        let runtime = Runtime::builder().guest_threads(1).build().unwrap();
+        let spinner = runtime.run(&load(&runtime, &loop_module()), RunSpec::new()).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut sleeper = runtime.run(&load(&runtime, &sleep_module(20_000_000)), RunSpec::new()).unwrap();
+        let status = wait_for(&mut sleeper, 5).await;
+        assert!(!spinner.is_finished());
+        status
     });
-    assert_eq!(status, ExitStatus::Stopped);
+    assert_eq!(status, ExitStatus::Exited(0));
 }
 
 #[test]
 fn dropping_the_handle_stops_the_guest() {
-    let busy = isolated(0, 10, || async {
+    let (before, after) = isolated(0, 10, || async {
         let runtime = runtime();
         let artifact = load(&runtime, &loop_module());
-        let handle = runtime.run(&artifact, RunSpec::new()).unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let cgroup = runtime.cgroup(CgroupSpec::default());
+        let handle = runtime.run(&artifact, RunSpec::new().cgroup(cgroup.clone())).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
         drop(handle);
-        // A guest still running would spin on this very thread between its epoch
-        // yields; a stopped one leaves the thread idle while we sleep.
-        let before = cpu_time();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = cgroup.cpu_nanos();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        cpu_time() - before
+        (before, cgroup.cpu_nanos())
     });
-    assert!(busy < Duration::from_millis(150), "guest kept running: {busy:?} of CPU in 300 ms");
+    assert!(before > 0, "the guest never ran");
+    assert_eq!(after, before, "the guest kept running after its handle was dropped");
+}
+
+/// Guests run on the runtime's own threads: a spinning guest costs the caller's thread
+/// (here a current-thread tokio runtime, on which it ran before) nothing, and its
+/// stdio task runs on a guest thread, at a lower priority.
+#[test]
+fn a_guest_never_runs_on_the_callers_thread() {
+    let (caller, guest, writer) = isolated(0, 10, || async {
+        let runtime = runtime();
+        let out = ThreadOfWrites::default();
+        let spin = wat(r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 16) "x")
+            (func (export "_start")
+              (i32.store (i32.const 0) (i32.const 16))
+              (i32.store (i32.const 4) (i32.const 1))
+              (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+              (loop $forever (br $forever))))"#);
+        let handle = runtime.run(&load(&runtime, &spin), RunSpec::new().stdout(out.clone())).unwrap();
+        let start = cpu_time();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let caller = cpu_time() - start;
+        let guest = Duration::from_nanos(handle.usage().cpu_nanos());
+        (caller, guest, out.0.lock().unwrap().clone())
+    });
+    assert!(guest > Duration::from_millis(200), "the guest hardly ran: {guest:?}");
+    assert!(caller < Duration::from_millis(100), "the caller's thread ran {caller:?} (guest {guest:?})");
+    let (name, nice) = writer.expect("the guest wrote");
+    assert!(name.starts_with("wasi-guest-"), "{name}");
+    let own = rustix::process::getpriority_process(None).unwrap();
+    assert_eq!(nice, (own + krustlet_wasi_provider::GUEST_NICE).min(19));
+}
+
+/// Records the name and nice value of the thread that writes.
+#[derive(Clone, Default)]
+struct ThreadOfWrites(Arc<Mutex<Option<(String, i32)>>>);
+
+impl tokio::io::AsyncWrite for ThreadOfWrites {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let name = std::thread::current().name().unwrap_or("").to_owned();
+        let nice = rustix::process::getpriority_process(None).unwrap();
+        *self.0.lock().unwrap() = Some((name, nice));
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// CPU time of the calling thread.

@@ -68,12 +68,17 @@ fn digests_that_cannot_name_a_file_are_refused() {
     }
 }
 
+/// Guests run on the runtime's own threads: `run` needs no tokio runtime, and `wait`
+/// works from any executor.
 #[test]
-fn run_outside_tokio_is_an_error() {
+fn run_outside_tokio_works() {
     let runtime = runtime();
     let artifact = load(&runtime, &fixture("hello.wat"));
-    let err = runtime.run(&artifact, RunSpec::new()).unwrap_err();
-    assert!(matches!(err, Error::NoTokioRuntime), "{err:?}");
+    let out = Capture::default();
+    let mut handle = runtime.run(&artifact, RunSpec::new().stdout(out.clone())).unwrap();
+    let waiter = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    assert_eq!(waiter.block_on(wait_for(&mut handle, 10)), ExitStatus::Exited(0));
+    assert!(!out.text().is_empty());
 }
 
 #[tokio::test]

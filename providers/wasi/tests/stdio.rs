@@ -97,3 +97,27 @@ async fn stdin_written_while_running_is_echoed() {
     assert_eq!(wait_for(&mut handle, 10).await, ExitStatus::Exited(0));
     assert_eq!(out.text(), "ping\npong\n");
 }
+
+/// Guests run on the runtime's own threads, but their stdio may be the caller's I/O types,
+/// registered with the caller's tokio runtime (here sockets of a current-thread runtime).
+#[tokio::test]
+async fn stdio_of_the_callers_runtime_works() {
+    let runtime = runtime();
+    let artifact = load(&runtime, &fixture("cat.wat"));
+    let (mut input, guest_stdin) = tokio::net::UnixStream::pair().unwrap();
+    let (guest_stdout, mut output) = tokio::net::UnixStream::pair().unwrap();
+    let spec = RunSpec::new().stdin(guest_stdin).stdout(guest_stdout);
+    let mut handle = runtime.run(&artifact, spec).unwrap();
+    input.write_all(b"ping\n").await.unwrap();
+    let mut line = [0; 5];
+    tokio::time::timeout(std::time::Duration::from_secs(10), output.read_exact(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&line, b"ping\n");
+    drop(input);
+    assert_eq!(wait_for(&mut handle, 10).await, ExitStatus::Exited(0));
+    let mut rest = Vec::new();
+    output.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+}

@@ -5,21 +5,23 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::{Resource, ResourceTable};
-use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use super::Server;
 use super::stats::{HttpStats, InFlight};
+use crate::cgroup::cpu;
 use crate::error::Result;
-use crate::host::{MemoryLimiter, ProxyHost};
+use crate::host::{MemoryLimiter, OutOfMemory as MemoryRefusal, ProxyHost};
 use crate::net::NetworkPolicy;
 use crate::outgoing::Outgoing;
 use crate::output::SharedOutput;
 use crate::run::add_preopens;
 use crate::spec::Preopen;
 use crate::ticker::{Activity, InWasm};
+use crate::usage::Meter;
 
 /// What every request's store is made from: the spec, minus what only one run can own.
 pub(crate) struct Template {
@@ -34,6 +36,8 @@ pub(crate) struct Template {
     pub(crate) stderr: SharedOutput,
     /// The engine's ticker, told when a request's guest is in wasm.
     pub(crate) activity: Activity,
+    /// The run's usage and cgroup: every request's memory and CPU are counted there.
+    pub(crate) meter: Meter,
 }
 
 /// Handles (streams, sockets, outgoing requests, fields, ...) one request's instance
@@ -47,8 +51,10 @@ const MAX_HANDLES: usize = 1024;
 pub(crate) struct DeadlineExceeded;
 
 impl Template {
-    /// A store for one request: its own WASI context, memory limiter and deadline. The
-    /// instance yields to tokio at every epoch tick and traps once `deadline` passed.
+    /// A store for one request: its own WASI context, memory limiter (its own cap, and
+    /// the run's cgroup chain) and deadline. The instance yields to tokio every few epoch
+    /// ticks (the cgroup's CPU weight), sleeps there while the cgroup is over its CPU
+    /// quota, and traps once `deadline` passed.
     pub(crate) fn store(&self, engine: &Engine, deadline: Instant) -> Result<Store<ProxyHost>> {
         let mut builder = WasiCtxBuilder::new();
         builder.args(&self.argv).envs(&self.env);
@@ -62,18 +68,21 @@ impl Template {
             wasi: builder.build(),
             http: WasiHttpCtx::new(),
             hooks: Outgoing,
-            limiter: MemoryLimiter::new(self.memory_limit),
+            limiter: MemoryLimiter::new(self.memory_limit)
+                .metered(Arc::clone(&self.meter.usage))
+                .charging(self.meter.cgroup.clone()),
             in_wasm: InWasm::new(self.activity.clone()),
         };
         let mut store = Store::new(engine, host);
         store.limiter(|host| &mut host.limiter);
         crate::ticker::track_wasm(&mut store);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
+        let cgroup = self.meter.cgroup.clone();
+        store.set_epoch_deadline(cgroup.ticks());
+        store.epoch_deadline_callback(move |ctx| {
             if Instant::now() >= deadline {
                 Err(wasmtime::Error::new(DeadlineExceeded))
             } else {
-                Ok(UpdateDeadline::Yield(1))
+                Ok(cpu::epoch_yield(&cgroup, &ctx.data().in_wasm))
             }
         });
         Ok(store)
@@ -87,8 +96,11 @@ pub(crate) enum Outcome {
     Finished,
     /// It trapped, failed in a host call, or could not be instantiated.
     Trapped(String),
-    /// It grew past its memory limit.
+    /// It grew past its own memory limit (the spec's, per instance).
     OutOfMemory,
+    /// Its run's cgroup (the pod's limit) or the node's budget refused it memory, when
+    /// it was instantiated or as it grew.
+    OverMemory(MemoryRefusal),
     /// It ran past the request timeout.
     TimedOut,
     /// The node-wide pool of request instances was full: it never started.
@@ -104,6 +116,10 @@ impl Outcome {
             Outcome::Finished => "the guest returned without sending a response\n",
             Outcome::Trapped(_) => "the guest trapped\n",
             Outcome::OutOfMemory => "the guest ran out of memory\n",
+            Outcome::OverMemory(MemoryRefusal::Node { .. }) => {
+                "the node's memory budget for guests is reached\n"
+            }
+            Outcome::OverMemory(_) => "the pod's memory limit is reached\n",
             Outcome::TimedOut => "the guest ran past the request timeout\n",
             Outcome::PoolFull => "too many requests in flight on this node\n",
             Outcome::Cut => "the server is shutting down\n",
@@ -136,15 +152,16 @@ pub(crate) async fn run(
             result = tokio::time::timeout_at(deadline.into(), handle) => result,
         }
     };
-    let outcome = match result {
-        Err(_elapsed) => Outcome::TimedOut,
-        Ok(Ok(())) => Outcome::Finished,
-        Ok(Err(_)) if store.data().limiter.exceeded => Outcome::OutOfMemory,
-        Ok(Err(err)) if err.downcast_ref::<DeadlineExceeded>().is_some() => Outcome::TimedOut,
-        Ok(Err(err)) if err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+    let outcome = match (result, store.data().limiter.refused.clone()) {
+        (Err(_elapsed), _) => Outcome::TimedOut,
+        (Ok(Ok(())), _) => Outcome::Finished,
+        (Ok(Err(_)), Some(MemoryRefusal::Store { .. })) => Outcome::OutOfMemory,
+        (Ok(Err(_)), Some(refused)) => Outcome::OverMemory(refused),
+        (Ok(Err(err)), None) if err.downcast_ref::<DeadlineExceeded>().is_some() => Outcome::TimedOut,
+        (Ok(Err(err)), None) if err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
             Outcome::PoolFull
         }
-        Ok(Err(err)) => Outcome::Trapped(format!("{err:?}")),
+        (Ok(Err(err)), None) => Outcome::Trapped(format!("{err:?}")),
     };
     drop(store);
     let stats = &server.stats;
@@ -163,6 +180,10 @@ pub(crate) async fn run(
             HttpStats::count(&stats.out_of_memory);
             tracing::warn!(digest, limit = ?server.template.memory_limit,
                 "HTTP request failed: the guest ran out of memory");
+        }
+        Outcome::OverMemory(refused) => {
+            HttpStats::count(&stats.over_memory);
+            tracing::debug!(digest, %refused, "HTTP request refused: its instance was refused memory");
         }
         Outcome::TimedOut => {
             HttpStats::count(&stats.timed_out);

@@ -34,6 +34,7 @@ use crate::host::ProxyHost;
 use crate::output::{SharedOutput, Writer};
 use crate::spec::RunSpec;
 use crate::ticker::Ticker;
+use crate::usage::Meter;
 use instance::Template;
 
 /// Default time one request's instance may run: [`HttpLimits::default`].
@@ -105,8 +106,8 @@ pub(crate) struct Server {
     pub(crate) cut: CancellationToken,
 }
 
-/// Starts serving `pre` on the spec's listeners (at least one); returns the server task
-/// and its control.
+/// Starts serving `pre` on the spec's listeners (at least one) on `tokio`; returns the
+/// server task and its control. Every request's instance is metered into `meter`.
 pub(crate) fn start(
     tokio: &tokio::runtime::Handle,
     engine: &Engine,
@@ -114,6 +115,7 @@ pub(crate) fn start(
     pre: ProxyPre<ProxyHost>,
     spec: RunSpec,
     ticker: Arc<Ticker>,
+    meter: Meter,
 ) -> Result<(tokio::task::JoinHandle<ExitStatus>, Control)> {
     if spec.listeners.is_empty() {
         return Err(Error::NoListener { digest: digest.to_owned() });
@@ -132,6 +134,7 @@ pub(crate) fn start(
         stdout,
         stderr,
         activity: ticker.activity(),
+        meter,
     };
     // A preopen that cannot be opened would fail every request: fail here instead.
     template.store(engine, std::time::Instant::now())?;
@@ -155,9 +158,11 @@ pub(crate) fn start(
         cut: CancellationToken::new(),
     });
     let (shutdown, requested) = watch::channel(None);
-    let task = tokio.spawn(tracing::Instrument::instrument(
-        serve(server, listeners, requested, outputs, ticker),
-        tracing::Span::current(),
+    let task = tokio.spawn(tracing::instrument::WithSubscriber::with_current_subscriber(
+        tracing::Instrument::instrument(
+            serve(server, listeners, requested, outputs, ticker),
+            tracing::Span::current(),
+        ),
     ));
     Ok((task, Control { shutdown: Arc::new(shutdown), stats }))
 }

@@ -1,5 +1,6 @@
 //! One HTTP request: a place under the concurrency cap (else 503), a new store and
-//! instance, and the guest's response (else a 500 saying why there is none).
+//! instance, metered into the run's usage and cgroup, and the guest's response (else a
+//! 500 or 503 saying why there is none).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +15,9 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
 use super::instance::{self, Outcome};
 use super::{HttpStats, Server};
+use tracing::instrument::WithSubscriber;
+
+use crate::usage::Metered;
 
 /// Answers one request.
 pub(crate) async fn handle(server: &Arc<Server>, request: hyper::Request<Incoming>) -> Response<WasiBody> {
@@ -41,15 +45,9 @@ pub(crate) async fn handle(server: &Arc<Server>, request: hyper::Request<Incomin
         Ok(resources) => resources,
         Err(err) => return failed(server, &format!("passing the request to the guest: {err:?}")),
     };
-    let guest = server.tracker.spawn(instance::run(
-        Arc::clone(server),
-        store,
-        request,
-        response,
-        started,
-        deadline,
-        slot,
-    ));
+    let instance = instance::run(Arc::clone(server), store, request, response, started, deadline, slot);
+    let metered = Metered::new(instance, server.template.meter.clone());
+    let guest = server.tracker.spawn(metered.with_current_subscriber());
     match receiver.await {
         Ok(Ok(response)) => response,
         Ok(Err(code)) => guest_error(server, &code),
@@ -60,7 +58,7 @@ pub(crate) async fn handle(server: &Arc<Server>, request: hyper::Request<Incomin
                 tracing::warn!(digest = %server.digest, "HTTP request failed: the guest sent no response");
             }
             let status = match outcome {
-                Outcome::Cut | Outcome::PoolFull => StatusCode::SERVICE_UNAVAILABLE,
+                Outcome::Cut | Outcome::PoolFull | Outcome::OverMemory(_) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             plain(status, outcome.explain())

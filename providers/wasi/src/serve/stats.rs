@@ -11,8 +11,13 @@ pub struct HttpStats {
     /// Requests whose instance trapped, failed in a host call, failed to instantiate,
     /// or ended without a response: a 500 (when no response had been sent yet).
     pub trapped: AtomicU64,
-    /// Requests whose instance ran out of its memory limit: a 500.
+    /// Requests whose instance ran out of its own memory limit (the spec's, per
+    /// instance): a 500.
     pub out_of_memory: AtomicU64,
+    /// Requests whose instance the run's cgroup (the pod's memory limit, shared by all
+    /// its instances) or the node's memory budget refused memory, at instantiation or as
+    /// it grew: a 503 (when no response had been sent yet; else the body is cut).
+    pub over_memory: AtomicU64,
     /// Requests whose instance ran past the request timeout: a 500.
     pub timed_out: AtomicU64,
     /// Requests refused with a 503 because the concurrency cap, the connection cap or
@@ -36,6 +41,8 @@ pub struct HttpStatsSnapshot {
     pub trapped: u64,
     /// See [`HttpStats::out_of_memory`].
     pub out_of_memory: u64,
+    /// See [`HttpStats::over_memory`].
+    pub over_memory: u64,
     /// See [`HttpStats::timed_out`].
     pub timed_out: u64,
     /// See [`HttpStats::over_capacity`].
@@ -56,6 +63,7 @@ impl HttpStats {
             requests: read(&self.requests),
             trapped: read(&self.trapped),
             out_of_memory: read(&self.out_of_memory),
+            over_memory: read(&self.over_memory),
             timed_out: read(&self.timed_out),
             over_capacity: read(&self.over_capacity),
             in_flight: read(&self.in_flight),
