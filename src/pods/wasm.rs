@@ -220,6 +220,7 @@ impl Running for WasmRun {
                 out_of_memory: s.out_of_memory,
                 timed_out: s.timed_out,
                 over_capacity: s.over_capacity,
+                over_memory: s.over_memory,
                 in_flight: s.in_flight,
             }
         }))
