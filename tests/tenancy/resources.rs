@@ -1,9 +1,9 @@
 //! The node's resources, provoked from outside: a busy guest under `limits.cpu`, a wasi:http
 //! pod under `limits.memory` flooded with requests that allocate, exec instances inside
 //! their container's limit, a node whose `--system-reserved` leaves 1Gi (its allocatable,
-//! a guest refused at its budget, eviction under memory pressure), an annotation above the
-//! node's ceiling, and an agent the kernel OOM-kills in a small cgroup. Agent ports
-//! 10515-10529.
+//! admission of a pod bound past the scheduler, a guest refused at its budget, eviction
+//! under memory pressure), an annotation above the node's ceiling, and an agent the kernel
+//! OOM-kills in a small cgroup. Agent ports 10515-10529.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -232,6 +232,22 @@ fn a_node_with_1gi_left_reports_it_refuses_guests_past_it_and_evicts_best_effort
     let expected = capacity.saturating_sub(reserved).saturating_sub(100 << 20);
     assert_eq!(bytes(&status["allocatable"]["memory"]), expected / 1024 * 1024, "{status:#}");
 
+    // Bound by nodeName, past the scheduler: the node's admission refuses what does not fit.
+    let big = name("big");
+    let mut p = pod(&big, &node.name, &image(cluster, "tool"));
+    p["spec"]["nodeName"] = json!(node.name);
+    p["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "2Gi"}});
+    cluster.apply(&p);
+    let rejected = cluster.wait_pod(&big, "rejected", Duration::from_secs(60), |p| phase(p) == "Failed");
+    assert_eq!(rejected["status"]["reason"], "OutOfmemory", "{:#}", rejected["status"]);
+    let message = rejected["status"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.starts_with(
+            "Pod Node didn't have enough resource: memory, requested: 2147483648, used: 0, capacity: "
+        ),
+        "{message}"
+    );
+
     // A guest allowed 2Gi by its own limit is refused at the node's budget, and the agent lives.
     let hog = name("hog");
     let mut p = pod(&hog, &node.name, &image(cluster, "hog"));
@@ -273,7 +289,7 @@ fn a_node_with_1gi_left_reports_it_refuses_guests_past_it_and_evicts_best_effort
     let g = cluster.get_json(&["pod", &guaranteed, "-n", "default"]).unwrap();
     assert_eq!((phase(&g), &main_status(&g)["restartCount"]), ("Running", &json!(0)), "{:#}", g["status"]);
     assert!(node.agent_alive());
-    delete(cluster, &[&hog, &guaranteed, &best_effort]);
+    delete(cluster, &[&big, &hog, &guaranteed, &best_effort]);
 }
 
 /// A memory cgroup of `bytes` this test makes (as root), removed when dropped.
