@@ -53,6 +53,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             .map_err(|e| AgentError::ManifestDir { path: path.clone(), why: e.to_string() })?;
     }
     info!(node = %cfg.node_name, node_ip = %cfg.node_ip, data_dir = %cfg.data_dir.display(), "starting krustlet-wasi");
+    // Recorded until `run` returns; a kernel OOM kill leaves it for the next start to see.
+    let (_agent_run, agent_oom_killed) = node::oom::AgentRun::begin(&cfg.data_dir);
+    if let Some(how) = &agent_oom_killed {
+        warn!(
+            "the previous agent was killed for lack of memory ({how}): its pods' running containers are charged as OOMKilled"
+        );
+    }
     raise_open_files_limit();
     let memory_medium = crate::volumes::probe(&cfg.data_dir);
 
@@ -82,9 +89,19 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { addr, source })?;
     let (tls, authn) = server::tls::server_config(&cfg.cert_file, &cfg.private_key_file, &ca_pem)?;
     let machine = host::machine();
+    let allocatable =
+        node::allocatable::of(&cfg, &machine, host::memory_and_disk(&cfg.data_dir).disk_total_bytes);
+    info!(
+        cpu_millis = allocatable.cpu_millis,
+        memory = allocatable.memory_bytes,
+        capacity_memory = machine.memory_bytes,
+        "allocatable: capacity less --system-reserved, --kube-reserved and the hard eviction thresholds; the memory is every guest's budget"
+    );
     // Ready to run pods before the node is announced, so the first pod waits for nothing.
-    let wasm =
-        krustlet_wasi_provider::Runtime::builder().cache_dir(cfg.data_dir.join("wasm-cache")).build()?;
+    let wasm = krustlet_wasi_provider::Runtime::builder()
+        .cache_dir(cfg.data_dir.join("wasm-cache"))
+        .memory_budget(allocatable.memory_bytes)
+        .build()?;
     let store = oci::Store::new(cfg.data_dir.join("images"), cfg.insecure_registries.clone())
         .with_max_image_size(cfg.image_max_size);
     let recorder = match &client {
@@ -108,7 +125,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         node_ip: cfg.node_ip,
         data_dir: cfg.data_dir.clone(),
         memory_medium,
-        allocatable: (u64::from(machine.cpus) * 1000, machine.memory_bytes),
+        allocatable: (allocatable.cpu_millis, allocatable.memory_bytes),
         directory: pods::directory::Directory::default(),
         metrics: network.metrics.clone(),
         logs: crate::logs::LogRegistry::new(),
@@ -124,6 +141,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         image_gc: Arc::default(),
         memory_trim: Arc::default(),
         network: network.rules.clone(),
+        resources: pods::resources::NodeResources {
+            allocatable: pods::resources::Amounts {
+                cpu_millis: allocatable.cpu_millis,
+                memory_bytes: allocatable.memory_bytes,
+                ephemeral_storage_bytes: allocatable.ephemeral_storage_bytes,
+            },
+            memory_budget: Some(allocatable.memory_bytes),
+            eviction_hard: cfg.eviction_hard.clone(),
+            agent_oom_killed,
+        },
     });
     info!(node = %cfg.node_name, elapsed_ms = started.elapsed().as_millis() as u64, standalone, "node registered and Ready");
 

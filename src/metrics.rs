@@ -61,6 +61,8 @@ pub struct ServeCounters {
     pub timed_out: u64,
     /// Answered 503: over the concurrency cap.
     pub over_capacity: u64,
+    /// Answered 503: the pod's memory limit (or the node's budget) refused its instance.
+    pub over_memory: u64,
     pub in_flight: u64,
 }
 
@@ -179,7 +181,7 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP krustlet_http_errors_total Requests answered 500 (the guest trapped, ran out of memory or past its timeout) or 503 (over the concurrency cap).\n# TYPE krustlet_http_errors_total counter"
+            "# HELP krustlet_http_errors_total Requests answered 500 (the guest trapped, ran out of memory or past its timeout) or 503 (over the concurrency cap, or over the pod's memory limit).\n# TYPE krustlet_http_errors_total counter"
         );
         for (k, c) in &servers {
             let causes = [
@@ -187,6 +189,7 @@ impl Metrics {
                 ("out_of_memory", c.out_of_memory),
                 ("timeout", c.timed_out),
                 ("over_capacity", c.over_capacity),
+                ("over_memory", c.over_memory),
             ];
             for (cause, n) in causes {
                 let _ = writeln!(out, "krustlet_http_errors_total{{{},cause=\"{cause}\"}} {n}", labels(k));

@@ -10,6 +10,8 @@
 //   tool plant DIR TARGET  move DIR aside (to DIR.old) and put a symlink to TARGET in its place
 //   tool hold FILE N    open FILE N times without closing it, printing every 100th, then sleep
 //   tool fill FILE KB   write KB KiB to FILE, print "filled", then serve
+//   tool alloc MB [hold]  allocate and touch MB MiB (1 MiB at a time), print "allocated MB MiB",
+//                       then exit 0, or with "hold" keep it and sleep
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +106,28 @@ int main(int argc, char **argv) {
         printf("filled\n");
         fflush(stdout);
         mode = "serve";
+    }
+    if (strcmp(mode, "alloc") == 0) {
+        long mb = argc > 2 ? atol(argv[2]) : 1;
+        static void *volatile keep;
+        for (long i = 0; i < mb; i++) {
+            char *p = malloc(1 << 20);
+            if (!p) {
+                printf("malloc failed after %ld MiB\n", i);
+                return 3;
+            }
+            memset(p, 1, 1 << 20);
+            *(void **)p = keep;
+            keep = p;
+        }
+        printf("allocated %ld MiB\n", mb);
+        fflush(stdout);
+        if (argc > 3 && strcmp(argv[3], "hold") == 0) {
+            for (;;) {
+                usleep(1000 * 1000);
+            }
+        }
+        return 0;
     }
     if (strcmp(mode, "fail") == 0) {
         int code = argc > 2 ? atoi(argv[2]) : 1;

@@ -38,6 +38,9 @@ pub fn facts() -> HostFacts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Machine {
     pub cpus: u32,
+    /// The machine's memory (`MemTotal`), or the memory limit of the agent's own cgroup
+    /// when that is lower: every guest lives in the agent's process, so that is all the
+    /// memory pods can have.
     pub memory_bytes: u64,
     pub machine_id: String,
     pub system_uuid: String,
@@ -49,7 +52,10 @@ pub struct Machine {
 /// Free resources, re-read for each status refresh (they drive the pressure conditions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
+    /// `MemAvailable`, or what the agent's cgroup has left under its limit when that is
+    /// less (its limit less its working set).
     pub memory_available_bytes: u64,
+    /// The memory capacity, as [`Machine::memory_bytes`].
     pub memory_total_bytes: u64,
     pub disk_total_bytes: u64,
     pub disk_available_bytes: u64,
@@ -65,9 +71,10 @@ pub struct Usage {
 pub fn machine() -> Machine {
     let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default();
     let meminfo = read("/proc/meminfo");
+    let total = meminfo_kib(&meminfo, "MemTotal").unwrap_or(0) * 1024;
     Machine {
         cpus: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
-        memory_bytes: meminfo_kib(&meminfo, "MemTotal").unwrap_or(0) * 1024,
+        memory_bytes: agent_cgroup().and_then(|c| c.limit()).map_or(total, |limit| limit.min(total)),
         machine_id: read("/etc/machine-id"),
         system_uuid: read("/sys/class/dmi/id/product_uuid"),
         boot_id: read("/proc/sys/kernel/random/boot_id"),
@@ -76,14 +83,15 @@ pub fn machine() -> Machine {
     }
 }
 
+/// The memory cgroup the agent runs in (looked up once: a process does not move).
+pub fn agent_cgroup() -> Option<&'static super::cgroupfs::MemoryCgroup> {
+    static CGROUP: std::sync::OnceLock<Option<super::cgroupfs::MemoryCgroup>> = std::sync::OnceLock::new();
+    CGROUP.get_or_init(super::cgroupfs::MemoryCgroup::of_self).as_ref()
+}
+
 /// Reads current free memory, disk of `data_dir`, and process counts.
 pub fn usage(data_dir: &Path) -> Usage {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let (disk_total, disk_avail, inodes_total, inodes_free) = match rustix::fs::statvfs(data_dir) {
-        Ok(s) => (s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize, s.f_files, s.f_favail),
-        Err(_) => (0, 0, 0, 0),
-    };
-    let meminfo = read("/proc/meminfo");
     let pids_in_use = std::fs::read_dir("/proc")
         .map(|d| {
             d.filter_map(Result::ok)
@@ -92,14 +100,37 @@ pub fn usage(data_dir: &Path) -> Usage {
         })
         .unwrap_or(0);
     Usage {
-        memory_available_bytes: meminfo_kib(&meminfo, "MemAvailable").unwrap_or(0) * 1024,
-        memory_total_bytes: meminfo_kib(&meminfo, "MemTotal").unwrap_or(0) * 1024,
+        pids_in_use,
+        pid_max: read("/proc/sys/kernel/pid_max").trim().parse().unwrap_or(32768),
+        ..memory_and_disk(data_dir)
+    }
+}
+
+/// Free memory and disk of `data_dir` only (what eviction watches; no PID count, whose
+/// capacity then reads 0 and crosses no threshold).
+pub fn memory_and_disk(data_dir: &Path) -> Usage {
+    let (disk_total, disk_avail, inodes_total, inodes_free) = match rustix::fs::statvfs(data_dir) {
+        Ok(s) => (s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize, s.f_files, s.f_favail),
+        Err(_) => (0, 0, 0, 0),
+    };
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mut total = meminfo_kib(&meminfo, "MemTotal").unwrap_or(0) * 1024;
+    let mut available = meminfo_kib(&meminfo, "MemAvailable").unwrap_or(0) * 1024;
+    if let Some(cgroup) = agent_cgroup()
+        && let Some(limit) = cgroup.limit()
+    {
+        total = total.min(limit);
+        available = available.min(limit.saturating_sub(cgroup.working_set().unwrap_or(0)));
+    }
+    Usage {
+        memory_available_bytes: available,
+        memory_total_bytes: total,
         disk_total_bytes: disk_total,
         disk_available_bytes: disk_avail,
         inodes_total,
         inodes_free,
-        pids_in_use,
-        pid_max: read("/proc/sys/kernel/pid_max").trim().parse().unwrap_or(32768),
+        pids_in_use: 0,
+        pid_max: 0,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The bottom layer: what every other module may use and which imports nothing else of
 //! the agent: quantities, time formats, IP ranges, error chains, facts about the host.
 
+pub mod cgroupfs;
 pub mod cidr;
 pub mod error;
 pub mod host;

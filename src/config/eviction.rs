@@ -4,8 +4,25 @@
 //! controller turns a pressure condition into a NoSchedule taint, so nothing new is
 //! scheduled here until it passes. Disk and inodes are those of `--data-dir`'s filesystem
 //! (modules, compiled code and logs live there), so `nodefs` and `imagefs` are the same.
+//!
+//! Crossing a memory or disk threshold also evicts pods, as the kubelet's hard eviction
+//! does (`pods/eviction/`), observed every [`EVICTION_MONITOR_PERIOD`].
+
+use std::time::Duration;
 
 use crate::base::host::Usage;
+
+/// How often the eviction manager observes memory and disk against `--eviction-hard`
+/// (the kubelet's housekeeping is 10 s; a guest grows its memory much faster than that, and
+/// one observation costs a read of `/proc/meminfo`, the agent's cgroup and one `statvfs`).
+pub const EVICTION_MONITOR_PERIOD: Duration = Duration::from_secs(1);
+
+/// How many consecutive observations must cross a threshold before a pod is evicted: 2,
+/// so one second at least. A guest refused at the node's memory budget exits at once
+/// (OOMKilled) and gives its memory back: it is charged for that, and no other pod is
+/// evicted for a pressure that already passed. After an eviction the count starts over,
+/// so the next pod goes only if the pressure outlives the evicted pod's exit.
+pub const EVICTION_CONFIRMATIONS: u32 = 2;
 
 /// What a threshold watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +126,43 @@ pub fn parse(raw: &str) -> Result<Thresholds, String> {
     Ok(Thresholds(out))
 }
 
+/// One threshold crossed, in numbers: the kubelet's `Threshold quantity` and `available`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crossing {
+    pub signal: Signal,
+    /// The threshold as an amount (a percentage taken of the capacity).
+    pub threshold: u64,
+    pub available: u64,
+}
+
+impl Threshold {
+    /// The threshold's amount for a resource of `capacity`.
+    pub fn amount(&self, capacity: u64) -> u64 {
+        match self.below {
+            Amount::Quantity(q) => q,
+            Amount::Percent(p) => (capacity as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
 impl Thresholds {
+    /// The threshold of `signal`, if one is set.
+    pub fn of(&self, signal: Signal) -> Option<&Threshold> {
+        self.0.iter().find(|t| t.signal == signal)
+    }
+
+    /// The thresholds `usage` crosses, in numbers.
+    pub fn crossings(&self, usage: &Usage) -> Vec<Crossing> {
+        self.0
+            .iter()
+            .filter_map(|t| {
+                let (available, capacity) = t.signal.observe(usage)?;
+                let threshold = t.amount(capacity);
+                (available < threshold).then_some(Crossing { signal: t.signal, threshold, available })
+            })
+            .collect()
+    }
+
     /// The thresholds `usage` crosses, each with a line saying by how much, e.g.
     /// `nodefs.available 900.0Mi < 1.0Gi`.
     pub fn crossed(&self, usage: &Usage) -> Vec<(Pressure, String)> {

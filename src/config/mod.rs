@@ -20,6 +20,7 @@ mod network;
 mod parse;
 mod pods;
 mod probes;
+mod reserved;
 mod serving;
 mod statics;
 
@@ -52,6 +53,7 @@ pub use probes::{
     PROBE_FAILURE_THRESHOLD, PROBE_MIN_PERIOD, PROBE_OUTPUT_LIMIT, PROBE_PERIOD, PROBE_SUCCESS_THRESHOLD,
     PROBE_TIMEOUT,
 };
+pub use reserved::{Reserved, ReservedFlags};
 pub use serving::{
     DEFAULT_HTTP_PORT, HttpSettings, MAX_CONCURRENT_ANNOTATION, REQUEST_TIMEOUT_ANNOTATION, Serving,
     ServingFlags,
@@ -239,6 +241,10 @@ pub struct Flags {
     /// What pods' sockets may reach (see `network.rs`).
     #[command(flatten)]
     pub network: NetworkFlags,
+    /// What the node keeps for itself (`--system-reserved`, `--kube-reserved`, see
+    /// `reserved.rs`).
+    #[command(flatten)]
+    pub reserved: ReservedFlags,
 }
 
 /// The validated configuration the agent runs with.
@@ -275,6 +281,9 @@ pub struct Config {
     pub serving: Serving,
     /// Egress deny ranges and NetworkPolicy enforcement of pods' sockets.
     pub network: NetworkSettings,
+    /// `--system-reserved` and `--kube-reserved`, together: taken from the capacity to make
+    /// the allocatable.
+    pub reserved: Reserved,
     /// `--bootstrap-file` was given (a missing file is then an error, not standalone mode).
     pub bootstrap_explicit: bool,
 }
@@ -353,6 +362,8 @@ impl Config {
             pod_limits: limits::resolve(&flags.limits)?,
             serving: serving::resolve(&flags.serving)?,
             network: network::resolve(&flags.network)?,
+            reserved: reserved::parse("system-reserved", flags.reserved.system_reserved.as_deref())?
+                .plus(reserved::parse("kube-reserved", flags.reserved.kube_reserved.as_deref())?),
             bootstrap_file: flags
                 .bootstrap_file
                 .clone()

@@ -113,29 +113,44 @@ pub fn parse_registries(raw: &str) -> Result<Vec<String>, ConfigError> {
     Ok(out)
 }
 
-/// A Go-style duration (`500ms`, `90s`, `1m30s`, `2h`) of at least `min`.
+/// The longest duration accepted: Go's, `2562047h47m16.854775807s` (`i64::MAX`
+/// nanoseconds). A value beyond it is an error, as in Go, never a wrap or a panic later
+/// (`Instant + Duration` overflows long before `Duration` does).
+pub(super) const MAX_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
+
+/// A Go-style duration (`500ms`, `90s`, `1m30s`, `2h`) of at least `min` and at most
+/// [`MAX_DURATION`].
 pub(super) fn parse_duration(flag: &'static str, raw: &str, min: Duration) -> Result<Duration, ConfigError> {
     let bad = || invalid(flag, format!("{raw:?} is not a duration such as 90s or 1m30s (at least {min:?})"));
+    let too_long = || invalid(flag, format!("{raw:?} is longer than the longest duration, 2562047h"));
     let mut rest = raw.trim();
-    let mut total = Duration::ZERO;
+    let mut total: u128 = 0;
     if rest.is_empty() {
         return Err(bad());
     }
     while !rest.is_empty() {
         let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        // Digits beyond u64 are a duration too long, not a malformed one.
+        let n: u128 = rest[..digits].parse().map_err(|_| too_long())?;
         rest = &rest[digits..];
         let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let part = match &rest[..unit] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
+        let nanos_per: u128 = match &rest[..unit] {
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             _ => return Err(bad()),
         };
-        total = total.saturating_add(part);
+        total = n.checked_mul(nanos_per).and_then(|p| total.checked_add(p)).ok_or_else(too_long)?;
         rest = &rest[unit..];
     }
+    if total > MAX_DURATION.as_nanos() {
+        return Err(too_long());
+    }
+    let total = Duration::from_nanos(total as u64);
     if total < min {
         return Err(bad());
     }

@@ -30,9 +30,10 @@ pub const DEFAULT_HTTP_REQUEST_TIMEOUT: Duration = krustlet_wasi_provider::DEFAU
 pub const DEFAULT_HTTP_MAX_CONCURRENT: usize = krustlet_wasi_provider::DEFAULT_MAX_CONCURRENT;
 
 /// Pod annotation: the request timeout of the pod's `wasi:http` containers (a Go
-/// duration, at least 1ms).
+/// duration, at least 1ms and at most the node's `--http-request-timeout`).
 pub const REQUEST_TIMEOUT_ANNOTATION: &str = "krustlet-wasi.dev/http-request-timeout";
-/// Pod annotation: the concurrency cap of the pod's `wasi:http` containers (1 to 10000).
+/// Pod annotation: the concurrency cap of the pod's `wasi:http` containers (1 to the
+/// node's `--http-max-concurrent`).
 pub const MAX_CONCURRENT_ANNOTATION: &str = "krustlet-wasi.dev/http-max-concurrent";
 
 /// The largest concurrency cap a flag or an annotation may set.
@@ -48,12 +49,13 @@ pub struct ServingFlags {
 
     /// Time a wasi:http request may take before its instance is stopped and the client
     /// gets 500 (a Go duration). Pod annotation krustlet-wasi.dev/http-request-timeout
-    /// overrides it. Default: 30s.
+    /// may lower it, never raise it. Default: 30s.
     #[arg(long, env = "KRUSTLET_HTTP_REQUEST_TIMEOUT", value_name = "DURATION")]
     pub http_request_timeout: Option<String>,
 
     /// Requests in flight at once per wasi:http container; one more gets 503. Pod
-    /// annotation krustlet-wasi.dev/http-max-concurrent overrides it. Default: 100.
+    /// annotation krustlet-wasi.dev/http-max-concurrent may lower it, never raise it.
+    /// Default: 100.
     #[arg(long, env = "KRUSTLET_HTTP_MAX_CONCURRENT", value_name = "N")]
     pub http_max_concurrent: Option<String>,
 }
@@ -109,20 +111,62 @@ pub(super) fn resolve(flags: &ServingFlags) -> Result<Serving, ConfigError> {
 }
 
 impl HttpSettings {
-    /// These settings with the pod's annotations applied. An annotation that cannot be
-    /// used is an error naming it and the value.
+    /// These settings (the node's) with the pod's annotations applied. An annotation may
+    /// only lower a node setting: one that cannot be used, or that asks for more than the
+    /// node allows, is an error naming it, the value and the node's flag.
     pub fn for_pod(self, annotations: Option<&BTreeMap<String, String>>) -> Result<HttpSettings, String> {
         let mut out = self;
         let Some(annotations) = annotations else { return Ok(out) };
         let named = |e: ConfigError| format!("annotation {}", e.to_string().trim_start_matches("--"));
         if let Some(raw) = annotations.get(REQUEST_TIMEOUT_ANNOTATION) {
-            out.request_timeout =
+            let asked =
                 parse_duration(REQUEST_TIMEOUT_ANNOTATION, raw, Duration::from_millis(1)).map_err(named)?;
+            if asked > self.request_timeout {
+                return Err(above(
+                    REQUEST_TIMEOUT_ANNOTATION,
+                    raw,
+                    "http-request-timeout",
+                    &go_duration(self.request_timeout),
+                ));
+            }
+            out.request_timeout = asked;
         }
         if let Some(raw) = annotations.get(MAX_CONCURRENT_ANNOTATION) {
-            out.max_concurrent = concurrency(MAX_CONCURRENT_ANNOTATION, raw).map_err(named)?;
+            let asked = concurrency(MAX_CONCURRENT_ANNOTATION, raw).map_err(named)?;
+            if asked > self.max_concurrent {
+                return Err(above(
+                    MAX_CONCURRENT_ANNOTATION,
+                    raw,
+                    "http-max-concurrent",
+                    &self.max_concurrent.to_string(),
+                ));
+            }
+            out.max_concurrent = asked;
         }
         Ok(out)
+    }
+}
+
+/// An annotation that asks for more than the node's flag allows.
+fn above(annotation: &str, raw: &str, flag: &str, node: &str) -> String {
+    format!("annotation {annotation}: {raw:?} is above the node's --{flag} ({node}); a pod may only lower it")
+}
+
+/// A duration as Go prints it, to the millisecond: `30s`, `1m30s`, `250ms`, `2h0m0s`.
+fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    let secs = match frac {
+        0 => format!("{s}s"),
+        f => format!("{s}.{}s", format!("{f:03}").trim_end_matches('0')),
+    };
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
     }
 }
 
@@ -157,5 +201,33 @@ mod tests {
         let bad: BTreeMap<String, String> = [(MAX_CONCURRENT_ANNOTATION.to_string(), "lots".into())].into();
         let err = s.http.for_pod(Some(&bad)).unwrap_err();
         assert!(err.starts_with("annotation krustlet-wasi.dev/http-max-concurrent: \"lots\""), "{err}");
+    }
+
+    #[test]
+    fn annotations_may_only_lower_the_nodes_http_limits() {
+        let node = Serving::default().http;
+        let with = |k: &str, v: &str| -> BTreeMap<String, String> { [(k.to_string(), v.to_string())].into() };
+        let err = node.for_pod(Some(&with(MAX_CONCURRENT_ANNOTATION, "500"))).unwrap_err();
+        assert_eq!(
+            err,
+            "annotation krustlet-wasi.dev/http-max-concurrent: \"500\" is above the node's --http-max-concurrent (100); a pod may only lower it"
+        );
+        let err = node.for_pod(Some(&with(REQUEST_TIMEOUT_ANNOTATION, "1m"))).unwrap_err();
+        assert_eq!(
+            err,
+            "annotation krustlet-wasi.dev/http-request-timeout: \"1m\" is above the node's --http-request-timeout (30s); a pod may only lower it"
+        );
+        // Past Go's longest duration: an error naming the annotation, never a panic.
+        let err = node.for_pod(Some(&with(REQUEST_TIMEOUT_ANNOTATION, "5124095576030431h"))).unwrap_err();
+        assert!(
+            err.starts_with("annotation krustlet-wasi.dev/http-request-timeout:") && err.contains("longer"),
+            "{err}"
+        );
+        assert_eq!(node.for_pod(Some(&with(MAX_CONCURRENT_ANNOTATION, "100"))).unwrap(), node);
+        let lower = node.for_pod(Some(&with(REQUEST_TIMEOUT_ANNOTATION, "30s"))).unwrap();
+        assert_eq!(lower.request_timeout, Duration::from_secs(30));
+        assert_eq!(go_duration(Duration::from_millis(90_500)), "1m30.5s");
+        assert_eq!(go_duration(Duration::from_secs(7200)), "2h0m0s");
+        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
     }
 }

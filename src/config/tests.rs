@@ -123,6 +123,20 @@ fn sync_frequency_takes_go_durations_of_at_least_a_second() {
 }
 
 #[test]
+fn durations_past_gos_longest_are_errors_not_panics() {
+    let parse =
+        |raw: &str| super::parse::parse_duration("http-request-timeout", raw, Duration::from_millis(1));
+    assert_eq!(parse("2562047h").unwrap(), Duration::from_secs(2_562_047 * 3600));
+    for long in ["5124095576030431h", "2562048h", "99999999999999999999999s", "2562047h48m"] {
+        let e = parse(long).unwrap_err().to_string();
+        assert!(e.contains("http-request-timeout") && e.contains("longer than"), "{long:?}: {e}");
+    }
+    // Whatever is accepted can be added to the clock.
+    let longest = parse("2562047h47m16s").unwrap();
+    assert!(std::time::Instant::now().checked_add(longest).is_some());
+}
+
+#[test]
 fn image_max_size_is_a_quantity_of_at_least_a_mebibyte() {
     let with = |raw: &str| resolve(Flags { image_max_size: Some(raw.into()), ..Flags::default() });
     assert_eq!(resolve(Flags::default()).unwrap().image_max_size, 256 << 20);

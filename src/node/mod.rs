@@ -1,7 +1,9 @@
 //! The Node object: registration (create, or patch so a restart restores it), the Lease
 //! heartbeat in `kube-node-lease`, and periodic status refreshes.
 
+pub mod allocatable;
 mod object;
+pub mod oom;
 
 pub use object::{TAINT_EFFECTS, TAINT_KEY, WASM_ARCH, kubelet_version};
 

@@ -130,12 +130,11 @@ pub fn status_patch(
     previous: &Transitions,
     now: &str,
 ) -> Value {
-    let capacity = json!({
-        "cpu": machine.cpus.to_string(),
-        "memory": format!("{}Ki", machine.memory_bytes / 1024),
-        "ephemeral-storage": format!("{}Ki", usage.disk_total_bytes / 1024),
-        "pods": cfg.max_pods.to_string(),
-    });
+    let capacity = super::allocatable::Resources::capacity(machine, usage.disk_total_bytes);
+    let allocatable = super::allocatable::of(cfg, machine, usage.disk_total_bytes);
+    let [mut capacity, mut allocatable] = [capacity.to_json(), allocatable.to_json()];
+    capacity["pods"] = json!(cfg.max_pods.to_string());
+    allocatable["pods"] = json!(cfg.max_pods.to_string());
     let conditions: Vec<Value> = conditions(crossed)
         .into_iter()
         .map(|c| {
@@ -152,7 +151,7 @@ pub fn status_patch(
         .collect();
     json!({"status": {
         "capacity": capacity,
-        "allocatable": capacity,
+        "allocatable": allocatable,
         "addresses": [
             {"type": "InternalIP", "address": cfg.node_ip.to_string()},
             {"type": "Hostname", "address": cfg.hostname},

@@ -73,12 +73,27 @@ fn status_reports_capacity_endpoint_and_runtime() {
     assert_eq!(st["capacity"]["pods"], "250");
     assert_eq!(st["capacity"]["cpu"], "2");
     assert_eq!(st["capacity"]["memory"], "4194304Ki");
-    assert_eq!(st["allocatable"], st["capacity"]);
+    // Less the default hard thresholds: memory.available<100Mi, nodefs.available<1Gi.
+    assert_eq!(st["allocatable"]["memory"], format!("{}Ki", (4 << 20) - 100 * 1024));
+    assert_eq!(st["allocatable"]["ephemeral-storage"], format!("{}Ki", (99 << 20)));
+    assert_eq!(st["allocatable"]["cpu"], "2");
+    assert_eq!(st["allocatable"]["pods"], "250");
     assert_eq!(st["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10260);
     assert_eq!(st["addresses"][0], json!({"type": "InternalIP", "address": "127.0.0.5"}));
     assert_eq!(st["addresses"][1], json!({"type": "Hostname", "address": "wasm-host"}));
     assert_eq!(st["nodeInfo"]["architecture"], "wasm-wasi");
     assert!(st["nodeInfo"]["containerRuntimeVersion"].as_str().unwrap().starts_with("wasmtime://48.0."));
+}
+
+#[test]
+fn allocatable_is_less_the_reservations() {
+    let mut c = cfg("");
+    c.reserved =
+        crate::config::Reserved { cpu_millis: 500, memory_bytes: 1 << 30, ephemeral_storage_bytes: 0 };
+    let s = status_patch(&c, &machine(), &usage(), &[], &Transitions::new(), "2026-01-01T00:00:00Z");
+    assert_eq!(s["status"]["allocatable"]["cpu"], "1500m");
+    assert_eq!(s["status"]["allocatable"]["memory"], format!("{}Ki", (3 << 20) - 100 * 1024));
+    assert_eq!(s["status"]["capacity"]["memory"], "4194304Ki");
 }
 
 #[test]

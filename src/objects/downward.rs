@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, ResourceFieldSelector};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use crate::base::quantity::Exact;
 use crate::objects::PodContext;
 
 /// A downward API reference the agent cannot resolve.
@@ -167,73 +168,6 @@ fn ceil_div(a: i128, b: i128) -> i128 {
 
 fn parse_checked(q: &Quantity) -> Result<Exact, DownwardError> {
     Exact::parse(&q.0).ok_or_else(|| DownwardError::InvalidQuantity(q.0.clone()))
-}
-
-/// A Kubernetes quantity as the exact fraction `num / den`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Exact {
-    num: i128,
-    den: i128,
-}
-
-impl Exact {
-    const ONE: Exact = Exact { num: 1, den: 1 };
-
-    /// Parses `<sign><digits>[.<digits>]<suffix>`, the suffix binary (`Ki`..`Ei`), decimal
-    /// (`n`, `u`, `m`, ``, `k`, `M`..`E`) or an exponent (`e3`, `E-2`).
-    pub(crate) fn parse(text: &str) -> Option<Exact> {
-        let s = text.trim();
-        let (negative, s) = match s.as_bytes().first()? {
-            b'-' => (true, &s[1..]),
-            b'+' => (false, &s[1..]),
-            _ => (false, s),
-        };
-        let number_len = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-        let (number, suffix) = s.split_at(number_len);
-        let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
-        if whole.is_empty() && frac.is_empty() || frac.contains('.') {
-            return None;
-        }
-        let mut num: i128 = 0;
-        for d in whole.bytes().chain(frac.bytes()) {
-            num = num.checked_mul(10)?.checked_add(i128::from(d - b'0'))?;
-        }
-        let mut den = 10i128.checked_pow(u32::try_from(frac.len()).ok()?)?;
-        let (base, exp): (i128, i32) = match suffix {
-            "" => (10, 0),
-            "n" => (10, -9),
-            "u" => (10, -6),
-            "m" => (10, -3),
-            "k" => (10, 3),
-            "M" => (10, 6),
-            "G" => (10, 9),
-            "T" => (10, 12),
-            "P" => (10, 15),
-            "E" => (10, 18),
-            "Ki" => (2, 10),
-            "Mi" => (2, 20),
-            "Gi" => (2, 30),
-            "Ti" => (2, 40),
-            "Pi" => (2, 50),
-            "Ei" => (2, 60),
-            _ => {
-                let digits = suffix.strip_prefix(['e', 'E'])?;
-                (10, digits.parse().ok()?)
-            }
-        };
-        let factor = base.checked_pow(exp.unsigned_abs())?;
-        if exp >= 0 {
-            num = num.checked_mul(factor)?;
-        } else {
-            den = den.checked_mul(factor)?;
-        }
-        Some(Exact { num: if negative { -num } else { num }, den })
-    }
-
-    /// `ceil(self * scale)`: the value in units of `1/scale`, rounded up as Kubernetes does.
-    pub(crate) fn ceil_scaled(self, scale: i128) -> Option<i128> {
-        Some(ceil_div(self.num.checked_mul(scale)?, self.den))
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::runtime::{ContainerRun, Running, RuntimeError};
+use super::runtime::{ContainerRun, Group, Running, RuntimeError};
 use crate::volumes::VolumeError;
 
 /// Starts a new instance of a container's module (same image, env and mounts) with the
@@ -34,8 +34,11 @@ pub struct ContainerEntry {
     pub max_handles: usize,
     /// When the current run started.
     pub started: std::time::SystemTime,
-    /// Reads the current run's (CPU nanoseconds, memory bytes), if the runtime measures it.
+    /// Reads the container's (CPU nanoseconds, memory bytes), if the runtime measures it:
+    /// its group's (all its runs and instances) when it has one, else the current run's.
     pub usage: Option<crate::metrics::UsageFn>,
+    /// The container's resource group, shared by its exec instances.
+    pub group: Option<Group>,
     /// The writing end of the run's stdin, for `kubectl attach -i` (`stdin: true`);
     /// `None` inside once it was closed (`stdinOnce`).
     pub stdin: Option<StdinWriter>,
@@ -58,9 +61,10 @@ pub enum InstanceError {
 
 impl ContainerEntry {
     /// Starts a new instance beside the running container (`kubectl exec`, an exec
-    /// probe): its module, env, memory limit and handle cap, its volumes opened anew
-    /// beneath each (the guest may have changed its subPaths), and no ports of its own (the
-    /// container's `exec` gives it the pod's socket rules).
+    /// probe): its module, env and handle cap, in the container's resource group (its
+    /// memory counts against the container's limit, beside the main run's), its volumes
+    /// opened anew beneath each (the guest may have changed its subPaths), and no ports of
+    /// its own (the container's `exec` gives it the pod's socket rules).
     pub fn start_instance(
         &self,
         argv: Vec<String>,
@@ -79,6 +83,7 @@ impl ContainerEntry {
             memory_limit: self.memory_limit,
             max_handles: self.max_handles,
             network: None,
+            group: self.group.clone(),
         };
         Ok(start(run)?)
     }
@@ -91,6 +96,8 @@ pub struct PodEntry {
     /// `<data-dir>/logs/<ns>_<pod>_<uid>`.
     pub log_dir: PathBuf,
     pub containers: HashMap<String, ContainerEntry>,
+    /// The pod's resource group, once one of its containers started.
+    pub group: Option<Group>,
 }
 
 /// Pods known to this node, by (namespace, name).
@@ -106,9 +113,22 @@ impl Directory {
     pub fn upsert_pod(&self, pod: Arc<Pod>, log_dir: PathBuf) {
         let key = key_of(&pod);
         self.with(|m| {
-            let containers =
-                m.remove(&key).filter(|e| same_pod(&e.pod, &pod)).map(|e| e.containers).unwrap_or_default();
-            m.insert(key, PodEntry { pod, log_dir, containers });
+            let (containers, group) = m
+                .remove(&key)
+                .filter(|e| same_pod(&e.pod, &pod))
+                .map(|e| (e.containers, e.group))
+                .unwrap_or_default();
+            m.insert(key, PodEntry { pod, log_dir, containers, group });
+        });
+    }
+
+    /// Records the pod's resource group.
+    pub fn set_group(&self, pod: &Pod, group: Group) {
+        let key = key_of(pod);
+        self.with(|m| {
+            if let Some(p) = m.get_mut(&key).filter(|p| same_pod(&p.pod, pod)) {
+                p.group = Some(group);
+            }
         });
     }
 

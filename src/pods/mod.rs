@@ -1,13 +1,16 @@
 //! Pods bound to this node: one watch on `spec.nodeName`, one worker per pod that owns
 //! the pod's state (see `worker.rs`), admission by `--max-pods`.
 
+pub mod admission;
 pub mod cache;
 pub mod directory;
 pub mod env;
+pub mod eviction;
 pub mod manifests;
 mod prepare;
 pub mod probes;
 pub mod report;
+pub mod resources;
 pub mod runtime;
 pub mod runtimeclass;
 pub mod source;
@@ -78,6 +81,8 @@ pub struct Shared<R> {
     pub image_gc: Arc<tokio::sync::Notify>,
     /// Told when a pod goes away: freed memory is given back to the system then.
     pub memory_trim: Arc<tokio::sync::Notify>,
+    /// Allocatable, memory budget and eviction thresholds (`resources.rs`, `eviction/`).
+    pub resources: resources::NodeResources,
 }
 
 impl<R> Shared<R> {
@@ -116,6 +121,8 @@ struct Controller<R> {
     from_api: HashSet<String>,
     /// The handlers of the RuntimeClasses pods name.
     runtime_classes: runtimeclass::RuntimeClasses,
+    /// The requests of the pods admitted (`admission.rs`).
+    ledger: admission::Ledger,
 }
 
 impl<R: ContainerRuntime> Controller<R> {
@@ -152,6 +159,12 @@ impl<R: ContainerRuntime> Controller<R> {
             let ours = self.shared.runtime.name();
             if let Err(message) = self.runtime_classes.admit(self.shared.client.as_ref(), &pod, ours).await {
                 self.reject(&pod, runtimeclass::REASON, message).await;
+                return;
+            }
+            if let Err((reason, message)) =
+                self.ledger.admit(&pod, self.shared.resources.allocatable, &self.active)
+            {
+                self.reject(&pod, reason, message).await;
                 return;
             }
             if let Err(e) = self.shared.network.admit(&pod) {
@@ -256,7 +269,9 @@ pub async fn run<R: ContainerRuntime>(
         active: HashSet::new(),
         from_api: HashSet::new(),
         runtime_classes: runtimeclass::RuntimeClasses::default(),
+        ledger: admission::Ledger::default(),
     };
+    let mut evictions = eviction::start(ctl.shared.clone(), shutdown.resubscribe());
     // The static pods start before the watch reports mirror pods, so that a mirror of no
     // static pod is known to be one.
     ctl.manifests_changed(statics.as_mut(), Changed::Anything).await;
@@ -270,6 +285,11 @@ pub async fn run<R: ContainerRuntime>(
     loop {
         tokio::select! {
             _ = shutdown.recv() => break,
+            Some(eviction) = evictions.recv() => {
+                if let Some(slot) = ctl.workers.get(&eviction.uid) {
+                    let _ = slot.send(worker::Msg::Evict(eviction.message));
+                }
+            }
             Some(changed) = async { Some(wake.as_mut()?.changes(MANIFEST_RESCAN_PERIOD).await) }, if wake.is_some() => {
                 tokio::time::sleep(MANIFEST_SETTLE).await;
                 if changed == Changed::Anything {

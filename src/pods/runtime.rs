@@ -88,6 +88,38 @@ impl RuntimeError {
     }
 }
 
+/// What a resource group may use (a pod's, or one of its containers'), in plain numbers:
+/// `None` is no limit of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupLimits {
+    /// Bytes of memory of all its runs and their instances together (`limits.memory`).
+    pub memory_limit: Option<u64>,
+    /// CPU quota in millicores (`limits.cpu`).
+    pub cpu_limit_millis: Option<u64>,
+    /// CPU weight under contention, in millicores (`requests.cpu`).
+    pub cpu_request_millis: Option<u64>,
+}
+
+/// A resource group a runtime made, as a cgroup: every run given it (the container's runs,
+/// its exec instances, a server's request instances) charges its memory and CPU there,
+/// under its limits and its parent's. Cheap to clone; clones are the same group.
+#[derive(Clone)]
+pub struct Group {
+    /// The runtime's own handle (for Wasmtime, a provider `Cgroup`).
+    pub handle: Arc<dyn std::any::Any + Send + Sync>,
+    /// Reads (CPU nanoseconds, memory bytes) of all its runs, its children's included.
+    pub usage: UsageFn,
+    pub limits: GroupLimits,
+    /// When it was made (CPU rates over its life start here).
+    pub since: std::time::SystemTime,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group").field("limits", &self.limits).field("usage", &(self.usage)()).finish()
+    }
+}
+
 /// One run of one container.
 pub struct ContainerRun {
     pub argv: Vec<String>,
@@ -103,6 +135,9 @@ pub struct ContainerRun {
     pub max_handles: usize,
     /// Ports and limits; `None` for a run with no network at all (an exec).
     pub network: Option<ContainerNetwork>,
+    /// The container's resource group, shared by its runs and exec instances; without one
+    /// the run has only `memory_limit`, on its own.
+    pub group: Option<Group>,
 }
 
 /// How a run ended, in the kubelet's terms.
@@ -153,4 +188,10 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     -> BoxFuture<'_, Result<PulledImage<Self::Image>, RuntimeError>>;
 
     fn start(&self, image: &Self::Image, run: ContainerRun) -> Result<Box<dyn Running>, RuntimeError>;
+
+    /// A resource group for a pod (no `parent`) or for a container inside its pod's group;
+    /// `None` when this runtime does not group runs.
+    fn group(&self, _parent: Option<&Group>, _limits: GroupLimits) -> Option<Group> {
+        None
+    }
 }

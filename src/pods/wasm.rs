@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use krustlet_wasi_provider::{
-    Artifact, ArtifactKind, ExitStatus, HttpLimits, NetworkPolicy, Preopen, RunHandle, RunSpec, Runtime,
+    Artifact, ArtifactKind, Cgroup, CgroupSpec, ExitStatus, HttpLimits, NetworkPolicy, Preopen, RunHandle,
+    RunSpec, Runtime,
 };
 
 use super::runtime::{
-    ContainerNetwork, ContainerRun, ContainerRuntime, CountersFn, Exit, ImageKind, ImageRequest, PulledImage,
-    Running, RuntimeError, ServeCounters, Stopper, UsageFn,
+    ContainerNetwork, ContainerRun, ContainerRuntime, CountersFn, Exit, Group, GroupLimits, ImageKind,
+    ImageRequest, PulledImage, Running, RuntimeError, ServeCounters, Stopper, UsageFn,
 };
 use crate::oci::{OciError, Store};
 
@@ -151,13 +152,39 @@ impl ContainerRuntime for WasmRuntime {
         if let Some(stdin) = run.stdin {
             spec = spec.stdin(stdin);
         }
-        if let Some(limit) = run.memory_limit {
-            spec = spec.memory_limit(limit);
+        // In its container's group, the run shares the group's memory limit with every other
+        // run and instance of the container; alone, it has its own.
+        match run.group.as_ref().and_then(|g| g.handle.downcast_ref::<Cgroup>()) {
+            Some(cgroup) => spec = spec.cgroup(cgroup.clone()),
+            None => {
+                if let Some(limit) = run.memory_limit {
+                    spec = spec.memory_limit(limit);
+                }
+            }
         }
         spec = spec.max_handles(run.max_handles);
         spec = with_network(spec, artifact, run.network, &self.wasm)?;
         let handle = self.wasm.run(artifact, spec).map_err(|e| RuntimeError::new(CREATE, e))?;
         Ok(Box::new(WasmRun(handle)))
+    }
+
+    fn group(&self, parent: Option<&Group>, limits: GroupLimits) -> Option<Group> {
+        let spec = CgroupSpec {
+            memory_limit: limits.memory_limit,
+            cpu_limit_millis: limits.cpu_limit_millis,
+            cpu_request_millis: limits.cpu_request_millis,
+        };
+        let cgroup = match parent.and_then(|p| p.handle.downcast_ref::<Cgroup>()) {
+            Some(parent) => parent.child(spec),
+            None => self.wasm.cgroup(spec),
+        };
+        let read = cgroup.clone();
+        Some(Group {
+            handle: Arc::new(cgroup),
+            usage: Arc::new(move || (read.cpu_nanos(), read.memory_bytes())),
+            limits,
+            since: std::time::SystemTime::now(),
+        })
     }
 }
 
@@ -195,6 +222,7 @@ impl Running for WasmRun {
                 out_of_memory: s.out_of_memory,
                 timed_out: s.timed_out,
                 over_capacity: s.over_capacity,
+                over_memory: s.over_memory,
                 in_flight: s.in_flight,
             }
         }))

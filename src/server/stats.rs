@@ -1,8 +1,10 @@
 //! Resource usage as the kubelet serves it, for `kubectl top` (through metrics-server) and
 //! monitoring: `/stats/summary` (the stats/v1alpha1 Summary: node, pods, containers) and
-//! `/metrics/resource` (Prometheus, the kubelet's metric names). Per container: the CPU
-//! time its guest ran (measured around every poll of its task) and the bytes of its linear
-//! memories and tables; the node's from `/proc`. Computed when asked: no timer runs.
+//! `/metrics/resource` (Prometheus, the kubelet's metric names). Per container and per pod:
+//! the CPU time their guests ran and the bytes of their linear memories and tables, read
+//! from their resource groups (as a kubelet reads cgroups: every run, exec instance and
+//! wasi:http request instance counts); the node's from `/proc`. Computed when asked: no
+//! timer runs.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -68,12 +70,21 @@ struct ContainerStats {
     memory: u64,
 }
 
+/// One pod's figures: its resource group's (every container and instance of it, a
+/// wasi:http server's requests included), else its running containers' together.
+struct PodStats {
+    containers: Vec<ContainerStats>,
+    cpu_nanos: u64,
+    nano_cores: u64,
+    memory: u64,
+}
+
 fn rfc3339(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// The running containers' figures, pod by pod.
-fn containers(state: &ServerState) -> Vec<ContainerStats> {
+/// The pods with a running container, and their figures.
+fn pods(state: &ServerState) -> Vec<PodStats> {
     let mut out = Vec::new();
     let mut live = std::collections::HashSet::new();
     let entries: Vec<PodEntry> = state.pods.entries();
@@ -84,13 +95,18 @@ fn containers(state: &ServerState) -> Vec<ContainerStats> {
             m.name.clone().unwrap_or_default(),
             m.uid.clone().unwrap_or_default(),
         );
+        let mut containers = Vec::new();
         for (name, c) in entry.containers.iter().filter(|(_, c)| c.running) {
             let Some(usage) = &c.usage else { continue };
             let (cpu_nanos, memory) = usage();
-            let key = format!("{uid}/{name}/{}", c.run);
-            let nano_cores = state.cpu_rates.rate(&key, cpu_nanos, Some(c.started));
+            // A group's CPU counts every run of the container since the group was made.
+            let (key, since) = match &c.group {
+                Some(g) => (format!("{uid}/{name}"), g.since),
+                None => (format!("{uid}/{name}/{}", c.run), c.started),
+            };
+            let nano_cores = state.cpu_rates.rate(&key, cpu_nanos, Some(since));
             live.insert(key);
-            out.push(ContainerStats {
+            containers.push(ContainerStats {
                 namespace: namespace.clone(),
                 pod: pod.clone(),
                 uid: uid.clone(),
@@ -101,14 +117,24 @@ fn containers(state: &ServerState) -> Vec<ContainerStats> {
                 memory,
             });
         }
+        if containers.is_empty() {
+            continue;
+        }
+        let (cpu_nanos, nano_cores, memory) = match &entry.group {
+            Some(g) => {
+                let (cpu, memory) = (g.usage)();
+                let rate = state.cpu_rates.rate(&uid, cpu, Some(g.since));
+                live.insert(uid.clone());
+                (cpu, rate, memory)
+            }
+            None => containers
+                .iter()
+                .fold((0, 0, 0), |(a, b, c), s| (a + s.cpu_nanos, b + s.nano_cores, c + s.memory)),
+        };
+        out.push(PodStats { containers, cpu_nanos, nano_cores, memory });
     }
     state.cpu_rates.keep(&live);
     out
-}
-
-/// The containers of each pod: [`containers`] lists a pod's containers together.
-fn by_pod(list: &[ContainerStats]) -> impl Iterator<Item = &[ContainerStats]> {
-    list.chunk_by(|a, b| a.uid == b.uid)
 }
 
 /// The host's busy CPU time (all cores, nanoseconds) and (total, available, free) memory.
@@ -156,25 +182,27 @@ fn memory(now: &str, bytes: u64) -> Value {
 /// `/stats/summary`.
 pub async fn summary(State(state): State<Arc<ServerState>>) -> Response {
     let now = rfc3339(SystemTime::now());
-    let list = containers(&state);
+    let list = pods(&state);
     let (busy, total, available, free) = host();
     let node_rate = state.cpu_rates.rate("node", busy, None);
-    let pods: Vec<Value> = by_pod(&list)
-        .map(|cs| {
-            let first = &cs[0];
-            let containers: Vec<Value> = cs
+    let pods: Vec<Value> = list
+        .iter()
+        .map(|p| {
+            let first = &p.containers[0];
+            let containers: Vec<Value> = p
+                .containers
                 .iter()
                 .map(|c| {
                     json!({"name": c.container, "startTime": rfc3339(c.started),
                         "cpu": cpu(&now, c.cpu_nanos, c.nano_cores), "memory": memory(&now, c.memory)})
                 })
                 .collect();
-            let sum = |f: fn(&ContainerStats) -> u64| cs.iter().map(f).sum::<u64>();
+            let started = p.containers.iter().map(|c| c.started).min().unwrap_or(first.started);
             json!({
                 "podRef": {"name": first.pod, "namespace": first.namespace, "uid": first.uid},
-                "startTime": rfc3339(first.started), "containers": containers,
-                "cpu": cpu(&now, sum(|c| c.cpu_nanos), sum(|c| c.nano_cores)),
-                "memory": memory(&now, sum(|c| c.memory)),
+                "startTime": rfc3339(started), "containers": containers,
+                "cpu": cpu(&now, p.cpu_nanos, p.nano_cores),
+                "memory": memory(&now, p.memory),
             })
         })
         .collect();
@@ -199,7 +227,8 @@ fn uptime() -> u64 {
 
 /// `/metrics/resource`.
 pub async fn resource(State(state): State<Arc<ServerState>>) -> Response {
-    let list = containers(&state);
+    let pods = pods(&state);
+    let list: Vec<&ContainerStats> = pods.iter().flat_map(|p| &p.containers).collect();
     let (busy, total, available, _) = host();
     let mut out = String::new();
     let family = |out: &mut String, name: &str, help: &str, kind: &str| {
@@ -214,7 +243,7 @@ pub async fn resource(State(state): State<Arc<ServerState>>) -> Response {
     let _ = writeln!(out, "node_cpu_usage_seconds_total {}", busy as f64 / 1e9);
     family(&mut out, "node_memory_working_set_bytes", "Current working set of the node in bytes", "gauge");
     let _ = writeln!(out, "node_memory_working_set_bytes {}", total.saturating_sub(available));
-    let labels = |c: &ContainerStats| {
+    let labels = |c: &&ContainerStats| {
         format!("container=\"{}\",namespace=\"{}\",pod=\"{}\"", c.container, c.namespace, c.pod)
     };
     family(
@@ -246,11 +275,9 @@ pub async fn resource(State(state): State<Arc<ServerState>>) -> Response {
         let secs = c.started.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         let _ = writeln!(out, "container_start_time_seconds{{{}}} {secs}", labels(c));
     }
-    let pods: Vec<(&str, &str, u64, u64)> = by_pod(&list)
-        .map(|cs| {
-            let (cpu, mem) = cs.iter().fold((0, 0), |(a, b), c| (a + c.cpu_nanos, b + c.memory));
-            (cs[0].namespace.as_str(), cs[0].pod.as_str(), cpu, mem)
-        })
+    let pods: Vec<(&str, &str, u64, u64)> = pods
+        .iter()
+        .map(|p| (p.containers[0].namespace.as_str(), p.containers[0].pod.as_str(), p.cpu_nanos, p.memory))
         .collect();
     family(
         &mut out,

@@ -48,14 +48,29 @@ impl TestNode {
         extra: &[&str],
         netns: Option<&super::netns::Netns>,
     ) -> TestNode {
+        let prefix = netns.map(|n| n.prefix()).unwrap_or_default();
+        let node_ip = netns.map_or("127.0.0.1".to_string(), |n| n.node_ip.clone());
+        Self::join_prefixed(cluster, tag, port, registry, extra, &node_ip, prefix)
+    }
+
+    /// Like `join_with`, the agent run through `prefix` (e.g. a shell that moves it into a
+    /// cgroup first, then execs it; the agent's path and flags follow), with `node_ip`.
+    pub fn join_prefixed(
+        cluster: &'static Cluster,
+        tag: &str,
+        port: u16,
+        registry: &str,
+        extra: &[&str],
+        node_ip: &str,
+        prefix: Vec<String>,
+    ) -> TestNode {
         let name = format!("kw-{tag}-{}", std::process::id());
         cluster.forget_node(&name);
         let dir = tempfile::tempdir().unwrap();
         let bootstrap = cluster.bootstrap_file(dir.path());
-        let node_ip = netns.map_or("127.0.0.1".to_string(), |n| n.node_ip.clone());
         let args: Vec<String> = [
             "--node-ip",
-            &node_ip,
+            node_ip,
             "--node-name",
             &name,
             "--hostname",
@@ -75,7 +90,6 @@ impl TestNode {
         .chain(extra)
         .map(|s| s.to_string())
         .collect();
-        let prefix = netns.map(|n| n.prefix()).unwrap_or_default();
         let mut agent = Agent::start_with(&dir.path().join("logs"), &prefix, &args);
         agent.wait_output("BOOTSTRAP: TLS certificate requires manual approval", Duration::from_secs(90));
         cluster.kubectl_ok(&["certificate", "approve", &format!("{name}-tls")]);

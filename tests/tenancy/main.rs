@@ -9,3 +9,4 @@ mod common;
 
 mod network;
 mod secrets;
+mod resources;

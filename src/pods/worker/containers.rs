@@ -48,7 +48,8 @@ impl Machine {
         self.view.init_done = true;
         self.state = PodState::Running;
         for i in 0..self.main.len() {
-            if !self.main[i].finished {
+            // One waiting out a back-off (charged for a lost run) starts on its timer.
+            if !self.main[i].finished && self.main[i].start_at.is_none() {
                 self.request_start(Slot::Main(i), fx);
             }
         }

@@ -90,6 +90,8 @@ pub enum Input {
     DiskChecked { over: Option<OverLimit> },
     /// A probe of run `run` of `slot` changed its verdict.
     Probe { slot: Slot, run: u32, event: ProbeEvent },
+    /// The node evicts the pod for lack of memory or disk; the message says why.
+    Evict(String),
 }
 
 /// One thing the executor must do.
@@ -104,6 +106,8 @@ pub enum Effect {
     Start { slot: Slot, run: u32 },
     /// Stop the current run of `slot` (its exit still arrives as [`Input::Exited`]).
     Stop { slot: Slot },
+    /// Stop it with no grace period, as the kubelet's hard eviction kills.
+    Kill { slot: Slot },
     /// Publish an Event about the pod (`slot`: about one of its containers).
     Event { slot: Option<Slot>, kind: Kind, reason: &'static str, message: String },
     /// Report this status: the status file, and the API (or the mirror pod); answers

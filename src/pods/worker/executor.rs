@@ -20,7 +20,7 @@ use crate::pods::Shared;
 use crate::pods::prepare::{self, PreparedPod};
 use crate::pods::probes::ProbeHandle;
 use crate::pods::report::{self, Reported};
-use crate::pods::runtime::{ContainerRuntime, Exit, PulledImage, Stopper};
+use crate::pods::runtime::{ContainerRuntime, Exit, Group, PulledImage, Stopper};
 use crate::volumes::{PodVolumes, VolumeLayout};
 
 /// An effect's outcome, before it becomes an input.
@@ -53,6 +53,11 @@ pub struct Executor<R: ContainerRuntime> {
     stoppers: HashMap<Slot, Stopper>,
     /// Slots told to stop while their start was in flight.
     stop_pending: HashSet<Slot>,
+    /// The pod is being evicted: stops have no grace period.
+    killing: bool,
+    /// The pod's resource group and its containers', made at their first start.
+    pod_group: Option<Group>,
+    groups: HashMap<Slot, Option<Group>>,
     /// The status last reported, whose conditions' transition times are kept.
     last_status: Value,
     /// Which step that could crash the agent is under way (see `journal.rs`).
@@ -82,6 +87,9 @@ impl<R: ContainerRuntime> Executor<R> {
             tasks: FuturesUnordered::new(),
             stoppers: HashMap::new(),
             stop_pending: HashSet::new(),
+            killing: false,
+            pod_group: None,
+            groups: HashMap::new(),
             last_status,
             journal,
             probes: HashMap::new(),
@@ -213,6 +221,11 @@ impl<R: ContainerRuntime> Executor<R> {
                     self.stop_pending.insert(slot);
                 }
             },
+            Effect::Kill { slot } => {
+                // Every stop from now on (a start in flight included) is a kill.
+                self.killing = true;
+                self.perform(Effect::Stop { slot });
+            }
             Effect::Event { slot, kind, reason, message } => self.event(slot, kind, reason, message),
             Effect::Publish { status } => self.publish(status),
             Effect::RefreshVolumes => self.refresh(),
@@ -243,12 +256,13 @@ impl<R: ContainerRuntime> Executor<R> {
             run,
             result: Err(("CreateContainerError", message.into())),
         };
+        let group = self.container_group(slot);
         let request = (|| {
             let container = self.container(slot)?.clone();
             let image = self.images.get(container.image.as_deref().unwrap_or(""))?.clone();
             let layout = self.layout.clone()?;
             let (shared, pod, log_dir) = (self.shared.clone(), self.pod.clone(), self.log_dir());
-            Some(StartRequest { shared, pod, container, image, layout, log_dir, number: run })
+            Some(StartRequest { shared, pod, container, image, layout, log_dir, number: run, group })
         })();
         if let Some(c) = self.container(slot) {
             self.journal.begin(&format!("start {}", c.name));

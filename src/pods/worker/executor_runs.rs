@@ -1,5 +1,6 @@
-//! What the executor keeps beside a running container: its probes on the node's
-//! prober, the grace period its stop gets, and the labels of its server metrics.
+//! What the executor keeps beside a running container: its resource group (a child of the
+//! pod's), its probes on the node's prober, the grace period its stop gets, and the labels
+//! of its server metrics.
 
 use std::sync::Arc;
 
@@ -7,10 +8,31 @@ use super::Executor;
 use crate::events::Kind;
 use crate::metrics::ServerKey;
 use crate::pods::probes::{self, Registration, Target};
-use crate::pods::runtime::ContainerRuntime;
+use crate::pods::runtime::{ContainerRuntime, Group};
 use crate::pods::worker::effects::{Input, Slot};
 
 impl<R: ContainerRuntime> Executor<R> {
+    /// The resource group of `slot`'s container, made at its first start inside the pod's
+    /// (made then too): every run of the container, each restart and each exec instance,
+    /// charges it, under `limits.memory` (or `--default-memory-limit`), `limits.cpu` and
+    /// `requests.cpu`. `None` when the runtime makes no groups.
+    pub(super) fn container_group(&mut self, slot: Slot) -> Option<Group> {
+        if let Some(group) = self.groups.get(&slot) {
+            return group.clone();
+        }
+        let default_memory = self.shared.limits.default_memory_limit;
+        let (limits, _) = crate::pods::resources::group_limits(self.container(slot)?, default_memory);
+        if self.pod_group.is_none() {
+            self.pod_group = self.shared.runtime.group(None, Default::default());
+            if let Some(group) = &self.pod_group {
+                self.shared.directory.set_group(&self.pod, group.clone());
+            }
+        }
+        let group = self.shared.runtime.group(Some(self.pod_group.as_ref()?), limits);
+        self.groups.insert(slot, group.clone());
+        group
+    }
+
     /// Starts probing a run, if its container has probes; a probe this node cannot run
     /// is said so once, as a Warning.
     pub(super) fn probe(&mut self, slot: Slot, run: u32, entry: &crate::pods::directory::ContainerEntry) {
@@ -45,9 +67,13 @@ impl<R: ContainerRuntime> Executor<R> {
         self.probes.insert(slot, self.shared.prober.register(registration));
     }
 
-    /// How long a stopping server may finish its requests: the grace period of the
-    /// pod's deletion, else its `terminationGracePeriodSeconds` (default 30 s).
+    /// How long a stopping server may finish its requests: none once the pod is evicted;
+    /// else the grace period of the pod's deletion, else its
+    /// `terminationGracePeriodSeconds` (default 30 s).
     pub(super) fn grace(&self) -> std::time::Duration {
+        if self.killing {
+            return std::time::Duration::ZERO;
+        }
         let spec = self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds);
         let secs = self.pod.metadata.deletion_grace_period_seconds.or(spec).unwrap_or(30);
         std::time::Duration::from_secs(secs.max(0) as u64)

@@ -114,6 +114,9 @@ pub struct Settings {
     pub node_ip: String,
     /// How often running pods' volumes are rewritten (`--sync-frequency`).
     pub sync_frequency: Duration,
+    /// The previous agent was OOM-killed by the kernel: runs it lost are charged as
+    /// `OOMKilled` and restarted after a back-off (`recover.rs`).
+    pub agent_oom_killed: bool,
 }
 
 /// One pod's state, its status view, and its timers.
@@ -220,7 +223,8 @@ impl Machine {
                 self.state = PodState::Finished;
             }
             Input::DiskChecked { over: None } => self.disk_check_at = Some(now + DISK_CHECK_PERIOD),
-            Input::DiskChecked { over: Some(over) } => self.evict(over, &mut fx),
+            Input::DiskChecked { over: Some(over) } => self.evict_over(over, &mut fx),
+            Input::Evict(message) => self.evict(message, &mut fx),
             Input::Probe { slot, run, event } => self.probe(slot, run, event, &mut fx),
         }
         self.step_tail(now, &mut fx);

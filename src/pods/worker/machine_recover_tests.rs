@@ -43,6 +43,7 @@ fn a_pod_whose_step_crashed_the_agent_three_times_fails_instead_of_running_it_ag
         runtime_name: "fake",
         node_ip: "10.0.0.1".into(),
         sync_frequency: Duration::from_secs(60),
+        agent_oom_killed: false,
     };
     let step = |attempts| crate::pods::worker::journal::Entry { step: "prepare".into(), attempts };
     let mut m = Machine::new(Arc::new(pod("Always", &[], &["a"])), settings(), "t".into());
@@ -59,4 +60,41 @@ fn a_pod_whose_step_crashed_the_agent_three_times_fails_instead_of_running_it_ag
     assert!(
         status["message"].as_str().unwrap().contains("stopped 3 times during this pod's step \"prepare\"")
     );
+}
+
+#[test]
+fn runs_lost_when_the_kernel_oom_killed_the_agent_are_charged_to_their_pods() {
+    let settings = Settings {
+        runtime_name: "fake",
+        node_ip: "10.0.0.1".into(),
+        sync_frequency: Duration::from_secs(60),
+        agent_oom_killed: true,
+    };
+    let running = json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}});
+    let (mut t, fx) = T::with(stored("Always", "Running", running.clone(), 2), settings.clone());
+    assert_eq!(reasons(&fx), ["BackOff"]);
+    assert!(fx.contains(&Effect::Prepare));
+    match &t.m.view.main[0].last {
+        Some(State::Terminated { exit_code: 137, reason, message: Some(message), .. }) => {
+            assert_eq!(reason, "OOMKilled");
+            assert!(message.contains("node agent was killed for lack of memory"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(waiting_reason(t.main_state()), "CrashLoopBackOff");
+    // Prepared: it waits out its back-off instead of starting at once...
+    assert!(starts(&t.step(prepared())).is_empty());
+    let (waited, fx) = t.timer();
+    assert_eq!(waited, Duration::from_secs(10));
+    // ...then starts as a restart: the count goes up.
+    assert_eq!(starts(&fx), [(Slot::Main(0), 3)]);
+    // A container that had already ended is not charged; one under Never is not restarted.
+    let done = json!({"terminated": {"exitCode": 1, "reason": "Error"}});
+    let (t, _) = T::with(stored("Always", "Running", done, 0), settings.clone());
+    assert!(matches!(t.m.view.main[0].last, Some(State::Terminated { exit_code: 1, .. })));
+    let (t, _) = T::with(stored("Never", "Running", running, 0), settings);
+    match t.main_state() {
+        State::Terminated { reason, .. } => assert_eq!(reason, "OOMKilled"),
+        other => panic!("{other:?}"),
+    }
 }

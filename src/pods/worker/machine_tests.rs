@@ -41,7 +41,12 @@ impl T {
             runtime_name: "fake",
             node_ip: "10.0.0.1".into(),
             sync_frequency: Duration::from_secs(60),
+            agent_oom_killed: false,
         };
+        T::with(pod, settings)
+    }
+
+    fn with(pod: Pod, settings: Settings) -> (T, Vec<Effect>) {
         let mut m = Machine::new(Arc::new(pod), settings, "2026-01-01T00:00:00Z".into());
         let now = Instant::now();
         let fx = m.begin(now, None);

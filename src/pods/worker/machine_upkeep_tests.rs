@@ -55,7 +55,7 @@ fn an_empty_dir_over_its_size_limit_evicts_the_pod_and_nothing_restarts() {
     let over = crate::volumes::OverLimit { volume: "cache".into(), used: 3 << 20, limit: 1 << 20 };
     let fx = t.step(Input::DiskChecked { over: Some(over) });
     assert_eq!(reasons(&fx), ["Evicted", "Killing"]);
-    assert!(fx.contains(&Effect::Stop { slot: Slot::Main(0) }));
+    assert!(fx.contains(&Effect::Kill { slot: Slot::Main(0) }), "no grace period");
     assert!(published(&fx).is_none(), "Failed is reported once the container has stopped");
     let fx = t.exit(Slot::Main(0), 0, 137);
     assert!(starts(&fx).is_empty(), "an evicted pod does not restart");

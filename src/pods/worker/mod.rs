@@ -34,6 +34,8 @@ pub enum Msg {
     MirrorGone,
     /// The pod is gone from the API, or its manifest was removed.
     Gone,
+    /// The node is short of memory or disk and evicts this pod (the kubelet's message).
+    Evict(String),
 }
 
 /// Runs the worker of `pod` until the pod is gone (deleted by us or by someone else) or
@@ -53,6 +55,7 @@ pub async fn run<R: ContainerRuntime>(
             runtime_name: shared.runtime.name(),
             node_ip: shared.node_ip.to_string(),
             sync_frequency: shared.sync_frequency,
+            agent_oom_killed: shared.resources.agent_oom_killed.is_some(),
         };
         let start_time = (pod.status.as_ref().and_then(|s| s.start_time.as_ref()))
             .map(|t| crate::base::time::rfc3339(&t.0))
@@ -74,6 +77,7 @@ pub async fn run<R: ContainerRuntime>(
                     }
                     Some(Msg::MirrorGone) => Input::MirrorGone,
                     Some(Msg::Gone) => Input::Gone,
+                    Some(Msg::Evict(message)) => Input::Evict(message),
                     // The controller forgets a pod it said is gone: let the delete finish.
                     None if *machine.state() == PodState::Deleting => {
                         listening = false;

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus};
 
 use super::containers::restarts;
 use super::effects::Effect;
-use super::machine::{Machine, PodState};
+use super::machine::{Machine, PodState, backoff};
 use tokio::time::Instant;
 
 use super::journal::Entry;
@@ -17,6 +17,10 @@ use crate::pods::status::State;
 /// Exit code recorded for a run the agent lost track of (it was running when the agent
 /// stopped), as a container killed with the node would show.
 const LOST_RUN_EXIT_CODE: i32 = 137;
+
+/// The message of a run lost when the kernel OOM-killed the agent.
+pub const AGENT_OOM_MESSAGE: &str =
+    "the node agent was killed for lack of memory (the kernel's OOM killer) while the container was running";
 
 impl Machine {
     /// Decides where a (possibly already running) pod starts; the first effects.
@@ -65,9 +69,18 @@ impl Machine {
         }
         let previous = status.container_statuses.unwrap_or_default();
         let policy = self.view.restart_policy.clone();
+        let oom = self.settings.agent_oom_killed;
+        let m = &self.pod.metadata;
+        let pod_key = format!(
+            "{}_{}({})",
+            m.name.as_deref().unwrap_or(""),
+            m.namespace.as_deref().unwrap_or("default"),
+            m.uid.as_deref().unwrap_or("")
+        );
         for (i, view) in self.view.main.iter_mut().enumerate() {
             let Some(prev) = previous.iter().find(|p| p.name == view.name) else { continue };
-            let Some(ended) = ended_run(prev) else {
+            let lost = prev.state.as_ref().is_some_and(|s| s.running.is_some());
+            let Some(ended) = ended_run(prev, oom) else {
                 // Never ran (or was waiting to be restarted): keep its count and history.
                 view.restart_count = prev.restart_count.max(0) as u32;
                 view.last = prev.last_state.as_ref().and_then(terminated);
@@ -83,6 +96,21 @@ impl Machine {
             if restart {
                 self.main[i].restart_pending = true;
                 view.last = Some(ended);
+                if lost && oom {
+                    // Charged as a crash of its own: restarted after the back-off.
+                    let delay = backoff(0);
+                    let track = &mut self.main[i];
+                    (track.backoff_step, track.start_at) = (1, Some(now + delay));
+                    let message = format!(
+                        "back-off {}s restarting failed container={} pod={pod_key}",
+                        delay.as_secs(),
+                        view.name
+                    );
+                    view.state = State::waiting("CrashLoopBackOff", Some(message));
+                    let message = "Back-off restarting failed container".to_string();
+                    let (kind, slot) = (crate::events::Kind::Warning, Some(super::effects::Slot::Main(i)));
+                    fx.push(Effect::Event { slot, kind, reason: "BackOff", message });
+                }
             } else {
                 view.state = ended;
                 self.main[i].finished = true;
@@ -101,18 +129,22 @@ impl Machine {
 }
 
 /// The run a container status records as over: a termination, or a run that was still
-/// going when the agent stopped (now lost).
-fn ended_run(prev: &ContainerStatus) -> Option<State> {
+/// going when the agent stopped (now lost; `OOMKilled` if the agent died of memory).
+fn ended_run(prev: &ContainerStatus, agent_oom_killed: bool) -> Option<State> {
     let state = prev.state.as_ref()?;
     if let Some(t) = terminated(state) {
         return Some(t);
     }
     let running = state.running.as_ref()?;
     let started = running.started_at.as_ref().map(|t| rfc3339(&t.0)).unwrap_or_else(now_rfc3339);
+    let (reason, message) = match agent_oom_killed {
+        true => ("OOMKilled", AGENT_OOM_MESSAGE),
+        false => ("Error", "the node agent restarted while the container was running"),
+    };
     Some(State::Terminated {
         exit_code: LOST_RUN_EXIT_CODE,
-        reason: "Error".into(),
-        message: Some("the node agent restarted while the container was running".into()),
+        reason: reason.into(),
+        message: Some(message.into()),
         started_at: started,
         finished_at: now_rfc3339(),
     })

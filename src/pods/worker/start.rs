@@ -16,7 +16,7 @@ use crate::pods::Shared;
 use crate::pods::directory::{ContainerEntry, ExecFn};
 use crate::pods::env;
 use crate::pods::runtime::{
-    ContainerNetwork, ContainerRun, ContainerRuntime, CountersFn, PulledImage, Running,
+    ContainerNetwork, ContainerRun, ContainerRuntime, CountersFn, Group, PulledImage, Running,
 };
 use crate::volumes::{self, VolumeLayout};
 
@@ -36,6 +36,8 @@ pub struct StartRequest<R: ContainerRuntime> {
     pub layout: Arc<VolumeLayout>,
     pub log_dir: std::path::PathBuf,
     pub number: u32,
+    /// The container's resource group (see `executor_runs.rs`), if the runtime makes them.
+    pub group: Option<Group>,
 }
 
 /// An Event about a container's first start: what the node chose for it.
@@ -53,7 +55,7 @@ pub struct Started {
 
 /// Starts run `number` of the container.
 pub async fn start<R: ContainerRuntime>(req: StartRequest<R>) -> Result<Started, StartError> {
-    let StartRequest { shared, pod, container, image, layout, log_dir, number } = req;
+    let StartRequest { shared, pod, container, image, layout, log_dir, number, group } = req;
     let ctx = shared.context(&pod);
     let began = std::time::Instant::now();
     let env = env::resolve_env(&shared.source(), &ctx, &container)
@@ -70,13 +72,11 @@ pub async fn start<R: ContainerRuntime>(req: StartRequest<R>) -> Result<Started,
     let log = LogFile::create(&shared.logs, &log_path, shared.log_limits).map_err(|e| create(chain(&e)))?;
     // The kubelet keeps the current run's log and the previous one's (`--previous`).
     logs::remove_runs_before(&log_dir, &container.name, number.saturating_sub(1));
-    let own_limit = (container.resources.as_ref().and_then(|r| r.limits.as_ref()))
-        .and_then(|l| l.get("memory"))
-        .and_then(|q| quantity::bytes(&q.0));
-    let default_memory_limit = shared.limits.default_memory_limit.filter(|_| own_limit.is_none());
-    let memory_limit = own_limit.or(default_memory_limit);
+    let (limits, defaulted) =
+        crate::pods::resources::group_limits(&container, shared.limits.default_memory_limit);
+    let memory_limit = limits.memory_limit;
     let mut notes: Vec<Note> = Vec::new();
-    if let Some(limit) = default_memory_limit {
+    if let Some(limit) = memory_limit.filter(|_| defaulted) {
         let message = format!(
             "container {} sets no memory limit: it may use {}, the node's --default-memory-limit",
             container.name,
@@ -108,6 +108,7 @@ pub async fn start<R: ContainerRuntime>(req: StartRequest<R>) -> Result<Started,
         memory_limit,
         max_handles: shared.limits.max_open_files,
         network: Some(network.clone()),
+        group: group.clone(),
     };
     let resolved = began.elapsed();
     let running = shared.runtime.start(&image.image, run).map_err(|e| (e.reason, chain(&e)))?;
@@ -130,7 +131,9 @@ pub async fn start<R: ContainerRuntime>(req: StartRequest<R>) -> Result<Started,
         memory_limit,
         max_handles,
         started: std::time::SystemTime::now(),
-        usage: running.usage(),
+        // The group's: what every instance of the container uses (a server's requests too).
+        usage: group.as_ref().map(|g| g.usage.clone()).or_else(|| running.usage()),
+        group,
         stdin: stdin_writer,
     };
     let counters = running.counters();

@@ -151,6 +151,7 @@ impl Harness {
             prober: crate::pods::probes::Prober::start(),
             image_gc: Arc::default(),
             memory_trim: Arc::default(),
+            resources: Default::default(),
         });
         let (slot, rx) = mpsc::unbounded_channel();
         let worker = tokio::spawn(super::run(shared, Arc::new(pod.clone()), rx));

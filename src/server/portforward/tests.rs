@@ -36,6 +36,7 @@ pub(crate) fn pods() -> (Directory, Arc<Pod>) {
         max_handles: 1024,
         started: std::time::SystemTime::now(),
         usage: None,
+        group: None,
         stdin: None,
     };
     pods.set_container(&pod, "main", running);

@@ -13,22 +13,36 @@ use crate::pods::worker::effects::Effect;
 use crate::volumes::OverLimit;
 
 impl Machine {
-    /// An emptyDir holds more than its `sizeLimit`: the pod is evicted as the kubelet does
-    /// (its containers stopped, phase Failed, reason `Evicted`), and not run again.
-    pub(super) fn evict(&mut self, over: OverLimit, fx: &mut Vec<Effect>) {
+    /// An emptyDir holds more than its `sizeLimit`: the pod is evicted.
+    pub(super) fn evict_over(&mut self, over: OverLimit, fx: &mut Vec<Effect>) {
+        let limit = crate::base::quantity::format_bytes(over.limit);
+        let message = format!("Usage of EmptyDir volume {:?} exceeds the limit {limit:?}. ", over.volume);
+        tracing::warn!(volume = %over.volume, used = over.used, limit = over.limit, "emptyDir over its sizeLimit");
+        self.evict(message, fx);
+    }
+
+    /// The pod is evicted as the kubelet's hard eviction does (an emptyDir past its
+    /// `sizeLimit`, or the node short of memory or disk): a Warning Event `Evicted`, its
+    /// containers killed (no grace period: a server's requests in flight are cut), then
+    /// phase Failed with reason `Evicted` and `message`; nothing runs again.
+    pub(super) fn evict(&mut self, message: String, fx: &mut Vec<Effect>) {
         if !self.runs_containers() {
             return;
         }
-        let limit = crate::base::quantity::format_bytes(over.limit);
-        let message = format!("Usage of EmptyDir volume {:?} exceeds the limit {limit:?}. ", over.volume);
-        tracing::warn!(volume = %over.volume, used = over.used, limit = over.limit, "evicting the pod");
+        tracing::warn!(%message, "evicting the pod");
         fx.push(Effect::Event {
             slot: None,
             kind: Kind::Warning,
             reason: "Evicted",
             message: message.clone(),
         });
+        let from = fx.len();
         self.stop_all(true, fx);
+        for effect in &mut fx[from..] {
+            if let Effect::Stop { slot } = *effect {
+                *effect = Effect::Kill { slot };
+            }
+        }
         self.view.failure = Some(("Evicted".into(), message));
         self.state = PodState::Done { adopted: false };
     }
