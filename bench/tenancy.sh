@@ -78,16 +78,20 @@ end=$((SECONDS + SECS))
 (while ((SECONDS < end)); do
   t=$(now_ms); kubectl logs hello --tail 1 >/dev/null; echo $(($(now_ms) - t)) >>"$DIR/logs.ms"; sleep 1
 done) &
+loops=($!)
 (while ((SECONDS < end)); do
   curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$HTTP_PORT/" | awk '{printf "%d\n", $1 * 1000}' >>"$DIR/http.ms"
   curl -sk --cert "$KRUSTLET_CP_DIR/pki/admin.crt" --key "$KRUSTLET_CP_DIR/pki/admin.key" -o /dev/null \
     -w '%{time_total}\n' "https://127.0.0.1:$PORT/healthz" | awk '{printf "%d\n", $1 * 1000}' >>"$DIR/healthz.ms"
   sleep 0.5
 done) &
+loops+=($!)
 (while ((SECONDS < end)); do
   kubectl get lease -n kube-node-lease "$NAME" -o jsonpath='{.spec.renewTime}{"\n"}' >>"$DIR/renew"; sleep 0.5
 done) &
-wait
+loops+=($!)
+# Only the samplers: a bare `wait` would also wait for the agent start_node left running.
+wait "${loops[@]}"
 uid=$(kubectl get pod hello -o jsonpath='{.metadata.uid}')
 cat "$DIR"/data/logs/default_hello_"$uid"/main/*.log | awk '{print $1}' | while read -r t; do date -d "$t" +%s%3N; done |
   tail -n "$SECS" | awk 'NR > 1 {print $1 - prev} {prev = $1}' >"$DIR/gaps.ms"
