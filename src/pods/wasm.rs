@@ -153,14 +153,14 @@ impl ContainerRuntime for WasmRuntime {
             spec = spec.stdin(stdin);
         }
         // In its container's group, the run shares the group's memory limit with every other
-        // run and instance of the container; alone, it has its own.
-        match run.group.as_ref().and_then(|g| g.handle.downcast_ref::<Cgroup>()) {
-            Some(cgroup) => spec = spec.cgroup(cgroup.clone()),
-            None => {
-                if let Some(limit) = run.memory_limit {
-                    spec = spec.memory_limit(limit);
-                }
-            }
+        // run and instance of the container. Its own cap is that limit too, so an instance
+        // that alone would pass it ran out of memory (OOMKilled, a 500 for a request), while
+        // one refused because the others hold the memory is over the group's (a 503).
+        if let Some(cgroup) = run.group.as_ref().and_then(|g| g.handle.downcast_ref::<Cgroup>()) {
+            spec = spec.cgroup(cgroup.clone());
+        }
+        if let Some(limit) = run.memory_limit {
+            spec = spec.memory_limit(limit);
         }
         spec = spec.max_handles(run.max_handles);
         spec = with_network(spec, artifact, run.network, &self.wasm)?;
