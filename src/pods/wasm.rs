@@ -65,6 +65,7 @@ struct Listen {
 /// The node's word for what an artifact is.
 fn kind_of(artifact: &Artifact) -> ImageKind {
     match artifact.kind() {
+        ArtifactKind::Module if artifact.uses_wasmedge_sockets() => ImageKind::SocketCommand,
         ArtifactKind::Module => ImageKind::Command,
         ArtifactKind::Component => ImageKind::SocketCommand,
         ArtifactKind::HttpProxy => ImageKind::HttpServer,
