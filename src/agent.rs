@@ -138,6 +138,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         allow_anonymous_localhost: standalone && cfg.allow_anonymous_localhost,
         limits: cfg.api_limits,
         cpu_rates: Default::default(),
+        pod_address: cfg.serving.dial_address(),
     });
     let record = server::endpoint::Endpoint {
         addr: cfg.addr,
