@@ -22,11 +22,22 @@ fn a_second_pod_wanting_8080_is_told_which_pod_holds_it_until_that_pod_is_delete
         || g.cluster.pod_events(&second).into_iter().find(|(r, m)| r == "PortRefused" && m.contains(&told)),
         || format!("{:?}\n{}", g.cluster.pod_events(&second), g.cluster.explain_pod("default", &second)),
     );
-    // Its program gave up on the bind and exited; the first one kept serving.
-    g.cluster.wait_pod(&second, "its container to have exited", Duration::from_secs(60), |p| {
-        let status = &p["status"]["containerStatuses"][0];
-        status["restartCount"].as_u64().unwrap_or(0) > 0 || !status["state"]["terminated"].is_null()
-    });
+    // Its program gave up on the bind and says so itself (warp's panic, with the guest's
+    // EADDRINUSE) in the log of its last run; the first one kept serving.
+    let said = |args: &[&str]| {
+        let out = g.cluster.kubectl(args);
+        let logs = String::from_utf8_lossy(&out.stdout).into_owned();
+        (logs.contains("error binding to 0.0.0.0:8080") && logs.contains("Address in use")).then_some(())
+    };
+    common::wait_for_explained(
+        &format!("pod {second}'s program saying that 8080 is in use"),
+        Duration::from_secs(60),
+        || {
+            said(&["logs", "-n", "default", &second])
+                .or_else(|| said(&["logs", "-p", "-n", "default", &second]))
+        },
+        || g.cluster.explain_pod("default", &second),
+    );
     assert_eq!(g.at_node_ip("/"), Some((200, HELLO.to_string())));
 
     // The restarting second pod goes first, so that the port is the newcomer's to take.

@@ -20,11 +20,14 @@ fn the_guides_image_answers_through_kubectl_port_forward_1_32_and_1_20() {
     turn.serving(&name);
     // The guide's pod declares no port: the agent tells it that 8080 is now its own, and
     // does not warn that a module without sockets cannot listen.
-    let events = g.cluster.pod_events(&name);
-    assert!(
-        events.iter().any(|(r, m)| r == "PortClaimed" && m.contains(&format!("port {GUIDE}/TCP"))),
-        "{events:?}"
+    let claimed = format!("port {GUIDE}/TCP claimed for this pod");
+    common::wait_for_explained(
+        &format!("a PortClaimed Event of pod {name}"),
+        Duration::from_secs(30),
+        || g.cluster.pod_events(&name).into_iter().find(|(r, m)| r == "PortClaimed" && m.contains(&claimed)),
+        || format!("{:?}", g.cluster.pod_events(&name)),
     );
+    let events = g.cluster.pod_events(&name);
     assert!(!events.iter().any(|(r, _)| r == "ModuleCannotListen"), "{events:?}");
 
     for (i, kubectl) in common::kubectls().iter().enumerate() {
