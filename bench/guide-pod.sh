@@ -48,8 +48,9 @@ guide_pod() {
     kubectl create -f - >/dev/null
 }
 
-# one NAME: creates the pod, prints the milliseconds until it answers and those `kubectl
-# create` took (counted in the first: the pod is bound somewhere inside them), deletes it.
+# one NAME: creates the pod, prints the milliseconds until it answers, those `kubectl
+# create` took (counted in the first: the pod is bound somewhere inside them) and those
+# after it returned; deletes it.
 one() {
   local t0 tc t1
   t0=$(date +%s%N)
@@ -57,13 +58,13 @@ one() {
   tc=$(date +%s%N)
   until answers; do sleep 0.005; done
   t1=$(date +%s%N)
-  echo "$(((t1 - t0) / 1000000)) $(((tc - t0) / 1000000))"
+  echo "$(((t1 - t0) / 1000000)) $(((tc - t0) / 1000000)) $(((t1 - tc) / 1000000))"
   kubectl delete pod "$1" --wait=true --timeout=60s >/dev/null
   while (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; do sleep 0.05; done
 }
 
 first=$(one "guide-bench-pull-$$")
-echo "first pod (pulls the image, not counted): ${first% *} ms"
+echo "first pod (pulls the image, not counted): ${first%% *} ms"
 for i in $(seq "$N"); do one "guide-bench-$$-$i"; done >"$DIR/ms"
 # pct COLUMN: p50, p99 and the largest of that column.
 pct() {
@@ -73,4 +74,5 @@ pct() {
 }
 echo "guide pod bound -> serving over $N pods (cached image): $(pct 1)"
 echo "  of which kubectl create (the pod is bound within it): $(pct 2)"
+echo "  from kubectl create returning to the answer: $(pct 3)"
 echo "agent warnings/errors: $(grep -c -E 'WARN|ERROR' "$DIR/err" || true)"
