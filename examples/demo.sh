@@ -158,8 +158,12 @@ wait_for 30 "scheduling of pod wasm-demo-app" guide_scheduled
 on="$(kubectl get pod wasm-demo-app -o 'jsonpath={.spec.nodeName}')"
 [[ "$on" == "$NODE" ]] ||
   die "pod wasm-demo-app was scheduled to $on, another wasm32-wasi node (delete stale nodes: kubectl delete node $on)"
-# The pod declares no port: its program's bind claims 8080, and the agent says so.
-claimed() { kubectl get events --field-selector involvedObject.name=wasm-demo-app,reason=PortClaimed -o name | grep -q .; }
+guide_running() { [[ "$(kubectl get pod wasm-demo-app -o 'jsonpath={.status.phase}')" == Running ]]; }
+wait_for 60 "Running pod wasm-demo-app" guide_running
+# The pod declares no port: its program's bind claims 8080, and the agent says so. (By UID:
+# an earlier pod of the same name leaves its Events behind for an hour.)
+GUIDE_UID="$(kubectl get pod wasm-demo-app -o 'jsonpath={.metadata.uid}')"
+claimed() { kubectl get events --field-selector "involvedObject.uid=$GUIDE_UID,reason=PortClaimed" -o name | grep -q .; }
 wait_for 60 "pod wasm-demo-app listening on 8080 (its PortClaimed Event)" claimed
 # The guide forwards 8080:8080; on this loopback node the pod's 8080 is this machine's.
 free_port 18081
@@ -168,7 +172,8 @@ log "kubectl port-forward pod/wasm-demo-app $FORWARD_PORT:8080"
 kubectl port-forward pod/wasm-demo-app "$FORWARD_PORT:8080" >"$WORK/guide-forward.log" 2>&1 &
 FORWARD_PID=$!
 guide_forwarding() { grep -q 'Forwarding from' "$WORK/guide-forward.log"; }
-wait_for 30 "kubectl port-forward listening" guide_forwarding
+forward_log() { echo "---- kubectl port-forward's output ----"; cat "$WORK/guide-forward.log"; }
+EXPLAIN=forward_log wait_for 30 "kubectl port-forward listening" guide_forwarding
 show curl -sS --max-time 10 -w '\nHTTP %{http_code}\n' "http://localhost:$FORWARD_PORT/" || die "curl failed"
 kill "$FORWARD_PID" 2>/dev/null || true
 wait "$FORWARD_PID" 2>/dev/null || true
