@@ -2,8 +2,10 @@
 # The whole cluster flow on the local control plane, each step shown as the command it runs:
 # cluster up, bootstrap.sh, start the node, approve its serving CSR, push the hello-world
 # guest, `kubectl apply -f examples/pods/hello.yaml`, the wasi:http server
-# (`examples/pods/http.yaml`) reached with `kubectl port-forward` and curl, then
-# `kubectl get nodes -o wide`, `kubectl get pods -o wide` and `kubectl logs hello`.
+# (`examples/pods/http.yaml`) reached with `kubectl port-forward` and curl, the guide's
+# own app (examples/guide: warp on the WasmEdge socket API, built by examples/guide/build.sh)
+# run and reached the same way, then `kubectl get nodes -o wide`, `kubectl get pods -o wide`
+# and `kubectl logs hello`.
 #
 #   examples/demo.sh [--keep]
 #
@@ -27,7 +29,7 @@ IMAGE="$REGISTRY/examples/hello:v1" # what examples/pods/hello.yaml runs
 # show CMD...: prints the command as a user would type it, then runs it.
 show() { printf '$ %s\n' "$*"; "$@"; }
 # What the agent made in the cluster goes with it (lib.sh's cleanup calls these).
-before_cleanup() { kubectl delete pod hello wasm-demo-app --ignore-not-found --wait=true --timeout=20s >/dev/null 2>&1; }
+before_cleanup() { kubectl delete pod hello wasi-http-demo wasm-demo-app --ignore-not-found --wait=true --timeout=20s >/dev/null 2>&1; }
 after_cleanup() { kubectl delete node "$NODE" --ignore-not-found >/dev/null 2>&1; }
 
 # 1. The control plane (built once, then cached) and an admin kubeconfig.
@@ -122,20 +124,57 @@ wait_for 20 "three lines from the pod" printed
 log "publishing the wasi:http guest and running it"
 show "$BIN" push --insecure-registries "$REGISTRY" "$WASM_DIR/http_hello.wasm" "$REGISTRY/examples/http:v1" ||
   die "push failed"
-kubectl delete pod wasm-demo-app --ignore-not-found --wait=true --timeout=30s >/dev/null
+kubectl delete pod wasi-http-demo --ignore-not-found --wait=true --timeout=30s >/dev/null
 show kubectl apply -f "$REPO/examples/runtimeclass.yaml"
 show kubectl apply -f "$REPO/examples/pods/http.yaml"
-serving() { [[ "$(kubectl get pod wasm-demo-app -o 'jsonpath={.status.phase}')" == Running ]]; }
-wait_for 60 "Running pod wasm-demo-app" serving
+serving() { [[ "$(kubectl get pod wasi-http-demo -o 'jsonpath={.status.phase}')" == Running ]]; }
+wait_for 60 "Running pod wasi-http-demo" serving
 AGENT_PORT=$PORT
 free_port 18080
 FORWARD_PORT=$PORT PORT=$AGENT_PORT
-log "kubectl port-forward pod/wasm-demo-app $FORWARD_PORT:8080"
-kubectl port-forward pod/wasm-demo-app "$FORWARD_PORT:8080" >"$WORK/port-forward.log" 2>&1 &
+log "kubectl port-forward pod/wasi-http-demo $FORWARD_PORT:8080"
+kubectl port-forward pod/wasi-http-demo "$FORWARD_PORT:8080" >"$WORK/port-forward.log" 2>&1 &
 FORWARD_PID=$!
 forwarding() { grep -q 'Forwarding from' "$WORK/port-forward.log"; }
 wait_for 30 "kubectl port-forward listening" forwarding
 show curl -sS --max-time 10 -w 'HTTP %{http_code}\n' "http://localhost:$FORWARD_PORT/" || die "curl failed"
+kill "$FORWARD_PID" 2>/dev/null || true
+wait "$FORWARD_PID" 2>/dev/null || true
+# Both servers want the node's 8080: the guide's goes next.
+show kubectl delete pod wasi-http-demo --wait=true --timeout=30s || die "deleting pod wasi-http-demo failed"
+
+# 9. The guide's app as its readers built it (tokio_wasi + warp_wasi, the WasmEdge socket
+# API), its pod as the guide writes it (examples/guide/pod.yaml: no ports, the tolerations).
+log "building the guide's HTTP server (the first build takes a few minutes)"
+GUIDE_WASM="$("$REPO/examples/guide/build.sh" 2>"$WORK/guide-build.log" | tail -n 1)" ||
+  { cat "$WORK/guide-build.log" >&2; die "examples/guide/build.sh failed"; }
+GUIDE_IMAGE="$REGISTRY/guide/http-server:v1"
+show "$BIN" push --insecure-registries "$REGISTRY" "$GUIDE_WASM" "$GUIDE_IMAGE" || die "push failed"
+kubectl delete pod wasm-demo-app --ignore-not-found --wait=true --timeout=30s >/dev/null
+printf '$ %s\n' "sed 's#@IMAGE@#$GUIDE_IMAGE#' examples/guide/pod.yaml | kubectl apply -f -"
+sed "s#@IMAGE@#$GUIDE_IMAGE#" "$REPO/examples/guide/pod.yaml" | kubectl apply -f - || die "kubectl apply failed"
+guide_scheduled() { [[ -n "$(kubectl get pod wasm-demo-app -o 'jsonpath={.spec.nodeName}')" ]]; }
+wait_for 30 "scheduling of pod wasm-demo-app" guide_scheduled
+on="$(kubectl get pod wasm-demo-app -o 'jsonpath={.spec.nodeName}')"
+[[ "$on" == "$NODE" ]] ||
+  die "pod wasm-demo-app was scheduled to $on, another wasm32-wasi node (delete stale nodes: kubectl delete node $on)"
+guide_running() { [[ "$(kubectl get pod wasm-demo-app -o 'jsonpath={.status.phase}')" == Running ]]; }
+wait_for 60 "Running pod wasm-demo-app" guide_running
+# The pod declares no port: its program's bind claims 8080, and the agent says so. (By UID:
+# an earlier pod of the same name leaves its Events behind for an hour.)
+GUIDE_UID="$(kubectl get pod wasm-demo-app -o 'jsonpath={.metadata.uid}')"
+claimed() { kubectl get events --field-selector "involvedObject.uid=$GUIDE_UID,reason=PortClaimed" -o name | grep -q .; }
+wait_for 60 "pod wasm-demo-app listening on 8080 (its PortClaimed Event)" claimed
+# The guide forwards 8080:8080; on this loopback node the pod's 8080 is this machine's.
+free_port 18081
+FORWARD_PORT=$PORT PORT=$AGENT_PORT
+log "kubectl port-forward pod/wasm-demo-app $FORWARD_PORT:8080"
+kubectl port-forward pod/wasm-demo-app "$FORWARD_PORT:8080" >"$WORK/guide-forward.log" 2>&1 &
+FORWARD_PID=$!
+guide_forwarding() { grep -q 'Forwarding from' "$WORK/guide-forward.log"; }
+forward_log() { echo "---- kubectl port-forward's output ----"; cat "$WORK/guide-forward.log"; }
+EXPLAIN=forward_log wait_for 30 "kubectl port-forward listening" guide_forwarding
+show curl -sS --max-time 10 -w '\nHTTP %{http_code}\n' "http://localhost:$FORWARD_PORT/" || die "curl failed"
 kill "$FORWARD_PID" 2>/dev/null || true
 wait "$FORWARD_PID" 2>/dev/null || true
 
@@ -150,7 +189,7 @@ if ((KEEP)); then
   log "the node keeps running (agent pid $PID, files in $WORK). Try:"
   printf '  eval "$(%s env)"\n  kubectl logs -f hello\n' "$REPO/bootstrap/cluster.sh" >&2
   printf '  %s pods --data-dir %s\n' "$BIN" "$WORK/data" >&2
-  printf '  kubectl port-forward pod/wasm-demo-app 18080:8080 & curl http://localhost:18080/\n' >&2
+  printf '  kubectl port-forward pod/wasm-demo-app 18081:8080 & curl http://localhost:18081/\n' >&2
   printf 'Stop it with: kubectl delete pod hello wasm-demo-app; kill %s; kubectl delete node %s; rm -rf %s\n' "$PID" "$NODE" "$WORK" >&2
 else
   log "cleaning up: the pod, the agent, the node (the control plane stays up)"

@@ -60,7 +60,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             "the previous agent was killed for lack of memory ({how}): its pods' running containers are charged as OOMKilled"
         );
     }
-    raise_open_files_limit();
+    raise_open_files_limit(cfg.max_pods, cfg.pod_limits.max_open_files);
     let memory_medium = crate::volumes::probe(&cfg.data_dir);
 
     // Standalone when there is nothing to join with and nobody asked to join.
@@ -165,6 +165,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         allow_anonymous_localhost: standalone && cfg.allow_anonymous_localhost,
         limits: cfg.api_limits,
         cpu_rates: Default::default(),
+        pod_address: cfg.serving.dial_address(),
     });
     let record = server::endpoint::Endpoint {
         addr: cfg.addr,
@@ -313,17 +314,31 @@ fn standalone_certificate(cfg: &Config) -> Result<Vec<u8>, AgentError> {
     Ok(cert_pem.into_bytes())
 }
 
-/// Raises the agent's soft limit on open files to its hard limit: every pod's open files,
-/// logs and connections are the agent's own (each container is capped by
-/// `--max-open-files`), and the soft default (often 1024) would let a few pods exhaust it.
-fn raise_open_files_limit() {
+/// Raises the agent's soft limit on open files to its hard limit, and logs it: every pod's
+/// open files, logs and connections, and each guest socket, are descriptors of the agent's
+/// process (each container is capped by `--max-open-files`), and the soft default (often
+/// 1024) would let a few pods exhaust it. Warns when the limit is below `max_pods` pods of
+/// one container each holding `max_open_files`: then guests together could exhaust it.
+fn raise_open_files_limit(max_pods: u32, max_open_files: usize) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
+    let mut now = limit.current;
     if limit.current < limit.maximum {
         let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
         match setrlimit(Resource::Nofile, raised) {
-            Ok(()) => info!(from = ?limit.current, to = ?limit.maximum, "raised the open files limit"),
-            Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+            Ok(()) => now = limit.maximum,
+            Err(e) => warn!(error = %e, "could not raise the open files limit"),
         }
+    }
+    let shown = |n: Option<u64>| n.map_or("unlimited".to_string(), |n| n.to_string());
+    info!(limit = %shown(now), was = %shown(limit.current), "open files limit (RLIMIT_NOFILE)");
+    let needed = u64::from(max_pods) * max_open_files as u64;
+    if let Some(now) = now.filter(|now| *now < needed) {
+        warn!(
+            "the open files limit ({now}) is below --max-pods ({max_pods}) x --max-open-files ({max_open_files}) = \
+             {needed}: guests together could use every descriptor of the agent, and then no pod's log, pull or \
+             connection would work; raise the hard limit (LimitNOFILE= in the systemd unit, ulimit -Hn) or \
+             lower --max-open-files"
+        );
     }
 }

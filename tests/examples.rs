@@ -296,10 +296,12 @@ fn the_demo_script_runs_the_seed_flow() {
     assert!(row.contains(&node), "{all}");
     // The wasi:http pod through kubectl port-forward and curl.
     assert!(stdout.contains("Hello, World!\nHTTP 200\n"), "{all}");
-    assert!(
-        cluster.get_json(&["pod", "wasm-demo-app", "-n", "default"]).is_none(),
-        "pod wasm-demo-app left behind"
-    );
+    // The guide's app, built by examples/guide/build.sh, its pod as the guide writes it.
+    let guide = stdout.split("examples/guide/pod.yaml | kubectl apply -f -\n").nth(1);
+    assert!(guide.is_some_and(|g| g.contains("Hello, World!\nHTTP 200\n")), "{all}");
+    for pod in ["wasi-http-demo", "wasm-demo-app"] {
+        assert!(cluster.get_json(&["pod", pod, "-n", "default"]).is_none(), "pod {pod} left behind");
+    }
     // kubectl logs hello --tail 3.
     let logs = stdout.split("kubectl logs hello --tail 3\n").nth(1).unwrap_or_else(|| panic!("{all}"));
     assert!(logs.starts_with("Hello, World!\nHello, World!\nHello, World!\n"), "{all}");

@@ -141,11 +141,16 @@ impl SocketRules for PodSockets {
         }
         let b = Binding { protocol, port: local.port(), addr: local.ip() };
         if local.ip() != self.core.listen {
+            let listen = self.core.listen;
+            // A wildcard bind on a node listening on one address: say which to bind.
+            let hint = match local.ip().is_unspecified() && listen.is_ipv4() == local.is_ipv4() {
+                true => format!("; bind {} instead", SocketAddr::new(listen, local.port())),
+                false => String::new(),
+            };
             let message = format!(
-                "bind to {} ({}) refused: pods listen on {} (--pod-listen-address)",
+                "bind to {} ({}) refused: pods listen on {listen} (--pod-listen-address){hint}",
                 local,
                 protocol.name(),
-                self.core.listen
             );
             return self.refuse_port(RefusedBy::Port, Verdict::Deny, format!("bind {b}"), message);
         }

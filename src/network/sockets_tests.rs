@@ -106,6 +106,27 @@ fn binds_take_declared_ports_claim_free_ones_and_name_the_holder_of_others() {
 }
 
 #[test]
+fn on_a_node_listening_on_one_address_a_wildcard_bind_is_told_which_address_to_bind() {
+    let (net, mut rx) = Network::new(Setup { listen_address: NODE.parse().unwrap(), ..Setup::default() });
+    let a = pod("a", json!({}), json!([]));
+    let sa = net.sockets(&a);
+    assert_eq!(sa.bind(TCP, at("0.0.0.0:18000")), Verdict::Deny);
+    assert_eq!(sa.bind(TCP, at("10.0.0.5:18000")), Verdict::Allow, "claimed at the listen address");
+    assert_eq!(sa.bind(TCP, at("[::]:18001")), Verdict::Deny);
+    let told = told(&mut rx);
+    assert_eq!(told[0].0, "PortRefused");
+    assert!(
+        told[0].1.ends_with("pods listen on 10.0.0.5 (--pod-listen-address); bind 10.0.0.5:18000 instead"),
+        "{told:?}"
+    );
+    assert_eq!(told[1].0, "PortClaimed");
+    assert!(
+        told[2].1.ends_with("pods listen on 10.0.0.5 (--pod-listen-address)"),
+        "no IPv4 hint for IPv6: {told:?}"
+    );
+}
+
+#[test]
 fn the_http_default_port_is_reserved_for_the_pod() {
     let (net, _rx) = node();
     let (a, b) = (pod("a", json!({}), json!([])), pod("b", json!({}), json!([])));

@@ -45,9 +45,11 @@ pub struct PulledImage<I> {
 /// What kind of program an image holds, as far as the node must know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageKind {
-    /// A program with `main` and no socket API (a WASI preview1 module): it cannot listen.
+    /// A program with `main` and no socket API (a WASI preview1 module that imports no
+    /// socket function): it cannot listen.
     Command,
-    /// A program with `main` that may use sockets (a `wasi:cli/command` component).
+    /// A program with `main` that may use sockets (a `wasi:cli/command` component, or a
+    /// preview1 module importing WasmEdge's socket functions, as the guide's server does).
     SocketCommand,
     /// A request handler (a `wasi:http/proxy` component): the runtime listens for it.
     HttpServer,

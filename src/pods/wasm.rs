@@ -66,6 +66,7 @@ struct Listen {
 /// The node's word for what an artifact is.
 fn kind_of(artifact: &Artifact) -> ImageKind {
     match artifact.kind() {
+        ArtifactKind::Module if artifact.uses_wasmedge_sockets() => ImageKind::SocketCommand,
         ArtifactKind::Module => ImageKind::Command,
         ArtifactKind::Component => ImageKind::SocketCommand,
         ArtifactKind::HttpProxy => ImageKind::HttpServer,
@@ -76,7 +77,10 @@ fn kind_of(artifact: &Artifact) -> ImageKind {
 /// use is this container's error), wasi:sockets for a command component, WasmEdge
 /// sockets for a preview1 module (the guide's server). Every socket use of the run, the HTTP server's
 /// outgoing connections and accepted peers included, is judged by the pod's rules, and its
-/// name lookups go to the pod's budget on `wasm`'s resolver pool.
+/// name lookups go to the pod's budget on `wasm`'s resolver pool. With a specific
+/// `--pod-listen-address`, a WasmEdge module's binds to the wildcard address go there (it
+/// cannot be told where to listen; the guide's binds `0.0.0.0:8080`); a component's are
+/// judged as asked, and refused with an Event saying which address to bind.
 fn with_network(
     spec: RunSpec,
     artifact: &Artifact,
@@ -87,6 +91,9 @@ fn with_network(
     let lookups = net.rules.lookups(|| wasm.lookups(crate::config::POD_LOOKUPS_IN_FLIGHT));
     let policy = NetworkPolicy::with_rules(net.rules.clone()).lookups(lookups);
     Ok(match artifact.kind() {
+        ArtifactKind::Module if !net.listen_address.is_unspecified() => {
+            spec.network(policy.bind_wildcard_to(net.listen_address))
+        }
         ArtifactKind::Module | ArtifactKind::Component => spec.network(policy),
         ArtifactKind::HttpProxy => {
             let listeners = (net.tcp_ports.iter())

@@ -69,6 +69,7 @@ async fn serve_pods(
         allow_anonymous_localhost: anonymous_localhost,
         limits,
         cpu_rates: Default::default(),
+        pod_address: std::net::Ipv4Addr::LOCALHOST.into(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

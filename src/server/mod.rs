@@ -54,6 +54,9 @@ pub struct ServerState {
     pub limits: ApiLimits,
     /// The last CPU readings, for `/stats/summary`'s rates.
     pub cpu_rates: stats::CpuRates,
+    /// Where port-forward dials a pod's port: loopback, or `--pod-listen-address` when
+    /// pods listen on that one address ([`crate::config::Serving::dial_address`]).
+    pub pod_address: std::net::IpAddr,
 }
 
 /// The caller of one connection: who its certificate says it is, or why it is nobody.

@@ -16,8 +16,9 @@ use crate::host::{Host, ProxyHost};
 /// on listeners).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ArtifactKind {
-    /// A core WebAssembly module importing `wasi_snapshot_preview1`. It cannot listen:
-    /// preview1 has no socket API.
+    /// A core WebAssembly module importing `wasi_snapshot_preview1`. Standard preview1 has
+    /// no socket API; a module that imports WasmEdge's socket functions gets them
+    /// ([`Artifact::uses_wasmedge_sockets`]).
     Module,
     /// A WebAssembly component exporting `wasi:cli/run`.
     Component,
@@ -57,6 +58,16 @@ impl Artifact {
             Entry::Module(_) => ArtifactKind::Module,
             Entry::Component(_) => ArtifactKind::Component,
             Entry::Proxy(_) => ArtifactKind::HttpProxy,
+        }
+    }
+
+    /// True for a module that imports WasmEdge's socket functions (`sock_*` in
+    /// `wasi_snapshot_preview1`): a program that may bind, listen and connect, as a
+    /// command component may with wasi:sockets. False for every component.
+    pub fn uses_wasmedge_sockets(&self) -> bool {
+        match &self.compiled.entry {
+            Entry::Module(pre) => crate::wasmedge::imports_sockets(pre.module()),
+            Entry::Component(_) | Entry::Proxy(_) => false,
         }
     }
 

@@ -38,6 +38,7 @@ async fn a_guests_listener_is_closed_when_the_run_is_stopped() {
     let runtime = runtime();
     let bytes = fixture("wasmedge_listen.wat");
     let artifact = runtime.load(&bytes, &digest(&bytes)).expect("links with WasmEdge sockets");
+    assert!(artifact.uses_wasmedge_sockets());
     let out = Capture::default();
     let spec = RunSpec::new().network(NetworkPolicy::open([LISTEN_PORT])).stderr(out.clone());
     let mut handle = runtime.run(&artifact, spec).expect("starts");
@@ -48,6 +49,18 @@ async fn a_guests_listener_is_closed_when_the_run_is_stopped() {
     handle.shutdown(Duration::from_secs(5));
     assert_eq!(wait_for(&mut handle, 20).await, ExitStatus::Stopped);
     TcpListener::bind(("127.0.0.1", LISTEN_PORT)).expect("the port is free once wait returned");
+}
+
+#[tokio::test]
+async fn a_module_without_socket_imports_does_not_use_sockets() {
+    let bytes = common::wat(
+        r#"(module
+             (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+             (memory (export "memory") 1)
+             (func (export "_start")))"#,
+    );
+    let artifact = runtime().load(&bytes, &digest(&bytes)).expect("links");
+    assert!(!artifact.uses_wasmedge_sockets());
 }
 
 #[tokio::test]

@@ -23,6 +23,21 @@ fn list(ports: &[u16]) -> String {
     ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
 }
 
+/// The Warning for a container that declares `ports` although its image has no socket API
+/// (a preview1 module importing no socket function); `None` for every other image.
+fn cannot_listen(kind: ImageKind, name: &str, ports: &[u16]) -> Option<Note> {
+    if kind != ImageKind::Command || ports.is_empty() {
+        return None;
+    }
+    let message = format!(
+        "container {name} declares port(s) {}, but its image is a WASI preview1 module that imports no socket \
+         functions, so it cannot listen; it runs without them. To serve, build for wasm32-wasip2 \
+         (wasi:sockets), as a wasi:http component, or against WasmEdge's socket API (wasmedge_wasi_socket)",
+        list(ports)
+    );
+    Some((Kind::Warning, "ModuleCannotListen", message))
+}
+
 /// The network of one run of `container`, whose image is of `kind`.
 pub fn network<R>(
     shared: &Shared<R>,
@@ -34,16 +49,9 @@ pub fn network<R>(
     let (mut tcp_ports, udp_ports) = declared(container);
     let name = &container.name;
     let mut http = shared.serving.http;
+    let all_ports: Vec<u16> = tcp_ports.iter().chain(&udp_ports).copied().collect();
+    notes.extend(cannot_listen(kind, name, &all_ports));
     match kind {
-        ImageKind::Command if !(tcp_ports.is_empty() && udp_ports.is_empty()) => {
-            let ports = list(&tcp_ports.iter().chain(&udp_ports).copied().collect::<Vec<_>>());
-            let message = format!(
-                "container {name} declares port(s) {ports}, but its image is a WASI preview1 module, which has \
-                 no socket API and cannot listen; it runs without them. To serve, build for wasm32-wasip2 \
-                 (wasi:sockets) or as a wasi:http component"
-            );
-            notes.push((Kind::Warning, "ModuleCannotListen", message));
-        }
         ImageKind::HttpServer => {
             http = http
                 .for_pod(pod.metadata.annotations.as_ref())
@@ -82,4 +90,20 @@ pub fn network<R>(
         max_concurrent: http.max_concurrent,
         rules: shared.network.sockets(pod),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_module_without_socket_imports_that_declares_ports_is_warned() {
+        let (kind, reason, message) = cannot_listen(ImageKind::Command, "app", &[8080, 53]).unwrap();
+        assert_eq!((kind, reason), (Kind::Warning, "ModuleCannotListen"));
+        assert!(message.contains("port(s) 8080, 53") && message.contains("wasm32-wasip2"), "{message}");
+        assert!(cannot_listen(ImageKind::Command, "app", &[]).is_none(), "nothing declared");
+        // The guide's server: a module importing WasmEdge's socket functions.
+        assert!(cannot_listen(ImageKind::SocketCommand, "app", &[8080]).is_none());
+        assert!(cannot_listen(ImageKind::HttpServer, "app", &[8080]).is_none());
+    }
 }

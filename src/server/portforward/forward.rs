@@ -1,12 +1,13 @@
-//! One forwarded connection: dial the pod's port on loopback (pods use the node's network,
-//! so a pod's port is a port of the node), then copy both ways. As containerd does for the
+//! One forwarded connection: dial the pod's port at the address pods listen on (loopback,
+//! or `--pod-listen-address` when that is one address: pods use the node's network, so a
+//! pod's port is a port of the node), then copy both ways. As containerd does for the
 //! kubelet: when the pod's side ends the forward ends; when the client's side ends first, the
 //! pod gets its end of file and [`LINGER`] to answer, then the forward ends. Errors on the
 //! pod's side (the dial included) are returned, for the error stream; the client's are not
 //! (it is gone).
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -29,12 +30,17 @@ const BUFFER: usize = 16 * 1024;
 pub enum ForwardError {
     #[error("pod {0} is not running on this node any more")]
     PodGone(String),
-    #[error("dial tcp4 127.0.0.1:{port}: connect: {why}")]
-    Dial { port: u16, why: String },
-    #[error("dial tcp4 127.0.0.1:{port}: i/o timeout")]
-    DialTimeout { port: u16 },
-    #[error("{op} tcp4 127.0.0.1:{port}: {why}")]
-    Io { op: &'static str, port: u16, why: String },
+    #[error("dial {} {to}: connect: {why}", net(to))]
+    Dial { to: SocketAddr, why: String },
+    #[error("dial {} {to}: i/o timeout", net(to))]
+    DialTimeout { to: SocketAddr },
+    #[error("{op} {} {to}: {why}", net(to))]
+    Io { op: &'static str, to: SocketAddr, why: String },
+}
+
+/// Go's network name for `addr`'s family.
+fn net(addr: &SocketAddr) -> &'static str {
+    if addr.is_ipv4() { "tcp4" } else { "tcp6" }
 }
 
 /// One end of a forward.
@@ -63,11 +69,11 @@ where
     W: AsyncWrite + Unpin,
 {
     target.check()?;
-    let dial = TcpStream::connect((Ipv4Addr::LOCALHOST, port));
-    let tcp = match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
+    let to = SocketAddr::new(target.address, port);
+    let tcp = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(to)).await {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => return Err(ForwardError::Dial { port, why: describe(&e) }),
-        Err(_) => return Err(ForwardError::DialTimeout { port }),
+        Ok(Err(e)) => return Err(ForwardError::Dial { to, why: describe(&e) }),
+        Err(_) => return Err(ForwardError::DialTimeout { to }),
     };
     let _ = tcp.set_nodelay(true);
     let (mut pod_r, mut pod_w) = tcp.into_split();
@@ -90,7 +96,7 @@ where
         received = &mut down => received,
     };
     match result {
-        Err(Failure::Pod { op, error }) => Err(ForwardError::Io { op, port, why: describe(&error) }),
+        Err(Failure::Pod { op, error }) => Err(ForwardError::Io { op, to, why: describe(&error) }),
         Ok(()) | Err(Failure::Client) => Ok(()),
     }
 }
@@ -136,7 +142,7 @@ mod tests {
         let raw = io::Error::from_raw_os_error(111);
         assert_eq!(describe(&raw), "connection refused");
         assert!(!describe(&refused).is_empty());
-        let e = ForwardError::Dial { port: 8080, why: describe(&raw) };
+        let e = ForwardError::Dial { to: "127.0.0.1:8080".parse().unwrap(), why: describe(&raw) };
         assert_eq!(e.to_string(), "dial tcp4 127.0.0.1:8080: connect: connection refused");
         assert_eq!(describe(&io::Error::other("")), "");
     }

@@ -1,6 +1,7 @@
 //! `/portForward/{namespace}/{pod}[/{uid}]`: `kubectl port-forward` to a Wasm pod. Pods use
-//! the node's network, so each forwarded connection dials the pod's port on 127.0.0.1; as on
-//! the kubelet, any port may be forwarded, declared or not. Three transports:
+//! the node's network, so each forwarded connection dials the pod's port on 127.0.0.1 (or
+//! at `--pod-listen-address`, when pods listen on that one address); as on the kubelet, any
+//! port may be forwarded, declared or not. Three transports:
 //!
 //! - SPDY/3.1 with `X-Stream-Protocol-Version: portforward.k8s.io` ([`spdy`]): what the API
 //!   server speaks to kubelets and kubectl up to 1.30 speaks to it;
@@ -22,6 +23,7 @@ mod ws;
 #[cfg(test)]
 mod ws_tests;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -83,7 +85,7 @@ async fn serve(
         true => ws::ports(req.uri().query().unwrap_or(""))?,
         false => Vec::new(),
     };
-    let target = Target::find(&state.pods, namespace, pod, uid)?;
+    let target = Target::find(&state.pods, namespace, pod, uid)?.at(state.pod_address);
     if tunnel {
         info!(namespace, pod, transport = "SPDY in WebSocket", "port-forward");
         let ws = websocket_upgrade(req, &state).await?.protocols([TUNNEL_PROTOCOL]);
@@ -140,6 +142,8 @@ pub(crate) struct Target {
     namespace: String,
     name: String,
     uid: String,
+    /// Where its ports are dialled (127.0.0.1 unless [`at`](Self::at) says otherwise).
+    address: IpAddr,
 }
 
 impl Target {
@@ -158,7 +162,19 @@ impl Target {
                 format!("pod {namespace}/{name} has no running container"),
             ));
         }
-        Ok(Target { pods: pods.clone(), namespace: namespace.into(), name: name.into(), uid: pod_uid })
+        let address = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Ok(Target {
+            pods: pods.clone(),
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: pod_uid,
+            address,
+        })
+    }
+
+    /// The same pod, its ports dialled at `address`.
+    fn at(self, address: IpAddr) -> Target {
+        Target { address, ..self }
     }
 
     /// Before each forwarded connection: the same pod still runs here (a port may have passed

@@ -162,6 +162,26 @@ async fn a_port_with_nothing_listening_is_reported_on_the_error_stream() {
 }
 
 #[tokio::test]
+async fn pods_listening_on_one_address_are_dialled_there() {
+    let (target, _pods, _pod) = target();
+    let listener = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        tcp.write_all(b"from 127.0.0.2").await.unwrap();
+    });
+    let mut client = session(target.clone().at("127.0.0.2".parse().unwrap()), 8);
+    let (error, data) = connect(&mut client, port, "0").await;
+    let got = client.read_to_fin(&[error, data]).await;
+    assert_eq!(got[&data], b"from 127.0.0.2");
+    // Not on loopback: a target dialling 127.0.0.1 finds nothing there.
+    let mut client = session(target, 8);
+    let (error, _) = connect(&mut client, port, "0").await;
+    let got = client.read_to_fin(&[error]).await;
+    assert!(String::from_utf8_lossy(&got[&error]).contains("dial tcp4 127.0.0.1:"), "{got:?}");
+}
+
+#[tokio::test]
 async fn streams_without_a_valid_port_or_type_are_refused() {
     let (target, _pods, _pod) = target();
     let mut client = session(target, 8);

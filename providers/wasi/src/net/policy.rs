@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -33,6 +33,12 @@ pub struct NetworkPolicy {
     /// pod's budget. `None`: every lookup fails (`permanent-resolver-failure`; an outgoing
     /// request to a name gets `DNS-error`), while IP addresses still work.
     pub lookups: Option<Lookups>,
+    /// WasmEdge sockets only: a bind to the unspecified address of this address's family,
+    /// on a port other than 0, binds this address instead, before `rules` are asked (a
+    /// node whose pods listen on one address runs servers that bind the wildcard, as the
+    /// guide's does). `sock_getlocaladdr` then reports this address. wasi:sockets binds are
+    /// judged as the guest asked: wasmtime-wasi binds them itself. Default: `None`.
+    pub bind_wildcard_to: Option<IpAddr>,
 }
 
 impl Default for NetworkPolicy {
@@ -45,6 +51,7 @@ impl Default for NetworkPolicy {
             name_lookup: false,
             rules: Arc::new(PortRules::new([])),
             lookups: None,
+            bind_wildcard_to: None,
         }
     }
 }
@@ -56,6 +63,7 @@ impl fmt::Debug for NetworkPolicy {
             .field("udp", &self.udp)
             .field("name_lookup", &self.name_lookup)
             .field("lookups", &self.lookups)
+            .field("bind_wildcard_to", &self.bind_wildcard_to)
             .finish_non_exhaustive()
     }
 }
@@ -69,7 +77,21 @@ impl NetworkPolicy {
 
     /// TCP, UDP and name lookup on, judged by `rules`; no [`Lookups`].
     pub fn with_rules(rules: Arc<dyn SocketRules>) -> Self {
-        NetworkPolicy { tcp: true, udp: true, name_lookup: true, rules, lookups: None }
+        NetworkPolicy {
+            tcp: true,
+            udp: true,
+            name_lookup: true,
+            rules,
+            lookups: None,
+            bind_wildcard_to: None,
+        }
+    }
+
+    /// The same policy with WasmEdge sockets' wildcard binds moved to `address` (see
+    /// [`bind_wildcard_to`](Self::bind_wildcard_to)).
+    pub fn bind_wildcard_to(mut self, address: IpAddr) -> Self {
+        self.bind_wildcard_to = Some(address);
+        self
     }
 
     /// The same policy with its name lookups on `lookups`.

@@ -33,12 +33,22 @@ pub(crate) use table::Sockets;
 /// The import module of every function here.
 const MODULE: &str = "wasi_snapshot_preview1";
 
+/// Whether `import` is one of the socket functions (any name or shape).
+fn is_socket_import(import: &wasmtime::ImportType<'_>) -> bool {
+    import.module() == MODULE && import.name().starts_with("sock_")
+}
+
+/// Whether `module` imports socket functions (then it links with [`link`]'s linker).
+pub(crate) fn imports_sockets(module: &Module) -> bool {
+    module.imports().any(|import| is_socket_import(&import))
+}
+
 /// A linker for `module` when it imports socket functions; `None` when the runtime's
 /// linker serves it as it is.
 pub(crate) fn link(base: &Linker<Host>, module: &Module) -> wasmtime::Result<Option<Linker<Host>>> {
     let imports: Vec<(String, usize)> = module
         .imports()
-        .filter(|import| import.module() == MODULE && import.name().starts_with("sock_"))
+        .filter(is_socket_import)
         .filter_map(|import| match import.ty() {
             ExternType::Func(ty) => Some((import.name().to_owned(), ty.params().len())),
             _ => None,

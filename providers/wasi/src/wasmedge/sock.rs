@@ -50,7 +50,8 @@ pub(crate) fn open(mem: &mut Mem<'_>, host: &mut Host, af: i32, ty: i32, ro_fd: 
 }
 
 /// `sock_bind(fd, *addr, port)`: only what the rules grant; an address of another family
-/// is `EAFNOSUPPORT`, a socket bound already `EINVAL`.
+/// is `EAFNOSUPPORT`, a socket bound already `EINVAL`. The wildcard address may be moved
+/// to the policy's listen address first ([`Sockets::bind_address`]).
 pub(crate) fn bind(
     mem: &mut Mem<'_>,
     sockets: &mut Sockets,
@@ -61,10 +62,11 @@ pub(crate) fn bind(
 ) -> Wasi {
     let ip = Address::read(mem, addr)?.ip(mem, v)?;
     let socket = sockets.socket(fd)?;
-    let local = abi::socket_addr(ip, abi::port(port), socket.family)?;
+    let asked = abi::socket_addr(ip, abi::port(port), socket.family)?;
     if socket.local_port.is_some() || socket.role != Role::Fresh {
         return Err(Errno::INVAL);
     }
+    let local = sockets.bind_address(asked);
     sockets.judge_bind(transport(socket.kind), local)?;
     let socket = sockets.socket_mut(fd)?;
     rustix::net::bind(socket.fd(), &local)?;

@@ -48,6 +48,8 @@ pub(crate) struct Sockets {
     pub(crate) accept_starved: bool,
     /// The guest's memory export, once looked up.
     pub(crate) memory: Option<wasmtime::Memory>,
+    /// Where a bind to the wildcard address goes (`NetworkPolicy::bind_wildcard_to`).
+    wildcard_to: Option<std::net::IpAddr>,
 }
 
 impl Sockets {
@@ -60,7 +62,22 @@ impl Sockets {
             lookups: policy.lookups.clone(),
             rules: Some(Arc::clone(&policy.rules)),
             max_handles,
+            wildcard_to: policy.bind_wildcard_to,
             ..Sockets::default()
+        }
+    }
+
+    /// Where a bind the guest asked for at `local` goes: the policy's address in place of
+    /// the unspecified address of its family (a port other than 0 only: a client's
+    /// ephemeral bind stays as it is), else `local`.
+    pub(crate) fn bind_address(&self, local: SocketAddr) -> SocketAddr {
+        match self.wildcard_to {
+            Some(to)
+                if local.ip().is_unspecified() && local.port() != 0 && to.is_ipv4() == local.is_ipv4() =>
+            {
+                SocketAddr::new(to, local.port())
+            }
+            _ => local,
         }
     }
 

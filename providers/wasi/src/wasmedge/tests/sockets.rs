@@ -236,3 +236,50 @@ async fn a_guest_blocked_in_accept_holds_no_thread() {
     assert!(!blocked.is_finished(), "the first guest still waits for a connection");
     blocked.abort();
 }
+
+/// Allows everything and remembers the addresses binds were asked for.
+#[derive(Default)]
+struct BindLog(std::sync::Mutex<Vec<SocketAddr>>);
+
+impl SocketRules for BindLog {
+    fn bind(&self, _: Transport, local: SocketAddr) -> Verdict {
+        self.0.lock().unwrap().push(local);
+        Verdict::Allow
+    }
+    fn listen(&self, _: SocketAddr) -> Verdict {
+        Verdict::Allow
+    }
+    fn connect(&self, _: Transport, _: SocketAddr) -> Verdict {
+        Verdict::Allow
+    }
+    fn accept(&self, _: Transport, _: Option<u16>, _: SocketAddr) -> Verdict {
+        Verdict::Allow
+    }
+}
+
+#[tokio::test]
+async fn a_wildcard_bind_goes_to_the_policys_address_of_its_family() {
+    let log = Arc::new(BindLog::default());
+    let to: IpAddr = "127.0.0.2".parse().unwrap();
+    let policy = NetworkPolicy::with_rules(log.clone()).bind_wildcard_to(to);
+    let mut guest = Guest::new(policy).await;
+    let port = TcpListener::bind((to, 0)).unwrap().local_addr().unwrap().port();
+    let fd = guest.open(1, 2).await;
+    guest.address(ADDR, "0.0.0.0".parse().unwrap());
+    assert_eq!(guest.call("sock_bind", &[fd, ADDR.into(), port.into()]).await, 0);
+    assert_eq!(guest.call("sock_listen", &[fd, 16]).await, 0);
+    assert_eq!(guest.local_port(fd).await, port);
+    assert_eq!(guest.read(ADDR + 48, 4), [127, 0, 0, 2], "sock_getlocaladdr reports where it is bound");
+    TcpStream::connect((to, port)).expect("listening at the policy's address");
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "not on every address");
+    // A client's ephemeral bind, and a wildcard of the other family, stay as asked.
+    let client = guest.open(1, 2).await;
+    assert_eq!(guest.call("sock_bind", &[client, ADDR.into(), 0]).await, 0);
+    let v6_port = TcpListener::bind("[::]:0").unwrap().local_addr().unwrap().port();
+    let v6 = guest.open(2, 2).await;
+    guest.address(ADDR, "::".parse().unwrap());
+    assert_eq!(guest.call("sock_bind", &[v6, ADDR.into(), v6_port.into()]).await, 0);
+    let asked = log.0.lock().unwrap().clone();
+    let v6_wildcard = SocketAddr::new("::".parse().unwrap(), v6_port);
+    assert_eq!(asked, [SocketAddr::new(to, port), "0.0.0.0:0".parse().unwrap(), v6_wildcard]);
+}
