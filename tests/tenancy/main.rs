@@ -8,5 +8,5 @@
 mod common;
 
 mod network;
-mod secrets;
 mod resources;
+mod secrets;
