@@ -12,10 +12,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::forward::Forward;
 use common::guests;
 use common::node::{TestNode, main_status, phase, pod};
 use serde_json::{Value, json};
@@ -244,41 +244,6 @@ fn a_sockets_command_listens_on_its_ports_not_on_another_pods_and_a_module_is_wa
         "{events:?}"
     );
     cluster.kubectl(&["delete", "pod", &echo, &other, &module, "--wait=false"]);
-}
-
-/// `kubectl port-forward` (each kubectl) to a pod's port until it prints that it listens.
-struct Forward(Child);
-
-impl Forward {
-    fn start(kubectl: &Path, kubeconfig: &Path, pod: &str, local: u16, remote: u16) -> Forward {
-        let mut child = Command::new(kubectl)
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["port-forward", "-n", "default", &format!("pod/{pod}"), &format!("{local}:{remote}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kubectl starts");
-        let mut out = child.stdout.take().unwrap();
-        let start = Instant::now();
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 256];
-        while !String::from_utf8_lossy(&seen).contains("Forwarding from") {
-            let n = out.read(&mut buf).unwrap_or(0);
-            assert!(n > 0 && start.elapsed() < Duration::from_secs(60), "kubectl port-forward did not start");
-            seen.extend_from_slice(&buf[..n]);
-        }
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        Forward(child)
-    }
-}
-
-impl Drop for Forward {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod bystander;
+pub mod forward;
 pub mod guests;
 pub mod kubelet_api;
 pub mod netns;

@@ -17,9 +17,9 @@ mod serving;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::registry::{ImageKind, RawPusher, sha256, tar_layer};
 use common::{Cluster, netns::Netns, node::TestNode, node::phase, node::pod};
@@ -244,45 +244,4 @@ fn http_get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
     });
     // A body cut short is no answer.
     (length.is_none_or(|n| n == body.len())).then(|| (status, body.to_string()))
-}
-
-/// `kubectl port-forward pod/NAME LOCAL:8080` with the given kubectl; killed when dropped.
-struct Forward(Child);
-
-impl Forward {
-    /// Starts it and waits until kubectl says that it listens.
-    fn start(kubectl: &Path, cluster: &Cluster, pod: &str, local: u16) -> Forward {
-        let mut child = Command::new(kubectl)
-            .arg("--kubeconfig")
-            .arg(&cluster.kubeconfig)
-            .args(["port-forward", "-n", "default", &format!("pod/{pod}"), &format!("{local}:{GUIDE}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kubectl starts");
-        let mut out = child.stdout.take().unwrap();
-        let start = Instant::now();
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 256];
-        while !String::from_utf8_lossy(&seen).contains("Forwarding from") {
-            let n = out.read(&mut buf).unwrap_or(0);
-            assert!(
-                n > 0 && start.elapsed() < Duration::from_secs(60),
-                "{} port-forward did not start: {}",
-                kubectl.display(),
-                String::from_utf8_lossy(&seen)
-            );
-            seen.extend_from_slice(&buf[..n]);
-        }
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        Forward(child)
-    }
-}
-
-impl Drop for Forward {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::{Forward, GUIDE, HELLO, common, http_get, require_guide};
+use crate::common::forward::Forward;
+use crate::{GUIDE, HELLO, common, http_get, require_guide};
 
 /// kubectl's local ports for the forwards, one per kubectl.
 const LOCAL: u16 = 18560;
@@ -32,7 +33,7 @@ fn the_guides_image_answers_through_kubectl_port_forward_1_32_and_1_20() {
 
     for (i, kubectl) in common::kubectls().iter().enumerate() {
         let local = LOCAL + i as u16;
-        let _forward = Forward::start(kubectl, g.cluster, &name, local);
+        let _forward = Forward::start(kubectl, &g.cluster.kubeconfig, &name, local, GUIDE);
         let which = kubectl.display();
         assert_eq!(http_get("127.0.0.1", local, "/"), Some((200, HELLO.to_string())), "{which}");
         let (status, _) = http_get("127.0.0.1", local, "/no/such/page").expect("an answer");
