@@ -56,10 +56,13 @@ pub use guests::{DEFAULT_GUEST_BLOCKING_THREADS, GUEST_NICE};
 pub use net::{DEFAULT_LOOKUP_TIMEOUT, DEFAULT_RESOLVER_THREADS, LOOKUP_QUEUE, Lookups};
 pub use net::{NetworkPolicy, PortRules, SocketRules, Transport, Verdict, canonical, is_node_local};
 pub use outgoing::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT};
+pub use output::Sink;
 pub use run::{RunHandle, Stopper};
 pub use runtime::{CacheStats, DEFAULT_EPOCH_TICK, Runtime, RuntimeBuilder};
-pub use serve::{DEFAULT_MAX_CONCURRENT, DEFAULT_REQUEST_TIMEOUT, HttpLimits, HttpStats, HttpStatsSnapshot};
-pub use spec::{HostDir, Preopen, RunSpec, Sink, Stdin};
+pub use serve::{HttpStats, HttpStatsSnapshot};
+pub use spec::{
+    DEFAULT_MAX_CONCURRENT, DEFAULT_REQUEST_TIMEOUT, HostDir, HttpLimits, Preopen, RunSpec, Stdin,
+};
 pub use usage::Usage;
 
 /// This runtime's name: the scheme of the container IDs and of the runtime version a

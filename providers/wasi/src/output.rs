@@ -20,7 +20,11 @@ use tokio_util::sync::PollSender;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
-use crate::spec::Sink;
+/// A sink for a guest's standard output or error.
+pub type Sink = Pin<Box<dyn AsyncWrite + Send + 'static>>;
+
+/// How long a finished guest's buffered output may take to reach its sinks.
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The largest chunk one guest write puts on the queue.
 const CHUNK: usize = 64 * 1024;

@@ -2,8 +2,6 @@
 //! guest (or, for an HTTP proxy, its server) as a tokio task, and returns a
 //! [`RunHandle`] to wait for, shut down or stop it.
 
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,26 +14,24 @@ use wasmtime::{Engine, InstancePre, Store};
 use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiView};
+use wasmtime_wasi::{WasiCtxBuilder, WasiView};
 
 use crate::artifact::{Artifact, Compiled, Entry};
 use crate::cgroup::{Cgroup, CgroupSpec, cpu};
-use crate::error::{Error, Result, boxed};
+use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::host::{Host, MemoryLimiter, SyncReader, SyncWriter};
 use crate::net::GuestNet;
 use crate::outgoing::Outgoing;
+use crate::output::DRAIN_TIMEOUT;
 use crate::runtime::Runtime;
 use crate::serve::{self, Control, HttpStats};
-use crate::spec::{HostDir, Preopen, RunSpec};
+use crate::spec::{RunSpec, add_preopens};
 use crate::ticker::Ticker;
 use crate::wasmedge::Sockets;
 
 /// Bytes a guest may have in flight to a stdout/stderr sink before its writes wait.
 const STDIO_BUDGET: usize = 64 * 1024;
-
-/// How long a finished guest's buffered output may take to reach its sinks.
-pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Runtime {
     /// Starts `artifact` with `spec` as a task on this runtime's guest threads (never
@@ -126,31 +122,6 @@ fn wasi_context(spec: RunSpec) -> Result<(WasiP1Ctx, Outputs, GuestNet)> {
         wasi.ctx().table.set_max_capacity(n);
     }
     Ok((wasi, outputs, net))
-}
-
-/// Opens every preopen into the context being built.
-pub(crate) fn add_preopens(builder: &mut WasiCtxBuilder, preopens: &[Preopen]) -> Result<()> {
-    for preopen in preopens {
-        let perms = if preopen.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
-        builder.preopened_dir(host_path(&preopen.host), &preopen.guest, perms).map_err(|err| {
-            Error::Preopen {
-                host: preopen.host.to_string(),
-                guest: preopen.guest.clone(),
-                source: boxed(err),
-            }
-        })?;
-    }
-    Ok(())
-}
-
-/// The path wasmtime-wasi opens for a preopen. wasmtime-wasi 48 takes only paths, so an
-/// opened directory goes by its `/proc/self/fd` link: opening that reopens the very
-/// directory the handle refers to, with no lookup of the path it once had.
-fn host_path(host: &HostDir) -> PathBuf {
-    match host {
-        HostDir::Path(path) => path.clone(),
-        HostDir::Opened(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
-    }
 }
 
 /// A store that enforces the memory limits and yields to tokio every few epoch ticks (its

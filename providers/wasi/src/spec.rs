@@ -1,6 +1,7 @@
 //! [`RunSpec`]: everything one guest run needs from the caller — argv, env, preopened
 //! directories, stdio, a memory limit, listeners, a network policy and HTTP limits.
-//! Nothing Kubernetes-shaped.
+//! Nothing Kubernetes-shaped. Also [`HttpLimits`] and [`add_preopens`], which puts the
+//! preopens into a WASI context (both a command run and a served instance use it).
 
 use std::fmt;
 use std::net::TcpListener;
@@ -8,12 +9,15 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::cgroup::Cgroup;
+use crate::error::{Error, Result, boxed};
 use crate::net::NetworkPolicy;
-use crate::serve::HttpLimits;
+use crate::output::Sink;
 
 /// Where a preopened directory comes from on the host.
 #[derive(Debug, Clone)]
@@ -66,9 +70,6 @@ impl fmt::Display for HostDir {
 
 /// A guest's standard input.
 pub type Stdin = Pin<Box<dyn AsyncRead + Send + 'static>>;
-
-/// A sink for a guest's standard output or error.
-pub type Sink = Pin<Box<dyn AsyncWrite + Send + 'static>>;
 
 /// What to run a guest with. Build it with [`RunSpec::new`] and the `with`-style
 /// setters; hand it to [`Runtime::run`](crate::Runtime::run).
@@ -242,5 +243,56 @@ impl fmt::Debug for RunSpec {
             .field("max_handles", &self.max_handles)
             .field("cgroup", &self.cgroup)
             .finish()
+    }
+}
+
+/// Default time one request's instance may run: [`HttpLimits::default`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default number of requests one served artifact runs at once: [`HttpLimits::default`].
+pub const DEFAULT_MAX_CONCURRENT: usize = 100;
+
+/// How a served artifact bounds its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// How long one request's instance may run, from the moment the request was read to
+    /// the end of the guest's handler (its response body included). Past it the
+    /// instance is killed: a 500 if no response was sent yet, else a cut-off body.
+    /// At least 1 ms.
+    pub request_timeout: Duration,
+    /// How many requests may run at once; one more gets a 503 at once. Each running
+    /// request has its own instance, so the memory this artifact can use is up to
+    /// this many times the memory limit, and never more than its cgroup's. At least 1.
+    pub max_concurrent: usize,
+}
+
+impl Default for HttpLimits {
+    /// [`DEFAULT_REQUEST_TIMEOUT`] (30 s) and [`DEFAULT_MAX_CONCURRENT`] (100).
+    fn default() -> Self {
+        HttpLimits { request_timeout: DEFAULT_REQUEST_TIMEOUT, max_concurrent: DEFAULT_MAX_CONCURRENT }
+    }
+}
+
+/// Opens every preopen into the context being built.
+pub(crate) fn add_preopens(builder: &mut WasiCtxBuilder, preopens: &[Preopen]) -> Result<()> {
+    for preopen in preopens {
+        let perms = if preopen.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        builder.preopened_dir(host_path(&preopen.host), &preopen.guest, perms).map_err(|err| {
+            Error::Preopen {
+                host: preopen.host.to_string(),
+                guest: preopen.guest.clone(),
+                source: boxed(err),
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// The path wasmtime-wasi opens for a preopen. wasmtime-wasi 48 takes only paths, so an
+/// opened directory goes by its `/proc/self/fd` link: opening that reopens the very
+/// directory the handle refers to, with no lookup of the path it once had.
+fn host_path(host: &HostDir) -> PathBuf {
+    match host {
+        HostDir::Path(path) => path.clone(),
+        HostDir::Opened(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
     }
 }

@@ -18,8 +18,7 @@ use crate::host::{MemoryLimiter, OutOfMemory as MemoryRefusal, ProxyHost};
 use crate::net::NetworkPolicy;
 use crate::outgoing::Outgoing;
 use crate::output::SharedOutput;
-use crate::run::add_preopens;
-use crate::spec::Preopen;
+use crate::spec::{Preopen, add_preopens};
 use crate::ticker::{Activity, InWasm};
 use crate::usage::Meter;
 

@@ -33,37 +33,11 @@ use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::host::ProxyHost;
 use crate::net::{Transport, Verdict, canonical};
-use crate::output::{SharedOutput, Writer};
-use crate::spec::RunSpec;
+use crate::output::{DRAIN_TIMEOUT, SharedOutput, Writer};
+use crate::spec::{HttpLimits, RunSpec};
 use crate::ticker::Ticker;
 use crate::usage::Meter;
 use instance::Template;
-
-/// Default time one request's instance may run: [`HttpLimits::default`].
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default number of requests one served artifact runs at once: [`HttpLimits::default`].
-pub const DEFAULT_MAX_CONCURRENT: usize = 100;
-
-/// How a served artifact bounds its requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpLimits {
-    /// How long one request's instance may run, from the moment the request was read to
-    /// the end of the guest's handler (its response body included). Past it the
-    /// instance is killed: a 500 if no response was sent yet, else a cut-off body.
-    /// At least 1 ms.
-    pub request_timeout: Duration,
-    /// How many requests may run at once; one more gets a 503 at once. Each running
-    /// request has its own instance, so the memory this artifact can use is up to
-    /// this many times the memory limit, and never more than its cgroup's. At least 1.
-    pub max_concurrent: usize,
-}
-
-impl Default for HttpLimits {
-    /// [`DEFAULT_REQUEST_TIMEOUT`] (30 s) and [`DEFAULT_MAX_CONCURRENT`] (100).
-    fn default() -> Self {
-        HttpLimits { request_timeout: DEFAULT_REQUEST_TIMEOUT, max_concurrent: DEFAULT_MAX_CONCURRENT }
-    }
-}
 
 /// How many connections one served artifact keeps open at once, per request it may
 /// run: idle keep-alive connections beyond this many get a 503 and are closed.
@@ -211,7 +185,7 @@ async fn serve(
     tracing::info!(digest = %server.digest, cut_in_flight = cut, "stopped serving wasi:http");
     drop(server);
     for output in outputs {
-        output.drain(crate::run::DRAIN_TIMEOUT).await;
+        output.drain(DRAIN_TIMEOUT).await;
     }
     ExitStatus::Stopped
 }
