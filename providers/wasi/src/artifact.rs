@@ -66,7 +66,7 @@ impl Artifact {
     /// command component may with wasi:sockets. False for every component.
     pub fn uses_wasmedge_sockets(&self) -> bool {
         match &self.compiled.entry {
-            Entry::Module(pre) => crate::wasmedge::imports_sockets(pre.module()),
+            Entry::Module(pre) => crate::host::wasmedge::imports_sockets(pre.module()),
             Entry::Component(_) | Entry::Proxy(_) => false,
         }
     }

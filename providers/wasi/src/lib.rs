@@ -44,7 +44,6 @@ mod serve;
 mod spec;
 mod ticker;
 mod usage;
-mod wasmedge;
 
 pub use artifact::{Artifact, ArtifactKind, LoadSource};
 pub use cgroup::cpu::{CPU_PERIOD, MAX_TICKS_PER_YIELD, MILLICORES_PER_TICK};

@@ -20,6 +20,7 @@ use crate::artifact::{Artifact, Compiled, Entry};
 use crate::cgroup::{Cgroup, CgroupSpec, cpu};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
+use crate::host::wasmedge::Sockets;
 use crate::host::{Host, MemoryLimiter, SyncReader, SyncWriter};
 use crate::net::GuestNet;
 use crate::outgoing::Outgoing;
@@ -28,7 +29,6 @@ use crate::runtime::Runtime;
 use crate::serve::{self, Control, HttpStats};
 use crate::spec::{RunSpec, add_preopens};
 use crate::ticker::Ticker;
-use crate::wasmedge::Sockets;
 
 /// Bytes a guest may have in flight to a stdout/stderr sink before its writes wait.
 const STDIO_BUDGET: usize = 64 * 1024;

@@ -380,7 +380,7 @@ impl Runtime {
                 }
                 // A module with WasmEdge socket imports gets a linker of its own.
                 let sockets =
-                    crate::wasmedge::link(&self.inner.module_linker, &module).map_err(link_error)?;
+                    crate::host::wasmedge::link(&self.inner.module_linker, &module).map_err(link_error)?;
                 let linker = sockets.as_ref().unwrap_or(&self.inner.module_linker);
                 let pre = linker.instantiate_pre(&module).map_err(link_error)?;
                 Ok(Entry::Module(pre))

@@ -20,7 +20,6 @@ use wasmtime_wasi::p2::{Network, Pollable, SocketError, TcpSocket, UdpSocket, su
 use wasmtime_wasi::sockets::WasiSocketsView;
 
 use super::{GuestNet, LookupError, Verdict};
-use crate::host::{Host, ProxyHost};
 
 /// The wasi:sockets version wasmtime-wasi 48 defines its interfaces under.
 const WASI_VERSION: &str = "0.2.12";
@@ -29,19 +28,6 @@ const WASI_VERSION: &str = "0.2.12";
 pub(crate) trait NetView: WasiView + 'static {
     /// The store's networking and its resource table.
     fn net(&mut self) -> (&GuestNet, &mut ResourceTable);
-}
-
-impl NetView for Host {
-    fn net(&mut self) -> (&GuestNet, &mut ResourceTable) {
-        let Host { wasi, hooks, .. } = self;
-        (&hooks.net, wasi.ctx().table)
-    }
-}
-
-impl NetView for ProxyHost {
-    fn net(&mut self) -> (&GuestNet, &mut ResourceTable) {
-        (&self.hooks.net, &mut self.table)
-    }
 }
 
 /// Shadows wasmtime-wasi's `ip-name-lookup` and the two `start-bind`s in `linker`, which

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 
-use super::resolver::{Job, Resolver};
+use super::resolver::{Job, LookupError, Resolver};
 
 /// Default time one lookup may take, waiting for a slot included; past it the guest gets
 /// `temporary-resolver-failure` (the resolver thread may still be stuck in it).
@@ -21,32 +21,6 @@ pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many of a pod's lookups may wait for one of its `max_in_flight` slots; one more
 /// fails at once with `temporary-resolver-failure`.
 pub const LOOKUP_QUEUE: usize = 16;
-
-/// Why a lookup gave no address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum LookupError {
-    /// The run may not look names up (its policy has no [`Lookups`]).
-    #[error("name lookups are not allowed")]
-    NotAllowed,
-    /// Not a domain name or an IP address.
-    #[error("not a valid name")]
-    InvalidName,
-    /// The name does not exist or has no address.
-    #[error("name unresolvable")]
-    NameUnresolvable,
-    /// The resolver failed for now (`EAI_AGAIN`).
-    #[error("temporary resolver failure")]
-    TemporaryFailure,
-    /// The resolver failed for good (`EAI_FAIL`).
-    #[error("permanent resolver failure")]
-    PermanentFailure,
-    /// The pod already has `max_in_flight` lookups running and the queue behind them is full.
-    #[error("too many name lookups in flight")]
-    Busy,
-    /// No answer within the lookup timeout.
-    #[error("the name lookup timed out")]
-    TimedOut,
-}
 
 /// A pod's handle on the node's resolver pool, from
 /// [`Runtime::lookups`](crate::Runtime::lookups). Cheap to clone: every clone (every run

@@ -10,11 +10,11 @@ mod resolver;
 
 use std::net::{IpAddr, SocketAddr};
 
-pub(crate) use lookups::LookupError;
 pub use lookups::{DEFAULT_LOOKUP_TIMEOUT, LOOKUP_QUEUE, Lookups};
 pub(crate) use policy::GuestNet;
 pub use policy::{NetworkPolicy, PortRules};
 pub use resolver::DEFAULT_RESOLVER_THREADS;
+pub(crate) use resolver::LookupError;
 pub(crate) use resolver::Resolver;
 
 /// A transport protocol.

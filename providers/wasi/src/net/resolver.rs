@@ -10,11 +10,35 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use super::lookups::LookupError;
-
 /// Default number of resolver threads on the node: how many lookups of all pods together
 /// run at once.
 pub const DEFAULT_RESOLVER_THREADS: usize = 16;
+
+/// Why a lookup gave no address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LookupError {
+    /// The run may not look names up (its policy has no [`Lookups`](super::Lookups)).
+    #[error("name lookups are not allowed")]
+    NotAllowed,
+    /// Not a domain name or an IP address.
+    #[error("not a valid name")]
+    InvalidName,
+    /// The name does not exist or has no address.
+    #[error("name unresolvable")]
+    NameUnresolvable,
+    /// The resolver failed for now (`EAI_AGAIN`).
+    #[error("temporary resolver failure")]
+    TemporaryFailure,
+    /// The resolver failed for good (`EAI_FAIL`).
+    #[error("permanent resolver failure")]
+    PermanentFailure,
+    /// The pod already has `max_in_flight` lookups running and the queue behind them is full.
+    #[error("too many name lookups in flight")]
+    Busy,
+    /// No answer within the lookup timeout.
+    #[error("the name lookup timed out")]
+    TimedOut,
+}
 
 /// A resolver thread with nothing to do for this long ends (the next lookup makes one).
 const IDLE_THREAD_LINGER: Duration = Duration::from_secs(10);

@@ -1,6 +1,11 @@
 //! Per-guest store data ([`Host`] for commands and modules, [`ProxyHost`] for one HTTP
 //! request): the WASI and wasi:http contexts, the memory limiter, and the adapters that
-//! turn a caller's `AsyncRead`/`AsyncWrite` into what wasmtime-wasi's stdio wants.
+//! turn a caller's `AsyncRead`/`AsyncWrite` into what wasmtime-wasi's stdio wants; how
+//! each store shows its networking to the component linker's socket shadows (`NetView`).
+//! The WasmEdge socket ABI ([`wasmedge`]) lives beneath: host functions on a [`Host`],
+//! whose `sockets` field holds their state.
+
+pub(crate) mod wasmedge;
 
 use std::io;
 use std::pin::Pin;
@@ -15,9 +20,11 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::cgroup::{Cgroup, Refusal};
+use crate::net::GuestNet;
+use crate::net::linker::NetView;
 use crate::outgoing::Outgoing;
 use crate::ticker::{Activity, InWasm, TracksWasm};
-use crate::wasmedge::Sockets;
+use wasmedge::Sockets;
 
 /// What a command or module guest's store holds. Core modules use `wasi` through the
 /// preview1 linker; components use it through its [`WasiView`] impl, and may send
@@ -284,6 +291,19 @@ impl AsyncRead for SyncReader {
             Err(poisoned) => poisoned.into_inner(),
         };
         reader.as_mut().poll_read(cx, buf)
+    }
+}
+
+impl NetView for Host {
+    fn net(&mut self) -> (&GuestNet, &mut ResourceTable) {
+        let Host { wasi, hooks, .. } = self;
+        (&hooks.net, wasi.ctx().table)
+    }
+}
+
+impl NetView for ProxyHost {
+    fn net(&mut self) -> (&GuestNet, &mut ResourceTable) {
+        (&self.hooks.net, &mut self.table)
     }
 }
 

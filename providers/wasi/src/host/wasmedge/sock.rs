@@ -11,7 +11,8 @@ use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags, Shutdown, SocketFla
 use tokio::io::Interest;
 use wasmtime_wasi::WasiView as _;
 
-use super::abi::{self, Address, Errno, FDFLAGS_ALL, FDFLAGS_NONBLOCK, Family, Kind, Version, Wasi};
+use super::abi::{self, Errno, FDFLAGS_ALL, FDFLAGS_NONBLOCK, Family, Kind, Version, Wasi};
+use super::address::{Address, STORAGE_LEN};
 use super::memory::{Mem, total};
 use super::socket::{Role, Socket};
 use super::table::Sockets;
@@ -403,7 +404,7 @@ pub(crate) fn shutdown(sockets: &Sockets, fd: i32, how: i32) -> Wasi {
 pub(crate) fn address(mem: &mut Mem<'_>, sockets: &Sockets, fd: i32, peer: bool, out: AddrOut) -> Wasi {
     let addr = Address::read(mem, out.addr)?;
     match (out.addr_type, addr.len) {
-        (Some(_), 4 | 16) | (None, abi::STORAGE_LEN) => {}
+        (Some(_), 4 | 16) | (None, STORAGE_LEN) => {}
         _ => return Err(Errno::INVAL),
     }
     mem.check(addr.buf as i32, addr.len)?;

@@ -10,6 +10,7 @@
 //! listen, connection, datagram and accepted peer is put to the run's `SocketRules`.
 
 mod abi;
+mod address;
 mod addrinfo;
 mod fd;
 mod memory;
@@ -253,7 +254,7 @@ async fn recv(mem: &mut Mem<'_>, host: &mut Host, fd: i32, out: Recv) -> abi::Wa
     let bufs = mem.iovecs(out.iovs, out.n)?;
     mem.check(out.len, 4)?;
     mem.check(out.oflags, 2)?;
-    let from = out.from.map(|ptr| abi::Address::read(mem, ptr)).transpose()?;
+    let from = out.from.map(|ptr| address::Address::read(mem, ptr)).transpose()?;
     if let Some(port) = out.port {
         mem.check(port, 2)?;
     }
@@ -261,7 +262,7 @@ async fn recv(mem: &mut Mem<'_>, host: &mut Host, fd: i32, out: Recv) -> abi::Wa
     if let (Some(addr), Some(sender)) = (from, got.from) {
         // v1 copies the IP when the buffer is large enough; v2 writes the storage form.
         let ip_len = if sender.is_ipv4() { 4 } else { 16 };
-        if addr.len == abi::STORAGE_LEN || addr.len >= ip_len {
+        if addr.len == address::STORAGE_LEN || addr.len >= ip_len {
             addr.write_ip(mem, sender.ip())?;
         }
         if let Some(port) = out.port {
@@ -291,7 +292,7 @@ async fn send(
     let to = match to {
         None => None,
         Some((addr, port, version)) => {
-            let ip = abi::Address::read(mem, addr)?.ip(mem, version)?;
+            let ip = address::Address::read(mem, addr)?.ip(mem, version)?;
             let family = host.sockets.socket(fd)?.family;
             Some(abi::socket_addr(ip, abi::port(port), family)?)
         }
