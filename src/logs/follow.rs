@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::reader::{LogOptions, LogStream, Output};
+use super::output::{LogOptions, LogStream, Output};
 use super::registry::Live;
 use super::segments::RunFiles;
 use super::{LogError, Result};

@@ -13,14 +13,17 @@
 //! - `writer.rs`: [`LogFile`] and its per-stream [`LogWriter`]s (an `AsyncWrite`).
 //! - `registry.rs`: [`LogRegistry`], the runs being written, and rotation.
 //! - `reader.rs`: [`stream`] (`kubectl logs`), [`follow`] (another process's follower) and
-//!   [`read_lines`]; `follow.rs` the cursor behind both, `segments.rs` the run's files
-//!   across rotations, `tail.rs` where `--tail` starts.
+//!   [`read_lines`]; `follow.rs` the cursor behind both, `output.rs` the options and how
+//!   records become output, `segments.rs` the run's files across rotations (each a
+//!   `segment.rs`), `tail.rs` where `--tail` starts.
 
 mod cri;
 mod follow;
+mod output;
 mod paths;
 mod reader;
 mod registry;
+mod segment;
 mod segments;
 mod tail;
 mod writer;
@@ -41,8 +44,9 @@ use std::path::PathBuf;
 use crate::config::{DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE};
 
 pub use follow::{RunWatch, WatchError};
+pub use output::{LogOptions, LogStream};
 pub use paths::{container_log, pod_dir, remove_runs_before, run_paths};
-pub use reader::{LogOptions, LogStream, follow, read_lines, stream};
+pub use reader::{follow, read_lines, stream};
 pub use registry::LogRegistry;
 pub use writer::{LogFile, LogWriter};
 

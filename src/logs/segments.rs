@@ -18,19 +18,11 @@ use std::sync::{Arc, Weak};
 
 use super::paths::{list_rotated, rotated_path};
 use super::registry::Live;
+use super::segment::{Segment, read_failed};
 use super::{LogError, Result, tail};
 
 /// Bytes read from a file per call.
 const READ_CHUNK: u64 = 64 * 1024;
-
-/// One open file of a run.
-pub(super) struct Segment {
-    pub path: PathBuf,
-    pub file: File,
-    pub inode: u64,
-    /// Its length when opened.
-    pub len: u64,
-}
 
 /// The files of one run still to read.
 pub(super) struct RunFiles {
@@ -157,8 +149,4 @@ fn open_file(path: &Path) -> Result<Option<Segment>> {
     };
     let meta = file.metadata().map_err(|e| read_failed(path, e))?;
     Ok(Some(Segment { path: path.to_path_buf(), file, inode: meta.ino(), len: meta.len() }))
-}
-
-pub(super) fn read_failed(path: &Path, source: std::io::Error) -> LogError {
-    LogError::Read { path: path.to_path_buf(), source }
 }

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
-use super::segments::{Segment, read_failed};
+use super::segment::{Segment, read_failed};
 use super::{Result, cri};
 
 /// Bytes read per step backwards.
