@@ -7,7 +7,6 @@ pub mod directory;
 pub mod env;
 pub mod eviction;
 pub mod manifests;
-mod prepare;
 pub mod probes;
 pub mod report;
 pub mod resources;

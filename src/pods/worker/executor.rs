@@ -13,11 +13,11 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
 use super::effects::{Effect, Failure, Input, Slot};
+use super::prepare::{self, PreparedPod};
 use super::start::{self, StartError, StartRequest, Started};
 use crate::base::error::chain;
 use crate::events::Kind;
 use crate::pods::Shared;
-use crate::pods::prepare::{self, PreparedPod};
 use crate::pods::probes::ProbeHandle;
 use crate::pods::report::{self, Reported};
 use crate::pods::runtime::{ContainerRuntime, Exit, Group, PulledImage, Stopper};

@@ -3,11 +3,12 @@
 //! messages from the controller, the outcomes of effects, and its timers.
 
 mod containers;
-pub(crate) mod effects;
+mod effects;
 mod executor;
 mod journal;
 mod machine;
 mod network;
+mod prepare;
 mod recover;
 mod start;
 

@@ -11,10 +11,11 @@ use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use kube::{Api, Client};
 use tracing::{Instrument, debug, debug_span};
 
-use super::runtime::{ContainerRuntime, ImageKind, ImageRequest, PulledImage};
-use super::worker::effects::{Failure, Prepared};
+use super::effects::{Failure, Prepared};
 use crate::base::error::chain;
 use crate::oci::{FileImages, PullPolicy, RegistryAuth};
+use crate::pods::runtime::{ContainerRuntime, ImageKind, ImageRequest, PulledImage};
+use crate::pods::{Shared, report};
 use crate::volumes::{PodVolumes, VolumeError};
 
 /// What a pod's containers start from: its volumes and its pulled images.
@@ -27,7 +28,7 @@ pub struct PreparedPod<I> {
 /// Prepares volumes, then pulls the images of all containers (init first). `on_pull` is
 /// told of each image as its pull starts.
 pub async fn prepare<R: ContainerRuntime>(
-    shared: Arc<super::Shared<R>>,
+    shared: Arc<Shared<R>>,
     pod: Arc<Pod>,
     pod_dir: PathBuf,
     on_pull: impl Fn(&str) + Send,
@@ -60,8 +61,7 @@ pub async fn prepare<R: ContainerRuntime>(
         on_pull(&image);
         let started = Instant::now();
         let pull_policy = PullPolicy::from_k8s(c.image_pull_policy.as_deref(), &image);
-        let file_images =
-            if super::report::is_static(&pod) { FileImages::Allowed } else { FileImages::Refused };
+        let file_images = if report::is_static(&pod) { FileImages::Allowed } else { FileImages::Refused };
         let request = ImageRequest { image: image.clone(), pull_policy, auth: auth.clone(), file_images };
         let pulled = shared.runtime.prepare(request).instrument(debug_span!("image", %image)).await;
         match pulled {
@@ -85,7 +85,7 @@ pub async fn prepare<R: ContainerRuntime>(
 /// reserved for the pod as soon as its image is known to be one, before any container
 /// starts. A port another pod holds is reported when the container starts (and retried).
 fn reserve_http_default<R: ContainerRuntime>(
-    shared: &super::Shared<R>,
+    shared: &Shared<R>,
     pod: &Pod,
     images: &HashMap<String, PulledImage<R::Image>>,
 ) {
