@@ -7,7 +7,6 @@ mod effects;
 mod executor;
 mod journal;
 mod machine;
-mod network;
 mod prepare;
 mod recover;
 mod start;

@@ -1,6 +1,9 @@
 //! Starting one run of one container, for the executor: resolve its env (which may read
 //! ConfigMaps and Secrets), open its mounts beneath their volumes, create its log, and
-//! hand it to the runtime. Each failure is the reason the kubelet would show.
+//! hand it to the runtime. Each failure is the reason the kubelet would show. Its network
+//! (ports, listeners, socket rules) is chosen in `network.rs`.
+
+mod network;
 
 use std::sync::Arc;
 
@@ -84,7 +87,7 @@ pub async fn start<R: ContainerRuntime>(req: StartRequest<R>) -> Result<Started,
         );
         notes.push((Kind::Normal, "DefaultMemoryLimit", message));
     }
-    let network = super::network::network(&shared, &pod, &container, image.kind, &mut notes)?;
+    let network = network::network(&shared, &pod, &container, image.kind, &mut notes)?;
     let counted = |stream| -> Box<Counted<logs::LogWriter>> {
         Box::new(Counted { inner: log.writer(stream), metrics: shared.metrics.clone() })
     };

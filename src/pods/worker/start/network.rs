@@ -5,7 +5,7 @@
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use super::start::{Note, StartError};
+use super::{Note, StartError};
 use crate::config::DEFAULT_HTTP_PORT;
 use crate::events::Kind;
 use crate::network::ports::{Protocol, container_ports};
