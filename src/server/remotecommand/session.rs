@@ -1,13 +1,14 @@
 //! One exec session as the handler sees it, whatever the transport: the guest's streams, the
 //! client-gone signal, and `finish`, which reports the exit and closes everything properly.
 
+use futures::future::BoxFuture;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::Protocol;
 use super::resize::TerminalSize;
-use super::{Protocol, spdy, ws};
 
 /// The streams of one exec session.
 ///
@@ -27,13 +28,13 @@ pub struct Session {
     /// Cancelled when the client goes away (connection closed or broken, GOAWAY, WebSocket
     /// close): stop the command then.
     pub closed: CancellationToken,
-    pub(super) finish: Finisher,
+    pub(super) finish: Box<dyn Finisher>,
 }
 
-/// The transport's way to end the session.
-pub(super) enum Finisher {
-    Spdy(spdy::Finish),
-    Ws(ws::Finish),
+/// The transport's way to end the session (`spdy.rs` and `ws.rs` each give one).
+pub(super) trait Finisher: Send {
+    /// Writes `status` on the error stream, then closes every stream and the connection.
+    fn finish(self: Box<Self>, status: Vec<u8>) -> BoxFuture<'static, ()>;
 }
 
 impl Session {
@@ -43,10 +44,7 @@ impl Session {
     /// the connection is ended once the client has read it all (or after a short grace period).
     pub async fn finish(self, exit: Result<i32, String>) {
         let status = status_message(self.protocol, &exit);
-        match self.finish {
-            Finisher::Spdy(f) => f.finish(status).await,
-            Finisher::Ws(f) => f.finish(status).await,
-        }
+        self.finish.finish(status).await;
     }
 }
 

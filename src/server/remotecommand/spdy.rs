@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
@@ -128,7 +129,7 @@ where
         stderr: stderr.map(|w| Box::new(w) as _),
         resize: resize.map(resize::resize_events),
         closed: closed.clone(),
-        finish: Finisher::Spdy(Finish { error, outputs, closed, link }),
+        finish: Box::new(Finish { error, outputs, closed, link }),
     })
 }
 
@@ -161,6 +162,12 @@ pub(super) struct Finish {
     outputs: Vec<FinHandle>,
     closed: tokio_util::sync::CancellationToken,
     link: Link,
+}
+
+impl Finisher for Finish {
+    fn finish(self: Box<Self>, status: Vec<u8>) -> BoxFuture<'static, ()> {
+        Box::pin(Finish::finish(*self, status))
+    }
 }
 
 impl Finish {

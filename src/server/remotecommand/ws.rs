@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::stream::SplitStream;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -69,7 +70,7 @@ pub async fn ws_session(
         stderr: wanted.stderr.then(|| Box::new(output(STDERR)) as _),
         resize: wanted.tty.then(|| resize::resize_events(resize_reader)),
         closed: closed.clone(),
-        finish: Finisher::Ws(Finish { tx, done, closed, _writer: writer, reader }),
+        finish: Box::new(Finish { tx, done, closed, _writer: writer, reader }),
     })
 }
 
@@ -137,6 +138,12 @@ pub(super) struct Finish {
     closed: CancellationToken,
     _writer: Abort,
     reader: Abort,
+}
+
+impl Finisher for Finish {
+    fn finish(self: Box<Self>, status: Vec<u8>) -> BoxFuture<'static, ()> {
+        Box::pin(Finish::finish(*self, status))
+    }
 }
 
 impl Finish {
