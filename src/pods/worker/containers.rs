@@ -9,10 +9,10 @@ use tracing::{debug, info};
 
 use super::effects::{Effect, Slot};
 use super::machine::{
-    BACKOFF_RESET_AFTER, Machine, PodState, Retry, RunState, Track, backoff, config_backoff,
+    BACKOFF_RESET_AFTER, INITIAL_BACKOFF, MAX_BACKOFF, Machine, PodState, Retry, RunState, Track, backoff,
 };
 use crate::base::time::now_rfc3339;
-use crate::config::CONFIG_RETRY_VISIBLE_AFTER;
+use crate::config::{CONFIG_RETRY_INITIAL, CONFIG_RETRY_MAX, CONFIG_RETRY_VISIBLE_AFTER};
 use crate::events::Kind;
 use crate::pods::probes::{self, ProbeEvent, ProbeKind};
 use crate::pods::runtime::Exit;
@@ -138,10 +138,10 @@ impl Machine {
         }
         let track = self.track_mut(slot);
         let delay = match retry {
-            Some(r) => config_backoff(r.failures - 1),
+            Some(r) => backoff(r.failures - 1, CONFIG_RETRY_INITIAL, CONFIG_RETRY_MAX),
             None => {
                 track.backoff_step += 1;
-                backoff(track.backoff_step - 1)
+                backoff(track.backoff_step - 1, INITIAL_BACKOFF, MAX_BACKOFF)
             }
         };
         track.start_at = Some(now + delay);
@@ -223,7 +223,7 @@ impl Machine {
         if step == 0 {
             return self.request_start(slot, fx);
         }
-        let delay = backoff(step - 1);
+        let delay = backoff(step - 1, INITIAL_BACKOFF, MAX_BACKOFF);
         let view = self.view_mut(slot);
         let message = format!(
             "back-off {}s restarting failed container={} pod={pod}_{ns}({uid})",

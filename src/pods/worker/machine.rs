@@ -372,7 +372,7 @@ impl Machine {
                 self.begin_containers(fx);
             }
             Err(Failure::Pull { image, reason, message }) => {
-                let delay = backoff(retry.failures - 1);
+                let delay = backoff(retry.failures - 1, INITIAL_BACKOFF, MAX_BACKOFF);
                 let text = match reason {
                     // Pulled, but the runtime cannot make a container of it (a link error).
                     "CreateContainerError" => format!("Error: {message}"),
@@ -391,7 +391,7 @@ impl Machine {
                 self.state = PodState::Retrying { until: now + delay, flip_at, retry };
             }
             Err(Failure::Config { message }) => {
-                let delay = config_backoff(retry.failures - 1);
+                let delay = backoff(retry.failures - 1, CONFIG_RETRY_INITIAL, CONFIG_RETRY_MAX);
                 debug!(failures = retry.failures, retry_in = ?delay, %message, "preparing the pod failed; retrying");
                 // A failure that clears within moments (an authorization race) stays quiet;
                 // one that persists shows in the status and as an Event.
@@ -423,15 +423,9 @@ impl Machine {
     }
 }
 
-/// Back-off before attempt `step + 1`: 10 s doubling up to 5 min.
-pub fn backoff(step: u32) -> Duration {
-    INITIAL_BACKOFF.saturating_mul(1u32.checked_shl(step.min(16)).unwrap_or(u32::MAX)).min(MAX_BACKOFF)
-}
-
-/// Back-off before retrying something the pod references that could not be read:
-/// [`CONFIG_RETRY_INITIAL`] doubling up to [`CONFIG_RETRY_MAX`].
-pub fn config_backoff(step: u32) -> Duration {
-    CONFIG_RETRY_INITIAL
-        .saturating_mul(1u32.checked_shl(step.min(16)).unwrap_or(u32::MAX))
-        .min(CONFIG_RETRY_MAX)
+/// Back-off before attempt `step + 1`: `initial` doubling up to `max`. Pulls and crash
+/// loops go from [`INITIAL_BACKOFF`] to [`MAX_BACKOFF`] (10 s to 5 min); something the pod
+/// references that could not be read, from [`CONFIG_RETRY_INITIAL`] to [`CONFIG_RETRY_MAX`].
+pub fn backoff(step: u32, initial: Duration, max: Duration) -> Duration {
+    initial.saturating_mul(1u32.checked_shl(step.min(16)).unwrap_or(u32::MAX)).min(max)
 }

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus};
 
 use super::containers::restarts;
 use super::effects::Effect;
-use super::machine::{Machine, PodState, backoff};
+use super::machine::{INITIAL_BACKOFF, MAX_BACKOFF, Machine, PodState, backoff};
 use tokio::time::Instant;
 
 use super::journal::Entry;
@@ -98,7 +98,7 @@ impl Machine {
                 view.last = Some(ended);
                 if lost && oom {
                     // Charged as a crash of its own: restarted after the back-off.
-                    let delay = backoff(0);
+                    let delay = backoff(0, INITIAL_BACKOFF, MAX_BACKOFF);
                     let track = &mut self.main[i];
                     (track.backoff_step, track.start_at) = (1, Some(now + delay));
                     let message = format!(
