@@ -1,5 +1,5 @@
 //! Pods bound to this node: one watch on `spec.nodeName`, one worker per pod that owns
-//! the pod's state (see `worker.rs`), admission by `--max-pods`.
+//! the pod's state (see `worker/`), admission by `--max-pods`.
 
 pub mod admission;
 pub mod cache;
@@ -203,7 +203,6 @@ impl<R: ContainerRuntime> Controller<R> {
         }
     }
 
-    /// Rescans `--pod-manifest-path` (if given) and starts, replaces or stops static pods.
     /// A pod bound to this node, as the API has it now.
     async fn api_pod(&mut self, mut pod: Pod) {
         report::mark_from_api(&mut pod);
@@ -211,6 +210,7 @@ impl<R: ContainerRuntime> Controller<R> {
         self.apply(pod).await;
     }
 
+    /// Rescans `--pod-manifest-path` (if given) and starts, replaces or stops static pods.
     async fn manifests_changed(&mut self, statics: Option<&mut manifests::Manifests>, changed: Changed) {
         let Some(statics) = statics else { return };
         let changes = match changed {

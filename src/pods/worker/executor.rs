@@ -16,6 +16,7 @@ use super::effects::{Effect, Failure, Input, Slot};
 use super::prepare::{self, PreparedPod};
 use super::start::{self, StartError, StartRequest, Started};
 use crate::base::error::chain;
+use crate::config::PUBLISH_RETRY;
 use crate::events::Kind;
 use crate::pods::Shared;
 use crate::pods::probes::ProbeHandle;
@@ -310,7 +311,7 @@ impl<R: ContainerRuntime> Executor<R> {
                         Input::Gone
                     }
                     Err(e) => {
-                        warn!(error = %chain(&e), "reporting the pod status failed; retrying in 1 s");
+                        warn!(error = %chain(&e), "reporting the pod status failed; retrying in {PUBLISH_RETRY:?}");
                         Input::Published { ok: false }
                     }
                 })
