@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use tokio::sync::mpsc;
 
 use crate::config::{DEFAULT_HTTP_PORT, NETWORK_EVENT_QUEUE, NetworkSettings};
@@ -141,7 +142,7 @@ impl Network {
             pods.entry(id.uid.clone())
                 .or_insert_with(|| {
                     Arc::new(PodEntry {
-                        labels: pod.metadata.labels.clone().unwrap_or_default(),
+                        labels: pod.labels().clone(),
                         ports: policy::named_ports(pod.spec.as_ref()),
                         limiter: Mutex::default(),
                         replies: Mutex::default(),

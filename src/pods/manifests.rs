@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::{Pod, Toleration};
+use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
@@ -115,13 +116,13 @@ impl Manifests {
                 None
             }
         };
-        let uid = new.as_ref().and_then(|p| p.metadata.uid.clone());
+        let uid = new.as_ref().and_then(|p| p.uid());
         let changed = old != uid;
         if let Some(old) = old.filter(|_| changed) {
             changes.push(Change::Remove(old));
         }
         if let Some(pod) = new.filter(|_| changed) {
-            info!(file = %path.display(), pod = pod.metadata.name.as_deref().unwrap_or(""), "static pod manifest loaded");
+            info!(file = %path.display(), pod = pod.name_any(), "static pod manifest loaded");
             changes.push(Change::Upsert(Box::new(pod)));
         }
         self.seen.insert(path, Seen { stamp, uid });
