@@ -187,8 +187,11 @@ fn manifest_files(path: &Path) -> std::io::Result<Vec<(PathBuf, (SystemTime, u64
 /// `<name>-<node>`, namespace `default` unless set, bound to this node, with a UID that
 /// hashes the node, the file and its content (so an edit is a new pod).
 pub fn static_pod(text: &str, path: &Path, node_name: &str) -> Result<Pod, String> {
+    // YAML 1.2 booleans only: `value: yes` stays the string "yes".
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
     let value: serde_json::Value =
-        serde_yaml::from_str(text).map_err(|e| format!("not YAML or JSON: {e}"))?;
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| format!("not YAML or JSON: {e}"))?;
     match (value["apiVersion"].as_str(), value["kind"].as_str()) {
         (Some("v1"), Some("Pod")) => {}
         (v, k) => {
