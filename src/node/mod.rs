@@ -5,7 +5,7 @@ pub mod allocatable;
 mod object;
 pub mod oom;
 
-pub use object::{TAINT_EFFECTS, TAINT_KEY, WASM_ARCH, kubelet_version};
+pub use object::{TAINT_EFFECTS, TAINT_KEY, WASM_ARCH};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};

@@ -38,7 +38,6 @@ use crate::config::{MANIFEST_RESCAN_PERIOD, MANIFEST_SETTLE};
 use crate::events::Recorder;
 use crate::wake::{Changed, Wake};
 pub use runtime::ContainerRuntime;
-pub use worker::{INITIAL_BACKOFF, MAX_BACKOFF};
 
 /// What every pod worker shares.
 pub struct Shared<R> {

@@ -24,7 +24,7 @@ use super::Shared;
 use super::runtime::ContainerRuntime;
 use effects::Input;
 use executor::Executor;
-pub use machine::{INITIAL_BACKOFF, MAX_BACKOFF, Machine, PodState, Settings};
+pub use machine::{Machine, PodState, Settings};
 
 /// What the controller tells a worker.
 #[derive(Debug)]
