@@ -6,10 +6,10 @@
 //! guests' sockets (`sockets.rs`), with Events (`notices.rs`) and `/metrics` counters for
 //! what they refuse. Imports no `pods` or `server`.
 
-pub mod egress;
-pub mod notices;
+pub(crate) mod egress;
+pub(crate) mod notices;
 pub mod policy;
-pub mod ports;
+pub(crate) mod ports;
 mod replies;
 mod sockets;
 
@@ -111,11 +111,6 @@ impl Network {
     /// Where the NetworkPolicy watch publishes its views.
     pub fn policies(&self) -> Arc<Policies> {
         self.core.policies.clone()
-    }
-
-    /// The port table (who holds which node port).
-    pub fn ports(&self) -> &PortTable {
-        &self.core.ports
     }
 
     /// Admission: reserves every port the pod declares, at `--pod-listen-address`, all or
