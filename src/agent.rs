@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use kube::ResourceExt;
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
@@ -121,7 +122,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         client: client.clone(),
         recorder,
         node_name: cfg.node_name.clone(),
-        node_uid: node.as_ref().and_then(|n| n.metadata.uid.clone()),
+        node_uid: node.as_ref().and_then(|n| n.uid()),
         node_ip: cfg.node_ip,
         data_dir: cfg.data_dir.clone(),
         memory_medium,

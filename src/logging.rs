@@ -121,7 +121,7 @@ where
         let pod = pod.or_else(|| own(&["pod"]));
         let meta = event.metadata();
         let line = json!({
-            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "timestamp": timestamp(&k8s_openapi::jiff::Timestamp::now()),
             "level": meta.level().as_str(),
             "target": meta.target(),
             "namespace": namespace,
@@ -130,5 +130,21 @@ where
             "fields": fields.0,
         });
         writeln!(writer, "{line}")
+    }
+}
+
+/// RFC 3339, UTC, always six fractional digits (microseconds).
+fn timestamp(t: &k8s_openapi::jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_utc_with_microseconds() {
+        let t: k8s_openapi::jiff::Timestamp = "2026-01-02T03:04:05.678901234+02:00".parse().unwrap();
+        assert_eq!(super::timestamp(&t), "2026-01-02T01:04:05.678901Z");
+        let whole: k8s_openapi::jiff::Timestamp = "2026-01-02T03:04:05Z".parse().unwrap();
+        assert_eq!(super::timestamp(&whole), "2026-01-02T03:04:05.000000Z");
     }
 }

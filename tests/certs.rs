@@ -67,8 +67,8 @@ fn kubectl_exec(cluster: &Cluster, pod: &str, args: &[&str]) -> std::process::Ou
 fn lease_renewed_after(cluster: &Cluster, node: &str, t: SystemTime) -> bool {
     let lease = cluster.get_json(&["lease", node, "-n", "kube-node-lease"]).unwrap_or(Value::Null);
     let renewed =
-        lease["spec"]["renewTime"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-    renewed.is_some_and(|r| r.with_timezone(&chrono::Utc) > chrono::DateTime::<chrono::Utc>::from(t))
+        lease["spec"]["renewTime"].as_str().and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+    renewed.is_some_and(|r| SystemTime::from(r) > t)
 }
 
 fn node_ready(cluster: &Cluster, node: &str) -> bool {
@@ -85,7 +85,7 @@ fn file_cert(path: &Path) -> CertificateDer<'static> {
 /// The client certificate embedded in the node kubeconfig.
 fn kubeconfig_cert(path: &Path) -> CertificateDer<'static> {
     use base64::Engine as _;
-    let kc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let kc: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let b64 = kc["users"][0]["user"]["client-certificate-data"].as_str().expect("an embedded certificate");
     let pem = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
     CertificateDer::from_pem_slice(&pem).unwrap()

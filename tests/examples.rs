@@ -159,12 +159,7 @@ fn static_templates_run_standalone_and_local_commands_show_them() {
 /// Each document of an examples/pods manifest, as JSON.
 fn documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| {
-            serde_json::to_value(<serde_yaml::Value as serde::Deserialize>::deserialize(d).unwrap()).unwrap()
-        })
-        .filter(|v| !v.is_null())
-        .collect()
+    serde_saphyr::from_multiple::<Value>(&text).unwrap().into_iter().filter(|v| !v.is_null()).collect()
 }
 
 #[test]

@@ -35,7 +35,7 @@ fn a_pod_naming_the_wasmtime_runtime_class_runs_and_another_handler_is_refused()
     let example =
         std::fs::read_to_string(format!("{}/examples/runtimeclass.yaml", env!("CARGO_MANIFEST_DIR")))
             .unwrap();
-    let class: Value = serde_yaml::from_str(&example).unwrap();
+    let class: Value = serde_saphyr::from_str(&example).unwrap();
     cluster.apply(&class);
     let image = guests::publish(&cluster.registry, "tool", "v1", "cncf");
     let id = std::process::id();

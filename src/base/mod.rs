@@ -2,9 +2,9 @@
 //! the agent: quantities, time formats, IP ranges, error chains, facts about the host.
 
 pub mod cgroupfs;
-pub mod cidr;
-pub mod error;
+pub(crate) mod cidr;
+pub(crate) mod error;
 pub mod host;
-pub mod names;
+pub(crate) mod names;
 pub mod quantity;
-pub mod time;
+pub(crate) mod time;

@@ -33,7 +33,7 @@ fn targets(dir: &Path) -> [Target; 2] {
 fn installed(target: &Target) -> Option<(Vec<u8>, Vec<u8>)> {
     match target {
         Target::Kubeconfig { path, .. } => {
-            let doc: serde_yaml::Value = serde_yaml::from_slice(&std::fs::read(path).ok()?).ok()?;
+            let doc: serde_json::Value = serde_saphyr::from_slice(&std::fs::read(path).ok()?).ok()?;
             let user = &doc["users"][0]["user"];
             let data = |k: &str| files::decode_b64(user[k].as_str()?).ok();
             Some((data("client-certificate-data")?, data("client-key-data")?))

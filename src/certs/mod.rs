@@ -165,8 +165,8 @@ pub fn render_kubeconfig(server: &str, ca_pem: &[u8], cert_pem: &[u8], key_pem: 
         }}],
         "current-context": "default-context",
     });
-    // serde_yaml cannot fail on a JSON value built from strings.
-    serde_yaml::to_string(&doc).unwrap_or_default()
+    // Serializing cannot fail on a JSON value built from strings.
+    serde_saphyr::to_string(&doc).unwrap_or_default()
 }
 
 #[cfg(test)]

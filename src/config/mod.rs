@@ -13,8 +13,8 @@ use clap::Parser;
 
 mod api;
 mod certs;
-pub mod commands;
-pub mod eviction;
+pub(crate) mod commands;
+pub(crate) mod eviction;
 mod limits;
 mod network;
 mod parse;

@@ -6,10 +6,10 @@
 //! guests' sockets (`sockets.rs`), with Events (`notices.rs`) and `/metrics` counters for
 //! what they refuse. Imports no `pods` or `server`.
 
-pub mod egress;
-pub mod notices;
+pub(crate) mod egress;
+pub(crate) mod notices;
 pub mod policy;
-pub mod ports;
+pub(crate) mod ports;
 mod replies;
 mod sockets;
 
@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use tokio::sync::mpsc;
 
 use crate::config::{DEFAULT_HTTP_PORT, NETWORK_EVENT_QUEUE, NetworkSettings};
@@ -112,11 +113,6 @@ impl Network {
         self.core.policies.clone()
     }
 
-    /// The port table (who holds which node port).
-    pub fn ports(&self) -> &PortTable {
-        &self.core.ports
-    }
-
     /// Admission: reserves every port the pod declares, at `--pod-listen-address`, all or
     /// none.
     pub fn admit(&self, pod: &Pod) -> Result<(), PortError> {
@@ -141,7 +137,7 @@ impl Network {
             pods.entry(id.uid.clone())
                 .or_insert_with(|| {
                     Arc::new(PodEntry {
-                        labels: pod.metadata.labels.clone().unwrap_or_default(),
+                        labels: pod.labels().clone(),
                         ports: policy::named_ports(pod.spec.as_ref()),
                         limiter: Mutex::default(),
                         replies: Mutex::default(),

@@ -234,13 +234,11 @@ pub enum Refused {
     Privileged { min: u16 },
 }
 
-/// One holding of a port: on which address, by whom, and whether it was claimed by a bind
-/// rather than declared.
+/// One holding of a port: on which address, by whom.
 #[derive(Debug, Clone)]
 struct Entry {
     addr: IpAddr,
     holder: Holder,
-    claimed: bool,
 }
 
 /// Which pod (or the agent) holds each node port, by protocol and port, then address.
@@ -254,7 +252,7 @@ impl PortTable {
         table.with(|held| {
             for (port, what) in own.iter().filter(|(port, _)| *port != 0) {
                 let b = Binding::everywhere(Protocol::Tcp, *port);
-                let entry = Entry { addr: b.addr, holder: Holder::Agent(what), claimed: false };
+                let entry = Entry { addr: b.addr, holder: Holder::Agent(what) };
                 held.entry((b.protocol, b.port)).or_default().push(entry);
             }
         });
@@ -285,24 +283,19 @@ impl PortTable {
                 return Err(PortError::Clash { port: *port, holder });
             }
             for b in &ports {
-                Self::insert(held, pod, b, false);
+                Self::insert(held, pod, b);
             }
             Ok(())
         })
     }
 
-    fn insert(
-        held: &mut BTreeMap<(Protocol, u16), Vec<Entry>>,
-        pod: &PodId,
-        b: &Binding,
-        claimed: bool,
-    ) -> bool {
+    fn insert(held: &mut BTreeMap<(Protocol, u16), Vec<Entry>>, pod: &PodId, b: &Binding) -> bool {
         let entries = held.entry((b.protocol, b.port)).or_default();
         let mine = Holder::Pod(pod.clone());
         if entries.iter().any(|e| e.holder == mine && e.addr == b.addr) {
             return false;
         }
-        entries.push(Entry { addr: b.addr, holder: mine, claimed });
+        entries.push(Entry { addr: b.addr, holder: mine });
         true
     }
 
@@ -324,7 +317,7 @@ impl PortTable {
             if b.port < min_undeclared {
                 return Err(Refused::Privileged { min: min_undeclared });
             }
-            Self::insert(held, pod, &b, true);
+            Self::insert(held, pod, &b);
             Ok(Taken::Claimed)
         })
     }
@@ -346,23 +339,6 @@ impl PortTable {
                 !entries.is_empty()
             })
         });
-    }
-
-    /// The ports the pod (by UID) holds, in order, each with whether a bind claimed it.
-    pub fn held_by(&self, uid: &str) -> Vec<(Binding, bool)> {
-        self.with(|held| {
-            let mut out: Vec<(Binding, bool)> = held
-                .iter()
-                .flat_map(|((protocol, port), entries)| {
-                    entries
-                        .iter()
-                        .filter(|e| e.holder.pod_uid() == Some(uid))
-                        .map(|e| (Binding { protocol: *protocol, port: *port, addr: e.addr }, e.claimed))
-                })
-                .collect();
-            out.sort();
-            out
-        })
     }
 }
 

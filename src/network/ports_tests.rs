@@ -60,7 +60,7 @@ fn a_port_is_held_by_one_pod_until_it_is_released() {
     table.reserve(&a, &[any(TCP, 8080)]).unwrap();
     let err = table.reserve(&b, &[any(TCP, 7070), any(TCP, 8080)]).unwrap_err();
     assert_eq!(err.to_string(), "port 8080/TCP is already in use on this node by pod ns/p-a");
-    assert!(table.held_by("b").is_empty(), "all or nothing");
+    assert_eq!(table.holder(any(TCP, 7070)), None, "all or nothing");
     let err = table.reserve(&b, &[any(TCP, 10250)]).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -69,7 +69,8 @@ fn a_port_is_held_by_one_pod_until_it_is_released() {
     table.reserve(&b, &[any(UDP, 8080)]).unwrap();
     table.release("a");
     table.reserve(&b, &[any(TCP, 8080)]).unwrap();
-    assert_eq!(table.held_by("b"), [(any(TCP, 8080), false), (any(UDP, 8080), false)]);
+    assert_eq!(table.holder(any(TCP, 8080)), Some(Holder::Pod(b.clone())));
+    assert_eq!(table.holder(any(UDP, 8080)), Some(Holder::Pod(b)));
 }
 
 #[test]
@@ -81,7 +82,11 @@ fn a_wildcard_overlaps_every_address_and_distinct_addresses_do_not() {
     let err = table.reserve(&c, &[any(TCP, 8080)]).unwrap_err();
     assert!(err.to_string().contains("8080/TCP is already in use"), "{err}");
     table.reserve(&c, &[at(TCP, 8080, "::ffff:10.0.0.6")]).unwrap();
-    assert_eq!(table.held_by("c"), [(at(TCP, 8080, "10.0.0.6"), false)], "mapped addresses are their IPv4");
+    assert_eq!(
+        table.holder(at(TCP, 8080, "10.0.0.6")),
+        Some(Holder::Pod(c.clone())),
+        "mapped addresses are their IPv4"
+    );
     let err = table
         .reserve(&c, &[Binding::new(NodePort { port: 8080, protocol: TCP }, "10.0.0.5".parse().unwrap())])
         .unwrap_err();
@@ -115,11 +120,11 @@ fn a_bind_takes_its_pods_ports_and_claims_free_unprivileged_ones() {
     let c = id("c");
     let err = table.reserve(&c, &[at(TCP, 18000, listen)]).unwrap_err();
     assert_eq!(err.to_string(), "port 18000/TCP is already in use on this node by pod ns/p-a");
-    assert!(table.held_by("a").contains(&(at(TCP, 18000, listen), true)));
     table.release("a");
     assert_eq!(table.take(&b, at(TCP, 18000, listen), 1024), Ok(Taken::Claimed), "freed when the pod stops");
     assert_eq!(table.take(&b, at(TCP, 8080, listen), 1024), Ok(Taken::Held));
     table.release("b");
-    assert!(table.held_by("b").is_empty());
+    assert_eq!(table.holder(at(TCP, 8080, listen)), None);
+    assert_eq!(table.holder(at(TCP, 18000, listen)), None);
     assert_eq!(table.holder(any(TCP, 10250)), Some(Holder::Agent("kubelet API (--port)")), "never released");
 }

@@ -5,14 +5,14 @@ pub mod allocatable;
 mod object;
 pub mod oom;
 
-pub use object::{TAINT_EFFECTS, TAINT_KEY, WASM_ARCH, kubelet_version};
+pub use object::{TAINT_EFFECTS, TAINT_KEY, WASM_ARCH};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
@@ -180,7 +180,7 @@ pub async fn heartbeat(
 ) {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
-    let uid = node.metadata.uid.clone().unwrap_or_default();
+    let uid = node.uid().unwrap_or_default();
     let mut transitions = object::transitions_of(&node);
     let mut lease_tick = tokio::time::interval(LEASE_RENEW_INTERVAL);
     // Registration just posted the status.

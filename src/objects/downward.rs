@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, ResourceFieldSelector};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::ResourceExt;
 
 use crate::base::quantity::Exact;
 use crate::objects::PodContext;
@@ -30,11 +31,9 @@ pub enum DownwardError {
 /// a whole label/annotation map is `key="value"` lines sorted by key, and a missing
 /// subscripted key is the empty string.
 pub fn field_value(ctx: &PodContext<'_>, path: &str) -> Result<String, DownwardError> {
-    let meta = &ctx.pod.metadata;
-    let spec = ctx.pod.spec.as_ref();
-    let empty = BTreeMap::new();
-    let labels = meta.labels.as_ref().unwrap_or(&empty);
-    let annotations = meta.annotations.as_ref().unwrap_or(&empty);
+    let pod = ctx.pod;
+    let spec = pod.spec.as_ref();
+    let (labels, annotations) = (pod.labels(), pod.annotations());
     if let Some((base, key)) = split_subscript(path) {
         return match base {
             "metadata.labels" => Ok(labels.get(key).cloned().unwrap_or_default()),
@@ -43,9 +42,9 @@ pub fn field_value(ctx: &PodContext<'_>, path: &str) -> Result<String, DownwardE
         };
     }
     let value = match path {
-        "metadata.name" => meta.name.clone().unwrap_or_default(),
-        "metadata.namespace" => meta.namespace.clone().unwrap_or_else(|| "default".into()),
-        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "metadata.name" => pod.name_any(),
+        "metadata.namespace" => ctx.namespace(),
+        "metadata.uid" => pod.uid().unwrap_or_default(),
         "metadata.labels" => format_map(labels),
         "metadata.annotations" => format_map(annotations),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
 /// The pod a container belongs to, and the node facts the downward API reports.
 #[derive(Debug, Clone, Copy)]
@@ -24,8 +24,8 @@ pub struct PodContext<'a> {
 
 impl PodContext<'_> {
     /// The pod's namespace (`default` when unset, as for a static pod).
-    pub fn namespace(&self) -> &str {
-        self.pod.metadata.namespace.as_deref().unwrap_or("default")
+    pub fn namespace(&self) -> String {
+        self.pod.namespace().unwrap_or_else(|| "default".into())
     }
 }
 

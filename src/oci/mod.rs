@@ -20,7 +20,7 @@ mod auth;
 mod blobs;
 mod fetch;
 mod formats;
-pub mod gc;
+pub(crate) mod gc;
 mod image;
 mod layer_guard;
 mod limits;

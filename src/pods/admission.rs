@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 
 use super::resources::{Amounts, pod_requests};
 
@@ -25,7 +26,7 @@ impl Ledger {
         active: &HashSet<String>,
     ) -> Result<(), (&'static str, String)> {
         self.admitted.retain(|uid, _| active.contains(uid));
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let uid = pod.uid().unwrap_or_default();
         let asked = pod_requests(pod);
         let used =
             self.admitted.iter().filter(|(u, _)| **u != uid).fold(Amounts::default(), |a, (_, r)| Amounts {

@@ -59,6 +59,7 @@ impl ObjectCache {
     }
 
     /// How many objects it holds (answers of absence included).
+    #[cfg(test)]
     pub fn objects(&self) -> usize {
         fn count<T>(m: &Mutex<Entries<T>>) -> usize {
             m.lock().map(|e| e.map.len()).unwrap_or(0)

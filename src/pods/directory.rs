@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -206,8 +207,5 @@ fn same_pod(a: &Pod, b: &Pod) -> bool {
 }
 
 fn key_of(pod: &Pod) -> (String, String) {
-    (
-        pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-        pod.metadata.name.clone().unwrap_or_default(),
-    )
+    (pod.namespace().unwrap_or_else(|| "default".into()), pod.name_any())
 }

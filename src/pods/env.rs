@@ -84,7 +84,7 @@ pub async fn resolve_env(
     ctx: &PodContext<'_>,
     container: &Container,
 ) -> Result<Vec<(String, String)>, EnvError> {
-    let mut lookup = Lookup::new(src, ctx.namespace());
+    let mut lookup = Lookup::new(src, &ctx.namespace());
     let mut env = EnvList::default();
     let mut budget = Budget { what: "environment", used: 0 };
     for from in container.env_from.iter().flatten() {

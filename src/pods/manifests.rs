@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::{Pod, Toleration};
+use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
@@ -115,13 +116,13 @@ impl Manifests {
                 None
             }
         };
-        let uid = new.as_ref().and_then(|p| p.metadata.uid.clone());
+        let uid = new.as_ref().and_then(|p| p.uid());
         let changed = old != uid;
         if let Some(old) = old.filter(|_| changed) {
             changes.push(Change::Remove(old));
         }
         if let Some(pod) = new.filter(|_| changed) {
-            info!(file = %path.display(), pod = pod.metadata.name.as_deref().unwrap_or(""), "static pod manifest loaded");
+            info!(file = %path.display(), pod = pod.name_any(), "static pod manifest loaded");
             changes.push(Change::Upsert(Box::new(pod)));
         }
         self.seen.insert(path, Seen { stamp, uid });
@@ -186,8 +187,11 @@ fn manifest_files(path: &Path) -> std::io::Result<Vec<(PathBuf, (SystemTime, u64
 /// `<name>-<node>`, namespace `default` unless set, bound to this node, with a UID that
 /// hashes the node, the file and its content (so an edit is a new pod).
 pub fn static_pod(text: &str, path: &Path, node_name: &str) -> Result<Pod, String> {
+    // YAML 1.2 booleans only: `value: yes` stays the string "yes".
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
     let value: serde_json::Value =
-        serde_yaml::from_str(text).map_err(|e| format!("not YAML or JSON: {e}"))?;
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| format!("not YAML or JSON: {e}"))?;
     match (value["apiVersion"].as_str(), value["kind"].as_str()) {
         (Some("v1"), Some("Pod")) => {}
         (v, k) => {

@@ -30,6 +30,18 @@ fn a_manifest_becomes_a_static_pod_of_this_node() {
 }
 
 #[test]
+fn yes_and_on_stay_strings_as_in_yaml_1_2() {
+    let text = HELLO.replace(
+        "image: 'file:///w/hello.wasm'",
+        "image: x, env: [{name: A, value: yes}, {name: B, value: on}]",
+    );
+    let p = static_pod(&text, Path::new("/m/hello.yaml"), "edge-1").unwrap();
+    let env = p.spec.unwrap().containers[0].env.clone().unwrap();
+    let values: Vec<_> = env.iter().map(|e| e.value.as_deref().unwrap_or("")).collect();
+    assert_eq!(values, ["yes", "on"]);
+}
+
+#[test]
 fn malformed_manifests_say_what_is_wrong() {
     let p = Path::new("/m/x.yaml");
     assert!(static_pod("{{{", p, "n").unwrap_err().contains("not YAML"));

@@ -28,7 +28,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
@@ -37,7 +37,6 @@ use crate::config::{MANIFEST_RESCAN_PERIOD, MANIFEST_SETTLE};
 use crate::events::Recorder;
 use crate::wake::{Changed, Wake};
 pub use runtime::ContainerRuntime;
-pub use worker::{INITIAL_BACKOFF, MAX_BACKOFF};
 
 /// What every pod worker shares.
 pub struct Shared<R> {
@@ -127,7 +126,7 @@ struct Controller<R> {
 impl<R: ContainerRuntime> Controller<R> {
     /// A pod appeared or changed: hand it to its worker, or admit it and start one.
     async fn apply(&mut self, pod: Pod) {
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let uid = pod.uid().unwrap_or_default();
         self.workers.retain(|_, slot| !slot.is_closed());
         let workers = &self.workers;
         self.active.retain(|u| workers.contains_key(u));
@@ -142,7 +141,7 @@ impl<R: ContainerRuntime> Controller<R> {
             let _ = slot.send(worker::Msg::Update(Arc::new(pod)));
             return;
         }
-        tracing::debug!(pod = pod.metadata.name.as_deref().unwrap_or(""), %uid, "new pod");
+        tracing::debug!(pod = pod.name_any(), %uid, "new pod");
         if !finished
             && pod.metadata.deletion_timestamp.is_none()
             && self.active.len() >= self.max_pods as usize
@@ -206,7 +205,7 @@ impl<R: ContainerRuntime> Controller<R> {
     /// A pod bound to this node, as the API has it now.
     async fn api_pod(&mut self, mut pod: Pod) {
         report::mark_from_api(&mut pod);
-        self.from_api.insert(pod.metadata.uid.clone().unwrap_or_default());
+        self.from_api.insert(pod.uid().unwrap_or_default());
         self.apply(pod).await;
     }
 
@@ -306,11 +305,11 @@ pub async fn run<R: ContainerRuntime>(
                 Some(Ok(Event::Delete(pod))) if report::is_mirror(&pod) => ctl.mirror_gone(&pod),
                 Some(Ok(Event::InitApply(pod))) => {
                     // Only a re-list's pods: this set lives until the list is done.
-                    relisted.insert(pod.metadata.uid.clone().unwrap_or_default());
+                    relisted.insert(pod.uid().unwrap_or_default());
                     ctl.api_pod(pod).await;
                 }
                 Some(Ok(Event::Apply(pod))) => ctl.api_pod(pod).await,
-                Some(Ok(Event::Delete(pod))) => ctl.gone(&pod.metadata.uid.unwrap_or_default()),
+                Some(Ok(Event::Delete(pod))) => ctl.gone(&pod.uid().unwrap_or_default()),
                 Some(Ok(Event::Init)) => relisted.clear(),
                 Some(Ok(Event::InitDone)) => {
                     // API pods that vanished while the watch was down.
@@ -336,20 +335,10 @@ pub async fn run<R: ContainerRuntime>(
 /// Warning Event says the same. A static pod (no API to report to) is logged.
 impl<R: ContainerRuntime> Controller<R> {
     async fn reject(&self, pod: &Pod, reason: &'static str, message: String) {
-        let (ns, name) = (
-            pod.metadata.namespace.clone().unwrap_or_default(),
-            pod.metadata.name.clone().unwrap_or_default(),
-        );
+        let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
         warn!(pod = %name, reason, "{message}");
         let Some(client) = self.shared.client.clone() else { return };
-        let object = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(name.clone()),
-            namespace: Some(ns.clone()),
-            uid: pod.metadata.uid.clone(),
-            ..Default::default()
-        };
+        let object = pod.object_ref(&());
         self.shared.recorder.publish(&object, crate::events::Kind::Warning, reason, &message).await;
         let patch = json!({"status": {"phase": "Failed", "reason": reason, "message": message}});
         let api = Api::<Pod>::namespaced(client, &ns);

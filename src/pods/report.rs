@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
@@ -18,23 +18,23 @@ pub const SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
 
 /// True for pods read from `--pod-manifest-path`.
 pub fn is_static(pod: &Pod) -> bool {
-    pod.metadata.annotations.as_ref().and_then(|a| a.get(SOURCE_ANNOTATION)).is_some_and(|s| s == "file")
+    pod.annotations().get(SOURCE_ANNOTATION).is_some_and(|s| s == "file")
 }
 
 /// Marks a pod read from the API server as such, as the kubelet does: a pod author may
 /// write any annotation, and `config.source: file` must not make an API pod static.
 pub fn mark_from_api(pod: &mut Pod) {
-    pod.metadata.annotations.get_or_insert_default().insert(SOURCE_ANNOTATION.into(), "api".into());
+    pod.annotations_mut().insert(SOURCE_ANNOTATION.into(), "api".into());
 }
 
 /// True for mirror pods in the API (the controller leaves them alone).
 pub fn is_mirror(pod: &Pod) -> bool {
-    pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(MIRROR_ANNOTATION))
+    pod.annotations().contains_key(MIRROR_ANNOTATION)
 }
 
 /// The UID of the static pod a mirror pod reflects.
 pub fn mirror_hash(pod: &Pod) -> Option<String> {
-    pod.metadata.annotations.as_ref()?.get(MIRROR_ANNOTATION).cloned()
+    pod.annotations().get(MIRROR_ANNOTATION).cloned()
 }
 
 /// What became of a status report.
@@ -46,11 +46,7 @@ pub enum Reported {
 }
 
 fn api_of(client: Client, pod: &Pod) -> Api<Pod> {
-    Api::namespaced(client, pod.metadata.namespace.as_deref().unwrap_or("default"))
-}
-
-fn name_of(pod: &Pod) -> &str {
-    pod.metadata.name.as_deref().unwrap_or("")
+    Api::namespaced(client, &pod.namespace().unwrap_or_else(|| "default".into()))
 }
 
 /// Merge-patches the pod's status. The patch carries the pod's UID, which the API server
@@ -58,7 +54,7 @@ fn name_of(pod: &Pod) -> &str {
 pub async fn patch_status(client: Client, pod: &Pod, status: &Value) -> Result<Reported, kube::Error> {
     let patch = json!({"metadata": {"uid": pod.metadata.uid}, "status": status});
     let api = api_of(client, pod);
-    match api.patch_status(name_of(pod), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(_) => Ok(Reported::Done),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Reported::Gone),
         Err(e) => Err(e),
@@ -74,14 +70,14 @@ pub async fn report_mirror(
     status: &Value,
 ) -> Result<(), kube::Error> {
     let api = api_of(client, pod);
-    let (name, uid) = (name_of(pod), pod.metadata.uid.clone().unwrap_or_default());
+    let (name, uid) = (pod.name_any(), pod.uid().unwrap_or_default());
     let patch = json!({"status": status});
     for _ in 0..2 {
-        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(p) if mirror_hash(&p) == Some(uid.clone()) => return Ok(()),
             Ok(_) => {
                 // A mirror of an older version of the manifest (or not a mirror): replace it.
-                delete_now(&api, name, None).await?;
+                delete_now(&api, &name, None).await?;
                 create_mirror(&api, mirror_of(pod, node)).await?;
             }
             Err(kube::Error::Api(s)) if s.code == 404 => create_mirror(&api, mirror_of(pod, node)).await?,
@@ -111,7 +107,7 @@ async fn create_mirror(api: &Api<Pod>, mut mirror: Pod) -> Result<(), kube::Erro
     let uid = mirror.metadata.uid.take().unwrap_or_default();
     mirror.metadata.resource_version = None;
     mirror.status = None;
-    mirror.metadata.annotations.get_or_insert_default().insert(MIRROR_ANNOTATION.into(), uid);
+    mirror.annotations_mut().insert(MIRROR_ANNOTATION.into(), uid);
     for _ in 0..20 {
         match api.create(&PostParams::default(), &mirror).await {
             Ok(_) => {
@@ -132,9 +128,9 @@ async fn create_mirror(api: &Api<Pod>, mut mirror: Pod) -> Result<(), kube::Erro
 pub async fn delete_pod(client: Client, pod: &Pod) -> Result<(), kube::Error> {
     let api = api_of(client, pod);
     let uid = match is_static(pod) {
-        false => pod.metadata.uid.clone(),
-        true => match api.get_opt(name_of(pod)).await {
-            Ok(Some(mirror)) if mirror_hash(&mirror) == pod.metadata.uid => mirror.metadata.uid,
+        false => pod.uid(),
+        true => match api.get_opt(&pod.name_any()).await {
+            Ok(Some(mirror)) if mirror_hash(&mirror) == pod.uid() => mirror.uid(),
             Ok(_) => return Ok(()),
             Err(e) => {
                 warn!(error = %e, "reading the mirror pod failed; deleting it by name");
@@ -142,15 +138,16 @@ pub async fn delete_pod(client: Client, pod: &Pod) -> Result<(), kube::Error> {
             }
         },
     };
-    delete_now(&api, name_of(pod), uid).await
+    delete_now(&api, &pod.name_any(), uid).await
 }
 
 /// Deletes this very mirror pod (grace 0, by UID: a newer mirror of the same name stays).
 pub async fn delete_mirror(client: Client, pod: Pod) {
     let api = api_of(client, &pod);
-    match delete_now(&api, name_of(&pod), pod.metadata.uid.clone()).await {
-        Ok(()) => info!(pod = name_of(&pod), "removed mirror pod"),
-        Err(e) => warn!(pod = name_of(&pod), error = %e, "removing the mirror pod failed"),
+    let name = pod.name_any();
+    match delete_now(&api, &name, pod.uid()).await {
+        Ok(()) => info!(pod = name, "removed mirror pod"),
+        Err(e) => warn!(pod = name, error = %e, "removing the mirror pod failed"),
     }
 }
 

@@ -54,17 +54,6 @@ impl Amounts {
     }
 }
 
-/// The pod's QoS class, from its containers' CPU and memory requests and limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Qos {
-    /// Every container limits CPU and memory, and requests what it limits.
-    Guaranteed,
-    /// Something is requested or limited, but not as Guaranteed.
-    Burstable,
-    /// Nothing is requested or limited.
-    BestEffort,
-}
-
 /// `resource` of `requests` (or `limits`), parsed as that resource is.
 fn amount(resources: Option<&ResourceRequirements>, requests: bool, resource: &str) -> Option<u64> {
     let r = resources?;
@@ -115,21 +104,6 @@ pub fn pod_requests(pod: &Pod) -> Amounts {
         }
     });
     main.max(init).plus(overhead)
-}
-
-/// The pod's QoS class, as the kubelet's `GetPodQOS` decides it.
-pub fn qos(pod: &Pod) -> Qos {
-    let Some(spec) = pod.spec.as_ref() else { return Qos::BestEffort };
-    let all: Vec<&Container> = spec.containers.iter().chain(spec.init_containers.iter().flatten()).collect();
-    let set = |c: &&Container, requests: bool, r: &str| amount(c.resources.as_ref(), requests, r).is_some();
-    let any = all.iter().any(|c| ["cpu", "memory"].iter().any(|r| set(c, true, r) || set(c, false, r)));
-    if !any {
-        return Qos::BestEffort;
-    }
-    let guaranteed = all
-        .iter()
-        .all(|c| ["cpu", "memory"].iter().all(|r| limit(c, r).is_some_and(|l| request(c, r) == Some(l))));
-    if guaranteed { Qos::Guaranteed } else { Qos::Burstable }
 }
 
 /// The pod's priority (`spec.priority`, set from its PriorityClass; 0 without one).
@@ -194,18 +168,6 @@ mod tests {
                 .into(),
         );
         assert_eq!(pod_requests(&with_overhead).memory_bytes, r.memory_bytes + (10 << 20));
-    }
-
-    #[test]
-    fn qos_classes_are_the_kubelets() {
-        let both = json!({"limits": {"cpu": "200m", "memory": "64Mi"}});
-        assert_eq!(qos(&pod(json!([c(both.clone())]), json!([]))), Qos::Guaranteed);
-        let unequal = json!({"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "64Mi"}});
-        assert_eq!(qos(&pod(json!([c(unequal)]), json!([]))), Qos::Burstable);
-        assert_eq!(qos(&pod(json!([c(both.clone()), c(json!({}))]), json!([]))), Qos::Burstable);
-        assert_eq!(qos(&pod(json!([c(json!({}))]), json!([]))), Qos::BestEffort);
-        let storage_only = json!({"requests": {"ephemeral-storage": "1Gi"}});
-        assert_eq!(qos(&pod(json!([c(storage_only)]), json!([]))), Qos::BestEffort);
     }
 
     #[test]

@@ -18,7 +18,6 @@ mod portforward;
 pub mod remotecommand;
 mod spdy;
 mod stats;
-mod task;
 pub mod tls;
 mod upgrade;
 

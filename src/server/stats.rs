@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::ServerState;
+use crate::base::time::rfc3339_of;
 use crate::pods::directory::PodEntry;
 
 /// CPU rates need two readings: the last reading of each container (and the node), and
@@ -77,10 +78,6 @@ struct PodStats {
     cpu_nanos: u64,
     nano_cores: u64,
     memory: u64,
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The pods with a running container, and their figures.
@@ -181,7 +178,7 @@ fn memory(now: &str, bytes: u64) -> Value {
 
 /// `/stats/summary`.
 pub async fn summary(State(state): State<Arc<ServerState>>) -> Response {
-    let now = rfc3339(SystemTime::now());
+    let now = rfc3339_of(SystemTime::now());
     let list = pods(&state);
     let (busy, total, available, free) = host();
     let node_rate = state.cpu_rates.rate("node", busy, None);
@@ -193,14 +190,14 @@ pub async fn summary(State(state): State<Arc<ServerState>>) -> Response {
                 .containers
                 .iter()
                 .map(|c| {
-                    json!({"name": c.container, "startTime": rfc3339(c.started),
+                    json!({"name": c.container, "startTime": rfc3339_of(c.started),
                         "cpu": cpu(&now, c.cpu_nanos, c.nano_cores), "memory": memory(&now, c.memory)})
                 })
                 .collect();
             let started = p.containers.iter().map(|c| c.started).min().unwrap_or(first.started);
             json!({
                 "podRef": {"name": first.pod, "namespace": first.namespace, "uid": first.uid},
-                "startTime": rfc3339(started), "containers": containers,
+                "startTime": rfc3339_of(started), "containers": containers,
                 "cpu": cpu(&now, p.cpu_nanos, p.nano_cores),
                 "memory": memory(&now, p.memory),
             })
@@ -210,7 +207,7 @@ pub async fn summary(State(state): State<Arc<ServerState>>) -> Response {
     let body = json!({
         "node": {
             "nodeName": state.node_name,
-            "startTime": rfc3339(SystemTime::now() - std::time::Duration::from_secs(uptime())),
+            "startTime": rfc3339_of(SystemTime::now() - std::time::Duration::from_secs(uptime())),
             "cpu": cpu(&now, busy, node_rate),
             "memory": {"time": now, "availableBytes": available, "usageBytes": total.saturating_sub(free),
                 "workingSetBytes": used, "rssBytes": used, "pageFaults": 0, "majorPageFaults": 0},

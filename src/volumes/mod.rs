@@ -242,7 +242,7 @@ impl PodVolumes {
         src: &impl VolumeSource,
         ctx: &PodContext<'_>,
     ) -> Result<(), VolumeError> {
-        let mut lookup = Lookup::new(src, ctx.namespace());
+        let mut lookup = Lookup::new(src, &ctx.namespace());
         for volume in pod_volumes(ctx) {
             let Some(prepared) = self.layout.volumes.get(&volume.name) else { continue };
             if matches!(prepared.kind, Kind::EmptyDir | Kind::HostPath) {

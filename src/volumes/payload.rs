@@ -241,7 +241,7 @@ async fn service_account_token<S: VolumeSource>(
         },
         ..TokenRequest::default()
     };
-    let namespace = ctx.namespace().to_string();
+    let namespace = ctx.namespace();
     let failed = |problem: String| VolumeError::TokenRequest {
         volume: volume.into(),
         namespace: namespace.clone(),

@@ -176,13 +176,14 @@ impl Cluster {
     /// node counts as Ready for a while, where the scheduler could put a test's pod.
     fn forget_dead_test_nodes(&self) {
         let Some(leases) = self.get_json(&["leases", "-n", "kube-node-lease"]) else { return };
-        let now = chrono::Utc::now();
+        let now = k8s_openapi::jiff::Timestamp::now();
         for lease in leases["items"].as_array().into_iter().flatten() {
             let name = lease["metadata"]["name"].as_str().unwrap_or("");
             let renewed = lease["spec"]["renewTime"]
                 .as_str()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-            let dead = renewed.is_none_or(|t| now.signed_duration_since(t) > chrono::Duration::seconds(20));
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+            let dead = renewed
+                .is_none_or(|t| now.duration_since(t) > k8s_openapi::jiff::SignedDuration::from_secs(20));
             if name.starts_with("kw-") && dead {
                 self.forget_node(name);
             }

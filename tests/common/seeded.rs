@@ -229,7 +229,7 @@ fn sign(
 /// The API server URL of the admin kubeconfig.
 fn api_server(cluster: &Cluster) -> String {
     let text = std::fs::read_to_string(&cluster.kubeconfig).unwrap();
-    let kc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let kc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
     kc["clusters"][0]["cluster"]["server"].as_str().expect("the admin kubeconfig names a server").to_string()
 }
 

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
 
 use super::selector::{Labels, Selector};
 use super::{NamedPort, PeerSpec, PodInfo, Policy, PortMatch, PortSpec, Rule};
@@ -18,7 +19,7 @@ const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// A NetworkPolicy compiled (`None` without a name or namespace).
 pub fn policy(np: &NetworkPolicy) -> Option<Policy> {
-    let namespace = np.metadata.namespace.clone()?;
+    let namespace = np.namespace()?;
     let name = np.metadata.name.clone()?;
     let spec = np.spec.clone().unwrap_or_default();
     let selector = spec.pod_selector.as_ref().map(Selector::compile).unwrap_or_default();
@@ -108,7 +109,7 @@ pub fn named_ports(spec: Option<&PodSpec>) -> Vec<NamedPort> {
 /// What evaluation needs of a pod: its UID and info, or `None` while it has no IP or once
 /// it has finished (its IP may then be another pod's).
 pub fn pod_info(pod: &Pod) -> Option<(String, PodInfo)> {
-    let uid = pod.metadata.uid.clone()?;
+    let uid = pod.uid()?;
     let status = pod.status.as_ref()?;
     if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
         return None;
@@ -124,8 +125,8 @@ pub fn pod_info(pod: &Pod) -> Option<(String, PodInfo)> {
         return None;
     }
     let info = PodInfo {
-        namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        namespace: pod.namespace().unwrap_or_else(|| "default".into()),
+        labels: pod.labels().clone(),
         ips,
         ports: named_ports(pod.spec.as_ref()),
     };
@@ -135,7 +136,7 @@ pub fn pod_info(pod: &Pod) -> Option<(String, PodInfo)> {
 /// A namespace's name and labels (with `kubernetes.io/metadata.name`).
 pub fn namespace_labels(ns: &Namespace) -> Option<(String, Labels)> {
     let name = ns.metadata.name.clone()?;
-    let mut labels = ns.metadata.labels.clone().unwrap_or_default();
+    let mut labels = ns.labels().clone();
     labels.insert(NAMESPACE_NAME_LABEL.into(), name.clone());
     Some((name, labels))
 }

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -201,7 +201,7 @@ pub async fn run(w: Watch, mut shutdown: broadcast::Receiver<()>) {
                         })
                     }
                     Change::Pod(e) => pods.apply(*e, |pod: &Pod| {
-                        let uid = pod.metadata.uid.clone();
+                        let uid = pod.uid();
                         (uid, compile::pod_info(pod).map(|(_, info)| Arc::new(info)))
                     }),
                 }

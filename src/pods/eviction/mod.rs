@@ -11,6 +11,7 @@
 
 pub mod rank;
 
+use kube::ResourceExt;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -164,7 +165,7 @@ async fn candidates<R>(
 ) -> Vec<Candidate> {
     let mut out = Vec::new();
     for e in entries {
-        let uid = e.pod.metadata.uid.clone().unwrap_or_default();
+        let uid = e.pod.uid().unwrap_or_default();
         if is_critical(&e.pod) || evicted.contains(&uid) || !e.containers.values().any(|c| c.running) {
             continue;
         }

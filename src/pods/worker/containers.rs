@@ -2,6 +2,7 @@
 //! containers; each run's start, failure to start and exit; restarts under the
 //! restartPolicy with crash-loop back-off. Pure, as all of `Machine`.
 
+use kube::ResourceExt;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -321,10 +322,10 @@ impl Machine {
     }
 
     fn name(&self) -> String {
-        self.pod.metadata.name.clone().unwrap_or_default()
+        self.pod.name_any()
     }
 
     fn namespace(&self) -> String {
-        self.pod.metadata.namespace.clone().unwrap_or_else(|| "default".into())
+        self.pod.namespace().unwrap_or_else(|| "default".into())
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
+use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
@@ -74,7 +75,7 @@ impl<R: ContainerRuntime> Executor<R> {
     pub fn new(shared: Arc<Shared<R>>, pod: Arc<Pod>) -> Self {
         let last_status =
             pod.status.as_ref().and_then(|s| serde_json::to_value(s).ok()).unwrap_or(Value::Null);
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let uid = pod.uid().unwrap_or_default();
         let journal = super::journal::Journal::new(&shared.data_dir.join("pods").join(uid));
         let (probe_tx, probe_rx) = tokio::sync::mpsc::unbounded_channel();
         Executor {
@@ -379,9 +380,9 @@ impl<R: ContainerRuntime> Executor<R> {
         }
         let _ = std::fs::remove_dir_all(self.log_dir());
         self.shared.directory.remove_pod(&self.pod);
-        self.shared.network.pod_stopped(self.pod.metadata.uid.as_deref().unwrap_or_default());
+        self.shared.network.pod_stopped(&self.pod.uid().unwrap_or_default());
         self.shared.image_gc.notify_one();
-        self.shared.recorder.forget(self.pod.metadata.uid.as_deref().unwrap_or_default());
+        self.shared.recorder.forget(&self.pod.uid().unwrap_or_default());
         self.shared.memory_trim.notify_one();
         debug!("pod forgotten");
     }
@@ -398,21 +399,16 @@ impl<R: ContainerRuntime> Executor<R> {
                 Slot::Main(_) => format!("spec.containers{{{name}}}"),
             })
         });
-        let m = &self.pod.metadata;
         ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: m.name.clone(),
-            namespace: Some(m.namespace.clone().unwrap_or_else(|| "default".into())),
-            uid: m.uid.clone(),
+            namespace: Some(self.pod.namespace().unwrap_or_else(|| "default".into())),
             field_path,
-            ..ObjectReference::default()
+            ..self.pod.object_ref(&())
         }
     }
 
     /// `<data-dir>/pods/<uid>`: the pod's volumes and status file.
     fn pod_dir(&self) -> std::path::PathBuf {
-        self.shared.data_dir.join("pods").join(self.pod.metadata.uid.as_deref().unwrap_or_default())
+        self.shared.data_dir.join("pods").join(self.pod.uid().unwrap_or_default())
     }
 
     pub fn log_dir(&self) -> std::path::PathBuf {

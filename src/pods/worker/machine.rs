@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::ResourceExt;
 use serde_json::Value;
 use tokio::time::Instant;
 use tracing::debug;
@@ -419,7 +420,7 @@ impl Machine {
     }
 
     pub(super) fn uid(&self) -> String {
-        self.pod.metadata.uid.clone().unwrap_or_default()
+        self.pod.uid().unwrap_or_default()
     }
 }
 

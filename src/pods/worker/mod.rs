@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, debug, info_span};
@@ -23,7 +24,7 @@ use super::Shared;
 use super::runtime::ContainerRuntime;
 use effects::Input;
 use executor::Executor;
-pub use machine::{INITIAL_BACKOFF, MAX_BACKOFF, Machine, PodState, Settings};
+pub use machine::{Machine, PodState, Settings};
 
 /// What the controller tells a worker.
 #[derive(Debug)]
@@ -45,11 +46,7 @@ pub async fn run<R: ContainerRuntime>(
     pod: Arc<Pod>,
     mut rx: mpsc::UnboundedReceiver<Msg>,
 ) {
-    let span = info_span!(
-        "pod",
-        ns = pod.metadata.namespace.as_deref().unwrap_or(""),
-        pod = pod.metadata.name.as_deref().unwrap_or("")
-    );
+    let span = info_span!("pod", ns = pod.namespace().unwrap_or_default(), pod = pod.name_any());
     async move {
         let settings = Settings {
             runtime_name: shared.runtime.name(),

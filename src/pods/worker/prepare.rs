@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, debug, debug_span};
 
 use super::effects::{Failure, Prepared};
@@ -122,8 +122,8 @@ fn volume_failure(e: VolumeError) -> Failure {
 /// unusable one is skipped, as the kubelet does (the pull then fails with the registry's
 /// own message).
 async fn pull_secrets(client: &Client, pod: &Pod) -> RegistryAuth {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let ns = pod.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let refs = pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()).unwrap_or_default();
     let mut auth = RegistryAuth::anonymous();
     for r in refs {

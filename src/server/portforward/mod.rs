@@ -23,6 +23,7 @@ mod ws;
 #[cfg(test)]
 mod ws_tests;
 
+use kube::ResourceExt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -152,7 +153,7 @@ impl Target {
     fn find(pods: &Directory, namespace: &str, name: &str, uid: Option<&str>) -> Result<Target, Failure> {
         let entry =
             pods.get(namespace, name).ok_or((StatusCode::NOT_FOUND, "pod does not exist".to_string()))?;
-        let pod_uid = entry.pod.metadata.uid.clone().unwrap_or_default();
+        let pod_uid = entry.pod.uid().unwrap_or_default();
         if uid.is_some_and(|uid| uid != pod_uid) {
             return Err((StatusCode::NOT_FOUND, "pod not found".into()));
         }

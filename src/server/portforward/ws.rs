@@ -23,7 +23,7 @@ use super::forward::forward;
 use super::{Failure, Target};
 use crate::server::channels::{ChannelWriter, WsOut, decode, write_loop};
 use crate::server::inbound::{self, Inbound};
-use crate::server::task::Abort;
+use tokio_util::task::AbortOnDropHandle;
 
 /// What one port's data channel holds from the client that the pod has not read; past it
 /// the WebSocket is not read until the pod reads.
@@ -129,7 +129,8 @@ pub async fn serve(socket: WebSocket, encoding: Encoding, ports: Vec<u16>, targe
     let (sink, stream) = socket.split();
     let closed = CancellationToken::new();
     let (tx, rx) = mpsc::channel(64);
-    let writer = Abort::spawn(write_loop(sink, rx, encoding.base64(), closed.clone()));
+    let writer =
+        AbortOnDropHandle::new(tokio::spawn(write_loop(sink, rx, encoding.base64(), closed.clone())));
     let mut feeds = Vec::new();
     let mut forwards = JoinSet::new();
     for (i, &port) in ports.iter().enumerate() {
@@ -152,12 +153,18 @@ pub async fn serve(socket: WebSocket, encoding: Encoding, ports: Vec<u16>, targe
             }
         });
     }
-    let mut reader = Abort::spawn(read_loop(stream, encoding.base64(), feeds, tx.clone(), closed.clone()));
+    let mut reader = AbortOnDropHandle::new(tokio::spawn(read_loop(
+        stream,
+        encoding.base64(),
+        feeds,
+        tx.clone(),
+        closed.clone(),
+    )));
     tokio::select! {
         _ = async { while forwards.join_next().await.is_some() {} } => {
             let _ = tx.send(WsOut::Close).await;
             // The client answers the close, and the reader sees the end.
-            let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader.0).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
         }
         _ = closed.cancelled() => forwards.abort_all(),
     }

@@ -18,7 +18,7 @@ use super::session::Finisher;
 use super::{Protocol, RemoteCommandError, Session, Wanted, resize};
 use crate::server::channels::{ChannelWriter, WsOut, decode, encode, write_loop};
 use crate::server::inbound::{self, Inbound};
-use crate::server::task::Abort;
+use tokio_util::task::AbortOnDropHandle;
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -55,11 +55,13 @@ pub async fn ws_session(
 
     let closed = CancellationToken::new();
     let (tx, rx) = mpsc::channel(64);
-    let writer = Abort::spawn(write_loop(sink, rx, protocol.base64(), closed.clone()));
+    let writer =
+        AbortOnDropHandle::new(tokio::spawn(write_loop(sink, rx, protocol.base64(), closed.clone())));
     let (stdin, stdin_reader) = inbound::inbound(INBOUND_BUFFER, None);
     let (resize, resize_reader) = inbound::inbound(INBOUND_BUFFER, None);
     let inputs = Inputs { stdin: wanted.stdin.then_some(stdin), resize: wanted.tty.then_some(resize) };
-    let reader = Abort::spawn(read_loop(stream, protocol, inputs, tx.clone(), closed.clone()));
+    let reader =
+        AbortOnDropHandle::new(tokio::spawn(read_loop(stream, protocol, inputs, tx.clone(), closed.clone())));
 
     let done = Arc::new(AtomicBool::new(false));
     let output = |channel| ChannelWriter::new(channel, tx.clone(), done.clone());
@@ -136,8 +138,8 @@ pub(super) struct Finish {
     tx: mpsc::Sender<WsOut>,
     done: Arc<AtomicBool>,
     closed: CancellationToken,
-    _writer: Abort,
-    reader: Abort,
+    _writer: AbortOnDropHandle<()>,
+    reader: AbortOnDropHandle<()>,
 }
 
 impl Finisher for Finish {
@@ -156,7 +158,7 @@ impl Finish {
                 let _ = self.tx.send(WsOut::Data { channel: ERROR, data: Bytes::from(status) }).await;
             }
             let _ = self.tx.send(WsOut::Close).await;
-            let _ = (&mut self.reader.0).await;
+            let _ = (&mut self.reader).await;
         };
         if tokio::time::timeout(FINISH_GRACE, end).await.is_err() {
             tracing::debug!("the WebSocket exec client did not answer the close in time");

@@ -27,8 +27,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::inbound::InboundReader;
-use super::task::Abort;
 pub use headers::HeaderError;
+use tokio_util::task::AbortOnDropHandle;
 use writer::Out;
 pub use writer::{FinHandle, OutStream};
 
@@ -100,8 +100,8 @@ pub struct Connection {
 /// This side's hold on a connection: dropping it ends the connection at once.
 pub struct Link {
     data: mpsc::Sender<Out>,
-    writer: Abort,
-    _reader: Abort,
+    writer: AbortOnDropHandle<()>,
+    _reader: AbortOnDropHandle<()>,
 }
 
 impl Connection {
@@ -124,7 +124,14 @@ impl Connection {
         let (grants, grants_rx) = mpsc::channel(2);
         let (accepted_tx, accepted) = mpsc::channel(ACCEPTED_QUEUE);
         let flow_control = Arc::new(AtomicBool::new(false));
-        let writer = Abort::spawn(writer::run(w, deflater, data_rx, ctl_rx, grants_rx, closed.clone()));
+        let writer = AbortOnDropHandle::new(tokio::spawn(writer::run(
+            w,
+            deflater,
+            data_rx,
+            ctl_rx,
+            grants_rx,
+            closed.clone(),
+        )));
         let reader = reader::Reader {
             r,
             ctl,
@@ -136,7 +143,7 @@ impl Connection {
             limits,
             closed: closed.clone(),
         };
-        let reader = Abort::spawn(reader.run());
+        let reader = AbortOnDropHandle::new(tokio::spawn(reader.run()));
         Ok(Connection { accepted, closed, link: Link { data, writer, _reader: reader } })
     }
 }
@@ -146,7 +153,7 @@ impl Link {
     pub async fn close(mut self) {
         let close = async {
             let _ = self.data.send(Out::Close).await;
-            let _ = (&mut self.writer.0).await;
+            let _ = (&mut self.writer).await;
         };
         let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
     }
