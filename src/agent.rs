@@ -13,8 +13,8 @@ use tracing::{info, warn};
 use crate::base::host;
 use crate::config::{Config, SHUTDOWN_GRACE};
 use crate::events::Recorder;
-use crate::pods::wasm::WasmRuntime;
-use crate::{bootstrap, certs, files, node, oci, pods, server};
+use crate::runtime::{ImageService, RuntimeService};
+use crate::{bootstrap, certs, files, node, oci, pods, runtime, server};
 
 /// Why the agent stopped before it was asked to.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +32,7 @@ pub enum AgentError {
     #[error("kubelet API TLS: {0}")]
     Tls(#[from] crate::server::tls::TlsError),
     #[error("starting the Wasmtime runtime failed: {0}")]
-    Runtime(#[from] krustlet_wasi_provider::Error),
+    Runtime(#[from] runtime::wasm::BuildError),
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
     #[error(transparent)]
@@ -99,26 +99,28 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         "allocatable: capacity less --system-reserved, --kube-reserved and the hard eviction thresholds; the memory is every guest's budget"
     );
     // Ready to run pods before the node is announced, so the first pod waits for nothing.
-    let wasm = krustlet_wasi_provider::Runtime::builder()
-        .cache_dir(cfg.data_dir.join("wasm-cache"))
-        .memory_budget(allocatable.memory_bytes)
-        .build()?;
     let store = oci::Store::new(cfg.data_dir.join("images"), cfg.insecure_registries.clone())
         .with_max_image_size(cfg.image_max_size);
+    let runtime = Arc::new(runtime::wasm::build(
+        store.clone(),
+        cfg.data_dir.join("wasm-cache"),
+        allocatable.memory_bytes,
+    )?);
+    let runtime_version = format!("{}://{}", runtime.name(), runtime.version());
     let recorder = match &client {
         Some(c) => Recorder::new(c.clone(), &cfg.node_name),
         None => Recorder::local(&cfg.node_name),
     };
     let node = match &client {
         Some(c) => Some(tokio::select! {
-            r = node::register(c, &cfg, &machine, &recorder) => r?,
+            r = node::register(c, &cfg, &machine, &runtime_version, &recorder) => r?,
             _ = &mut shutdown => return Ok(()),
         }),
         None => None,
     };
     let (network, notices) = network_rules(&cfg);
     let shared = Arc::new(pods::Shared {
-        runtime: Arc::new(WasmRuntime::new(store.clone(), wasm.clone())),
+        runtime: runtime.clone(),
         client: client.clone(),
         recorder,
         node_name: cfg.node_name.clone(),
@@ -185,7 +187,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         cfg.pod_limits.image_gc,
         cfg.data_dir.clone(),
         move || directory.images(),
-        move |report| report.modules_removed.iter().for_each(|m| wasm.discard(m)),
+        move |report| report.modules_removed.iter().for_each(|m| runtime.remove(m)),
         gc_wake,
         stop.subscribe(),
     );
@@ -232,7 +234,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         tasks.push(tokio::spawn(crate::network::policy::watch::run(watch, stop.subscribe())));
     }
     if let (Some(c), Some(n)) = (client, node) {
-        tasks.push(tokio::spawn(node::heartbeat(c, cfg.clone(), machine, n, recorder, stop.subscribe())));
+        tasks.push(tokio::spawn(node::heartbeat(
+            c,
+            cfg.clone(),
+            machine,
+            runtime_version,
+            n,
+            recorder,
+            stop.subscribe(),
+        )));
     }
     if cfg.healthz_port != 0 {
         let healthz = std::net::SocketAddr::from(([127, 0, 0, 1], cfg.healthz_port));

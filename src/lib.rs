@@ -16,6 +16,7 @@ mod node;
 mod objects;
 pub mod oci;
 mod pods;
+mod runtime;
 pub mod server;
 mod trim;
 pub mod volumes;

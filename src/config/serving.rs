@@ -21,13 +21,15 @@ pub const DEFAULT_HTTP_PORT: u16 = 8080;
 /// Default `--http-request-timeout`: 30 s per request, from its arrival to the end of the
 /// guest's handler (Go's and most proxies' order of magnitude for a whole request). Past
 /// it the request's instance is stopped and the client gets `500`. Pod annotation
-/// [`REQUEST_TIMEOUT_ANNOTATION`] overrides it.
-pub const DEFAULT_HTTP_REQUEST_TIMEOUT: Duration = krustlet_wasi_provider::DEFAULT_REQUEST_TIMEOUT;
+/// [`REQUEST_TIMEOUT_ANNOTATION`] overrides it. The same as the Wasmtime host's own default
+/// (`runtime/wasm.rs` checks it).
+pub const DEFAULT_HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default `--http-max-concurrent`: 100 requests in flight per `wasi:http` container, each
 /// an instance with its own memory (up to the container's memory limit); one more is
-/// answered `503` at once. Pod annotation [`MAX_CONCURRENT_ANNOTATION`] overrides it.
-pub const DEFAULT_HTTP_MAX_CONCURRENT: usize = krustlet_wasi_provider::DEFAULT_MAX_CONCURRENT;
+/// answered `503` at once. Pod annotation [`MAX_CONCURRENT_ANNOTATION`] overrides it. The
+/// same as the Wasmtime host's own default (`runtime/wasm.rs` checks it).
+pub const DEFAULT_HTTP_MAX_CONCURRENT: usize = 100;
 
 /// Pod annotation: the request timeout of the pod's `wasi:http` containers (a Go
 /// duration, at least 1ms and at most the node's `--http-request-timeout`).

@@ -47,6 +47,7 @@ pub async fn register(
     client: &Client,
     cfg: &Config,
     machine: &Machine,
+    runtime_version: &str,
     recorder: &Recorder,
 ) -> Result<Node, NodeError> {
     let api: Api<Node> = Api::all(client.clone());
@@ -64,7 +65,7 @@ pub async fn register(
         }
         Some(_) => restore(&api, cfg, recorder).await?,
     }
-    post_status(&api, cfg, machine, &object::Transitions::new(), recorder).await
+    post_status(&api, cfg, machine, runtime_version, &object::Transitions::new(), recorder).await
 }
 
 /// Re-applies labels and, where the cluster allows it, taints to an existing Node.
@@ -119,6 +120,7 @@ async fn post_status(
     api: &Api<Node>,
     cfg: &Config,
     machine: &Machine,
+    runtime_version: &str,
     previous: &object::Transitions,
     recorder: &Recorder,
 ) -> Result<Node, NodeError> {
@@ -126,7 +128,7 @@ async fn post_status(
     let crossed = cfg.eviction_hard.crossed(&usage);
     pressure_changes(&cfg.node_name, &crossed, previous, recorder).await;
     let now = crate::base::time::now_rfc3339();
-    let patch = object::status_patch(cfg, machine, &usage, &crossed, previous, &now);
+    let patch = object::status_patch(cfg, machine, runtime_version, &usage, &crossed, previous, &now);
     api.patch_status(&cfg.node_name, &PatchParams::default(), &Patch::Strategic(&patch))
         .await
         .map_err(|e| NodeError::Status { name: cfg.node_name.clone(), source: e })
@@ -174,6 +176,7 @@ pub async fn heartbeat(
     client: Client,
     cfg: Config,
     machine: Machine,
+    runtime_version: String,
     node: Node,
     recorder: Recorder,
     mut shutdown: broadcast::Receiver<()>,
@@ -193,7 +196,7 @@ pub async fn heartbeat(
                 }
             }
             _ = tokio::time::sleep_until(next_status) => {
-                let wait = match post_status(&nodes, &cfg, &machine, &transitions, &recorder).await {
+                let wait = match post_status(&nodes, &cfg, &machine, &runtime_version, &transitions, &recorder).await {
                     Ok(node) => {
                         transitions = object::transitions_of(&node);
                         debug!("node status posted");

@@ -121,10 +121,12 @@ pub fn conditions(crossed: &[(Pressure, String)]) -> Vec<Condition> {
 pub type Transitions = BTreeMap<String, (String, String)>;
 
 /// The body of a strategic-merge patch of `nodes/status`; `crossed` is what
-/// `cfg.eviction_hard` says of `usage`. `now` is RFC 3339.
+/// `cfg.eviction_hard` says of `usage`; `runtime_version` is the runtime's
+/// `<name>://<version>`. `now` is RFC 3339.
 pub fn status_patch(
     cfg: &Config,
     machine: &Machine,
+    runtime_version: &str,
     usage: &Usage,
     crossed: &[(Pressure, String)],
     previous: &Transitions,
@@ -163,7 +165,7 @@ pub fn status_patch(
             "bootID": machine.boot_id,
             "kernelVersion": machine.kernel_version,
             "osImage": machine.os_image,
-            "containerRuntimeVersion": format!("{}://{}", krustlet_wasi_provider::RUNTIME_NAME, krustlet_wasi_provider::WASMTIME_VERSION),
+            "containerRuntimeVersion": runtime_version,
             "kubeletVersion": kubelet_version(),
             "kubeProxyVersion": "",
             "operatingSystem": "linux",

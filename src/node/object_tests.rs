@@ -68,7 +68,15 @@ fn missing_taints_are_found() {
 
 #[test]
 fn status_reports_capacity_endpoint_and_runtime() {
-    let s = status_patch(&cfg(""), &machine(), &usage(), &[], &Transitions::new(), "2026-01-01T00:00:00Z");
+    let s = status_patch(
+        &cfg(""),
+        &machine(),
+        "wasmtime://48.0.1",
+        &usage(),
+        &[],
+        &Transitions::new(),
+        "2026-01-01T00:00:00Z",
+    );
     let st = &s["status"];
     assert_eq!(st["capacity"]["pods"], "250");
     assert_eq!(st["capacity"]["cpu"], "2");
@@ -90,7 +98,15 @@ fn allocatable_is_less_the_reservations() {
     let mut c = cfg("");
     c.reserved =
         crate::config::Reserved { cpu_millis: 500, memory_bytes: 1 << 30, ephemeral_storage_bytes: 0 };
-    let s = status_patch(&c, &machine(), &usage(), &[], &Transitions::new(), "2026-01-01T00:00:00Z");
+    let s = status_patch(
+        &c,
+        &machine(),
+        "wasmtime://48.0.1",
+        &usage(),
+        &[],
+        &Transitions::new(),
+        "2026-01-01T00:00:00Z",
+    );
     assert_eq!(s["status"]["allocatable"]["cpu"], "1500m");
     assert_eq!(s["status"]["allocatable"]["memory"], format!("{}Ki", (3 << 20) - 100 * 1024));
     assert_eq!(s["status"]["capacity"]["memory"], "4194304Ki");
@@ -101,7 +117,8 @@ fn conditions_keep_transition_time_until_they_change() {
     let mut prev = Transitions::new();
     prev.insert("Ready".into(), ("True".into(), "2020-01-01T00:00:00Z".into()));
     prev.insert("MemoryPressure".into(), ("True".into(), "2020-01-01T00:00:00Z".into()));
-    let s = status_patch(&cfg(""), &machine(), &usage(), &[], &prev, "2026-01-01T00:00:00Z");
+    let s =
+        status_patch(&cfg(""), &machine(), "wasmtime://48.0.1", &usage(), &[], &prev, "2026-01-01T00:00:00Z");
     let conds = s["status"]["conditions"].as_array().unwrap();
     let by = |t: &str| conds.iter().find(|c| c["type"] == t).unwrap().clone();
     assert_eq!(by("Ready")["lastTransitionTime"], "2020-01-01T00:00:00Z");

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::runtime::{ContainerRun, Group, Running, RuntimeError};
+use crate::runtime::{ContainerRun, Group, Running, RuntimeError};
 use crate::volumes::VolumeError;
 
 /// Starts a new instance of a container's module (same image, env and mounts) with the

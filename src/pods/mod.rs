@@ -10,12 +10,10 @@ pub mod manifests;
 pub mod probes;
 pub mod report;
 pub mod resources;
-pub mod runtime;
 pub mod runtimeclass;
 pub mod source;
 pub mod status;
 mod sweep;
-pub mod wasm;
 mod worker;
 
 use std::collections::{HashMap, HashSet};
@@ -35,8 +33,8 @@ use tracing::{info, warn};
 
 use crate::config::{MANIFEST_RESCAN_PERIOD, MANIFEST_SETTLE};
 use crate::events::Recorder;
+use crate::runtime::ContainerRuntime;
 use crate::wake::{Changed, Wake};
-pub use runtime::ContainerRuntime;
 
 /// What every pod worker shares.
 pub struct Shared<R> {

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
 
 use crate::base::quantity;
 use crate::config::eviction::Thresholds;
-use crate::pods::runtime::GroupLimits;
+use crate::runtime::GroupLimits;
 
 /// What the node gives its pods, and what it does when it runs short.
 #[derive(Debug, Clone, Default)]

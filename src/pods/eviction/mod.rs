@@ -19,11 +19,12 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
+use super::Shared;
 use super::directory::PodEntry;
 use super::resources::{is_critical, pod_requests, priority, request};
-use super::{ContainerRuntime, Shared};
 use crate::base::host;
 use crate::config::eviction::{Crossing, EVICTION_CONFIRMATIONS, EVICTION_MONITOR_PERIOD, Signal};
+use crate::runtime::ContainerRuntime;
 use rank::{Candidate, Starved};
 
 /// A pod to evict, and its status message.

@@ -16,8 +16,8 @@ use crate::base::time::now_rfc3339;
 use crate::config::{CONFIG_RETRY_INITIAL, CONFIG_RETRY_MAX, CONFIG_RETRY_VISIBLE_AFTER};
 use crate::events::Kind;
 use crate::pods::probes::{self, ProbeEvent, ProbeKind};
-use crate::pods::runtime::Exit;
 use crate::pods::status::{ContainerView, State};
+use crate::runtime::Exit;
 
 /// Whether a run that ended with `code` is run again, by the kubelet's rules: never under
 /// `Never`; on failure under `OnFailure`; always under `Always`, except that an init

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::events::Kind;
 use crate::pods::probes::ProbeEvent;
-use crate::pods::runtime::Exit;
+use crate::runtime::Exit;
 use crate::volumes::OverLimit;
 
 /// A container slot: init containers and main containers are numbered separately.

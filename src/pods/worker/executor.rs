@@ -22,7 +22,7 @@ use crate::events::Kind;
 use crate::pods::Shared;
 use crate::pods::probes::ProbeHandle;
 use crate::pods::report::{self, Reported};
-use crate::pods::runtime::{ContainerRuntime, Exit, Group, PulledImage, Stopper};
+use crate::runtime::{ContainerRuntime, Exit, Group, PulledImage, Stopper};
 use crate::volumes::{PodVolumes, VolumeLayout};
 
 /// An effect's outcome, before it becomes an input.

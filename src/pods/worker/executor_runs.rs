@@ -8,8 +8,8 @@ use super::Executor;
 use crate::events::Kind;
 use crate::metrics::ServerKey;
 use crate::pods::probes::{self, Registration, Target};
-use crate::pods::runtime::{ContainerRuntime, Group};
 use crate::pods::worker::effects::{Input, Slot};
+use crate::runtime::{ContainerRuntime, Group};
 
 impl<R: ContainerRuntime> Executor<R> {
     /// The resource group of `slot`'s container, made at its first start inside the pod's

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use super::effects::{Effect, Failure, Input, Prepared, Slot};
 use super::machine::{Machine, PodState, Settings};
-use crate::pods::runtime::Exit;
 use crate::pods::status::{State, phase};
+use crate::runtime::Exit;
 
 fn pod_json(policy: &str, init: &[&str], main: &[&str]) -> Value {
     let containers =

@@ -21,7 +21,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, debug, info_span};
 
 use super::Shared;
-use super::runtime::ContainerRuntime;
+use crate::runtime::ContainerRuntime;
 use effects::Input;
 use executor::Executor;
 pub use machine::{Machine, PodState, Settings};

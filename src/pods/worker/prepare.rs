@@ -14,8 +14,8 @@ use tracing::{Instrument, debug, debug_span};
 use super::effects::{Failure, Prepared};
 use crate::base::error::chain;
 use crate::oci::{FileImages, PullPolicy, RegistryAuth};
-use crate::pods::runtime::{ContainerRuntime, ImageKind, ImageRequest, PulledImage};
 use crate::pods::{Shared, report};
+use crate::runtime::{ContainerRuntime, ImageKind, ImageRequest, PulledImage};
 use crate::volumes::{PodVolumes, VolumeError};
 
 /// What a pod's containers start from: its volumes and its pulled images.

@@ -14,10 +14,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::Msg;
-use crate::pods::runtime::{
-    ContainerRun, ContainerRuntime, Exit, ImageRequest, PulledImage, Running, RuntimeError,
-};
 use crate::pods::{Shared, directory};
+use crate::runtime::{
+    ContainerRun, Exit, ImageRequest, ImageService, PulledImage, Running, RuntimeError, RuntimeService,
+};
 
 /// A runtime whose containers do what their arguments say, one argument per run (the last
 /// repeats): `CODE@SECS` exits with CODE after SECS, `forever` runs until stopped. Images
@@ -59,18 +59,14 @@ impl Running for FakeRun {
         })
     }
 
-    fn stopper(&self) -> crate::pods::runtime::Stopper {
+    fn stopper(&self) -> crate::runtime::Stopper {
         let stop = self.stop.clone();
         Arc::new(move |_grace| stop.notify_one())
     }
 }
 
-impl ContainerRuntime for Fake {
+impl ImageService for Fake {
     type Image = ();
-
-    fn name(&self) -> &'static str {
-        "fake"
-    }
 
     fn prepare(&self, request: ImageRequest) -> BoxFuture<'_, Result<PulledImage<()>, RuntimeError>> {
         Box::pin(async move {
@@ -83,10 +79,20 @@ impl ContainerRuntime for Fake {
                 entrypoint: vec![],
                 cmd: vec![],
                 module_path: "/app.wasm".into(),
-                kind: crate::pods::runtime::ImageKind::Command,
+                kind: crate::runtime::ImageKind::Command,
                 image: (),
             })
         })
+    }
+}
+
+impl RuntimeService for Fake {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    fn version(&self) -> &'static str {
+        "0"
     }
 
     fn start(&self, _: &(), run: ContainerRun) -> Result<Box<dyn Running>, RuntimeError> {

@@ -18,7 +18,7 @@ use crate::metrics::Counted;
 use crate::pods::Shared;
 use crate::pods::directory::{ContainerEntry, ExecFn};
 use crate::pods::env;
-use crate::pods::runtime::{
+use crate::runtime::{
     ContainerNetwork, ContainerRun, ContainerRuntime, CountersFn, Group, PulledImage, Running,
 };
 use crate::volumes::{self, VolumeLayout};

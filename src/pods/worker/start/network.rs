@@ -10,7 +10,7 @@ use crate::config::DEFAULT_HTTP_PORT;
 use crate::events::Kind;
 use crate::network::ports::{Protocol, container_ports};
 use crate::pods::Shared;
-use crate::pods::runtime::{ContainerNetwork, ImageKind};
+use crate::runtime::{ContainerNetwork, ImageKind};
 
 /// The container's declared ports by protocol (admission has checked them).
 fn declared(container: &Container) -> (Vec<u16>, Vec<u16>) {

@@ -1,5 +1,6 @@
-//! The boundary between pod workers and whatever runs containers: a small trait (the
-//! Wasmtime implementation lives in `wasm.rs`; worker tests use a fake).
+//! The runtime side of the boundary (CRI's RuntimeService): the runtime's name and
+//! version, starting a container from a prepared image, resource groups, and a started
+//! container (`Running`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,52 +9,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::base::error::BoxError;
-pub use crate::metrics::{CountersFn, ServeCounters, UsageFn};
-use crate::oci::{FileImages, PullPolicy, RegistryAuth};
+use super::images::ImageService;
+use super::{CountersFn, RuntimeError, UsageFn};
 use crate::volumes::OpenMount;
-
-/// What a container needs pulled: the image, how to pull it, and with which credentials.
-#[derive(Debug, Clone)]
-pub struct ImageRequest {
-    pub image: String,
-    pub pull_policy: PullPolicy,
-    /// The pod's usable `imagePullSecrets`, merged.
-    pub auth: RegistryAuth,
-    /// Whether `file://` images may be read from the node's disk: only for static pods,
-    /// whose manifests the node's admin wrote (default: refused).
-    pub file_images: FileImages,
-}
-
-/// A pulled and compiled image, ready to start containers from.
-#[derive(Clone)]
-pub struct PulledImage<I> {
-    /// Digest reference reported as `imageID`.
-    pub image_id: String,
-    /// Entrypoint of a plain OCI image (empty for Wasm artifacts).
-    pub entrypoint: Vec<String>,
-    /// Cmd of a plain OCI image (empty for Wasm artifacts).
-    pub cmd: Vec<String>,
-    /// argv[0] when neither the pod nor the image names a command.
-    pub module_path: String,
-    /// What runs: a command, or a server the runtime serves requests to.
-    pub kind: ImageKind,
-    /// The runtime's own form of the image (for Wasmtime: the compiled artifact).
-    pub image: I,
-}
-
-/// What kind of program an image holds, as far as the node must know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageKind {
-    /// A program with `main` and no socket API (a WASI preview1 module that imports no
-    /// socket function): it cannot listen.
-    Command,
-    /// A program with `main` that may use sockets (a `wasi:cli/command` component, or a
-    /// preview1 module importing WasmEdge's socket functions, as the guide's server does).
-    SocketCommand,
-    /// A request handler (a `wasi:http/proxy` component): the runtime listens for it.
-    HttpServer,
-}
 
 /// A container's view of the node's network (pods share the node's).
 #[derive(Debug, Clone)]
@@ -70,24 +28,6 @@ pub struct ContainerNetwork {
     pub max_concurrent: usize,
     /// What the pod's sockets may do: the same rules for every run of the pod.
     pub rules: Arc<crate::network::PodSockets>,
-}
-
-/// Why an image could not be prepared or a container not started: the reason the kubelet
-/// would show, and the cause with its whole chain (print it with
-/// [`crate::base::error::chain`]).
-#[derive(Debug, thiserror::Error)]
-#[error("{source}")]
-pub struct RuntimeError {
-    /// `ErrImagePull`, `ErrImageNeverPull`, `InvalidImageName` or `CreateContainerError`.
-    pub reason: &'static str,
-    #[source]
-    pub source: BoxError,
-}
-
-impl RuntimeError {
-    pub fn new(reason: &'static str, source: impl Into<BoxError>) -> Self {
-        RuntimeError { reason, source: source.into() }
-    }
 }
 
 /// What a resource group may use (a pod's, or one of its containers'), in plain numbers:
@@ -177,17 +117,15 @@ pub trait Running: Send {
     }
 }
 
-/// Pulls images and starts containers.
-pub trait ContainerRuntime: Send + Sync + 'static {
-    /// A pulled image in the runtime's own form.
-    type Image: Clone + Send + Sync + 'static;
-
+/// Starts containers from the images its [`ImageService`] prepared.
+pub trait RuntimeService: ImageService {
     /// The runtime's name: the scheme of `containerID`s (`wasmtime://...`) and of the
     /// node's `containerRuntimeVersion`.
     fn name(&self) -> &'static str;
 
-    fn prepare(&self, request: ImageRequest)
-    -> BoxFuture<'_, Result<PulledImage<Self::Image>, RuntimeError>>;
+    /// The runtime's version, reported as the node's `containerRuntimeVersion`
+    /// (`<name>://<version>`).
+    fn version(&self) -> &'static str;
 
     fn start(&self, image: &Self::Image, run: ContainerRun) -> Result<Box<dyn Running>, RuntimeError>;
 

@@ -1,7 +1,9 @@
 //! The real container runtime: images from the OCI store, compiled and run by the
-//! Wasmtime host in `providers/wasi`.
+//! Wasmtime host in `providers/wasi`. The one file of the agent that names the provider,
+//! [`build`] the one place that constructs it.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -10,9 +12,9 @@ use krustlet_wasi_provider::{
     RunSpec, Runtime,
 };
 
-use super::runtime::{
-    ContainerNetwork, ContainerRun, ContainerRuntime, CountersFn, Exit, Group, GroupLimits, ImageKind,
-    ImageRequest, PulledImage, Running, RuntimeError, ServeCounters, Stopper, UsageFn,
+use super::{
+    ContainerNetwork, ContainerRun, CountersFn, Exit, Group, GroupLimits, ImageKind, ImageRequest,
+    ImageService, PulledImage, Running, RuntimeError, RuntimeService, ServeCounters, Stopper, UsageFn,
 };
 use crate::oci::{OciError, Store};
 
@@ -22,11 +24,17 @@ pub struct WasmRuntime {
     wasm: Runtime,
 }
 
-impl WasmRuntime {
-    pub fn new(store: Store, wasm: Runtime) -> Self {
-        WasmRuntime { store, wasm }
-    }
+/// Why the Wasmtime runtime could not be built.
+pub type BuildError = krustlet_wasi_provider::Error;
 
+/// Builds the runtime: pulls with `store`, keeps compiled modules under `cache_dir`, and
+/// lets all guests together use at most `memory_budget` bytes.
+pub fn build(store: Store, cache_dir: PathBuf, memory_budget: u64) -> Result<WasmRuntime, BuildError> {
+    let wasm = Runtime::builder().cache_dir(cache_dir).memory_budget(memory_budget).build()?;
+    Ok(WasmRuntime { store, wasm })
+}
+
+impl WasmRuntime {
     /// The compiled artifact of a pulled module: from the cache, else compiled now (off
     /// the async threads).
     async fn compile(&self, path: std::path::PathBuf, digest: String) -> Result<Artifact, RuntimeError> {
@@ -121,12 +129,8 @@ fn pull_reason(e: &OciError) -> &'static str {
     }
 }
 
-impl ContainerRuntime for WasmRuntime {
+impl ImageService for WasmRuntime {
     type Image = Artifact;
-
-    fn name(&self) -> &'static str {
-        krustlet_wasi_provider::RUNTIME_NAME
-    }
 
     fn prepare(&self, request: ImageRequest) -> BoxFuture<'_, Result<PulledImage<Artifact>, RuntimeError>> {
         Box::pin(async move {
@@ -149,6 +153,20 @@ impl ContainerRuntime for WasmRuntime {
                 image,
             })
         })
+    }
+
+    fn remove(&self, digest: &str) {
+        self.wasm.discard(digest);
+    }
+}
+
+impl RuntimeService for WasmRuntime {
+    fn name(&self) -> &'static str {
+        krustlet_wasi_provider::RUNTIME_NAME
+    }
+
+    fn version(&self) -> &'static str {
+        krustlet_wasi_provider::WASMTIME_VERSION
     }
 
     fn start(&self, artifact: &Artifact, run: ContainerRun) -> Result<Box<dyn Running>, RuntimeError> {
@@ -264,5 +282,12 @@ mod tests {
         assert_eq!((trap.code, trap.reason, trap.message.as_deref()), (134, "Error", Some("unreachable")));
         assert_eq!(short_name("127.0.0.1:5000/ns/app:1.0"), "app");
         assert_eq!(short_name("app@sha256:ab"), "app");
+    }
+
+    #[test]
+    fn config_defaults_are_the_hosts() {
+        let http = crate::config::Serving::default().http;
+        assert_eq!(http.request_timeout, krustlet_wasi_provider::DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(http.max_concurrent, krustlet_wasi_provider::DEFAULT_MAX_CONCURRENT);
     }
 }
