@@ -1,5 +1,5 @@
 //! The real container runtime: images from the OCI store, compiled and run by the
-//! Wasmtime host in `providers/wasi`. The one file of the agent that names the provider,
+//! Wasmtime host in `providers/wasi`. The one file of the agent that drives the provider,
 //! [`build`] the one place that constructs it.
 
 use std::net::{SocketAddr, TcpListener};
