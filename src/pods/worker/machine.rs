@@ -24,6 +24,8 @@ use crate::pods::status::{ContainerView, PodView, State};
 
 mod upkeep;
 
+pub use upkeep::Upkeep;
+
 /// Initial delay of image pull and crash-loop back-off; it doubles up to `MAX_BACKOFF`.
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
 /// Longest back-off, as the kubelet's.
@@ -37,15 +39,17 @@ const SHOW_PULL_ERROR: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, PartialEq)]
 pub enum PodState {
     /// Volumes and images are being prepared ([`Effect::Prepare`] is in flight).
-    /// `retry`: the failures before this attempt, if any.
-    Preparing { retry: Option<Retry> },
+    /// `retry`: the failures before this attempt, if any. `first_report_at`: until then
+    /// the pod is not reported: if it starts by then, its first report says Running (see
+    /// [`crate::config::FIRST_REPORT_DELAY`]).
+    Preparing { retry: Option<Retry>, first_report_at: Option<Instant> },
     /// Preparing failed; prepare again at `until`. An `ErrImagePull` shows until
     /// `flip_at`, then `ImagePullBackOff`.
-    Retrying { until: Instant, flip_at: Option<Instant>, retry: Retry },
+    Retrying { until: Instant, flip_at: Option<Instant>, retry: Retry, first_report_at: Option<Instant> },
     /// Init container `index` runs (they run one at a time, in order).
-    Init { index: usize },
+    Init { index: usize, upkeep: Upkeep },
     /// Main containers run, each restarting as the restartPolicy says.
-    Running,
+    Running { upkeep: Upkeep },
     /// Nothing will run again (Succeeded or Failed); wait for deletion. `adopted`: it
     /// finished under an earlier agent, and its status is left as that agent wrote it.
     Done { adopted: bool },
@@ -55,6 +59,33 @@ pub enum PodState {
     Deleting,
     /// Nothing more to do: the worker ends.
     Finished,
+}
+
+impl PodState {
+    /// The timers of a pod whose containers run.
+    pub(super) fn upkeep(&self) -> Option<&Upkeep> {
+        match self {
+            PodState::Init { upkeep, .. } | PodState::Running { upkeep } => Some(upkeep),
+            _ => None,
+        }
+    }
+
+    fn upkeep_mut(&mut self) -> Option<&mut Upkeep> {
+        match self {
+            PodState::Init { upkeep, .. } | PodState::Running { upkeep } => Some(upkeep),
+            _ => None,
+        }
+    }
+
+    /// Until when a pod not prepared yet is not reported.
+    fn first_report_at(&self) -> Option<Instant> {
+        match self {
+            PodState::Preparing { first_report_at, .. } | PodState::Retrying { first_report_at, .. } => {
+                *first_report_at
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Consecutive failed preparations.
@@ -105,6 +136,8 @@ struct Publication {
     /// The status handed to [`Effect::Publish`] and not yet answered.
     in_flight: Option<Value>,
     retry_at: Option<Instant>,
+    /// A static pod whose mirror was deleted reports anew (making a new mirror) then.
+    mirror_again_at: Option<Instant>,
 }
 
 /// Facts about the node the machine needs.
@@ -120,7 +153,7 @@ pub struct Settings {
     pub agent_oom_killed: bool,
 }
 
-/// One pod's state, its status view, and its timers.
+/// One pod's state (with its timers), its status view, and its status reports.
 pub struct Machine {
     pub(super) pod: Arc<Pod>,
     pub(super) state: PodState,
@@ -131,18 +164,6 @@ pub struct Machine {
     /// `imageID` of each image, once prepared.
     pub(super) image_ids: HashMap<String, String>,
     publication: Publication,
-    /// A static pod whose mirror was deleted reports anew (making a new mirror) then.
-    mirror_again_at: Option<Instant>,
-    /// When the pod's volumes are next rewritten.
-    refresh_at: Option<Instant>,
-    /// Whether the pod has volumes to rewrite (else no refresh is ever due: an idle pod
-    /// without them wakes for nothing).
-    refreshes: bool,
-    /// Until then a pod not yet prepared is not reported: if it starts by then, its first
-    /// report says Running (see [`crate::config::FIRST_REPORT_DELAY`]).
-    pub(super) first_report_at: Option<Instant>,
-    /// When an emptyDir's usage is next measured against its `sizeLimit`.
-    disk_check_at: Option<Instant>,
 }
 
 impl Machine {
@@ -167,15 +188,10 @@ impl Machine {
                 node_ip: settings.node_ip.clone(),
             },
             pod,
-            state: PodState::Preparing { retry: None },
+            state: PodState::Preparing { retry: None, first_report_at: None },
             settings,
             image_ids: HashMap::new(),
             publication: Publication::default(),
-            mirror_again_at: None,
-            refresh_at: None,
-            refreshes: false,
-            first_report_at: None,
-            disk_check_at: None,
         }
     }
 
@@ -193,15 +209,15 @@ impl Machine {
         match input {
             Input::Pod(pod) => self.pod_changed(pod, &mut fx),
             Input::Gone => self.gone(&mut fx),
-            Input::MirrorGone => self.mirror_again_at = Some(now + MIRROR_RECREATE_DELAY),
+            Input::MirrorGone => self.publication.mirror_again_at = Some(now + MIRROR_RECREATE_DELAY),
             Input::Shutdown => {
                 self.stop_all(false, &mut fx);
                 self.state = PodState::Finished;
             }
             Input::Timer => self.timer(now, &mut fx),
             Input::Prepared(result) => {
-                if let PodState::Preparing { retry } = self.state.clone() {
-                    self.prepared(result, retry, now, &mut fx);
+                if let PodState::Preparing { retry, first_report_at } = self.state.clone() {
+                    self.prepared(result, retry, first_report_at, now, &mut fx);
                 }
             }
             Input::Started { slot, run } => self.started(slot, run, now, &mut fx),
@@ -218,12 +234,21 @@ impl Machine {
                 self.publication.in_flight = None;
                 self.publication.retry_at = Some(now + PUBLISH_RETRY);
             }
-            Input::Refreshed { token_due } => self.schedule_refresh(now, token_due),
+            Input::Refreshed { token_due } => {
+                let (period, uid) = (self.settings.sync_frequency, self.uid());
+                if let Some(upkeep) = self.state.upkeep_mut() {
+                    upkeep.schedule_refresh(now, token_due, period, &uid);
+                }
+            }
             Input::Deleted => {
                 fx.push(Effect::Forget);
                 self.state = PodState::Finished;
             }
-            Input::DiskChecked { over: None } => self.disk_check_at = Some(now + DISK_CHECK_PERIOD),
+            Input::DiskChecked { over: None } => {
+                if let Some(upkeep) = self.state.upkeep_mut() {
+                    upkeep.disk_checked(now);
+                }
+            }
             Input::DiskChecked { over: Some(over) } => self.evict_over(over, &mut fx),
             Input::Evict(message) => self.evict(message, &mut fx),
             Input::Probe { slot, run, event } => self.probe(slot, run, event, &mut fx),
@@ -281,23 +306,20 @@ impl Machine {
     }
 
     fn timer(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        if self.mirror_again_at.is_some_and(|t| t <= now) {
-            self.mirror_again_at = None;
+        if self.publication.mirror_again_at.is_some_and(|t| t <= now) {
+            self.publication.mirror_again_at = None;
             self.publication.reported = None;
         }
         if self.publication.retry_at.is_some_and(|t| t <= now) {
             self.publication.retry_at = None;
         }
-        if self.disk_check_at.is_some_and(|t| t <= now) && self.runs_containers() {
-            self.disk_check_at = None;
-            fx.push(Effect::CheckDisk);
-        }
-        if self.refresh_at.is_some_and(|t| t <= now) && self.runs_containers() {
-            self.refresh_at = None;
-            fx.push(Effect::RefreshVolumes);
+        if let Some(upkeep) = self.state.upkeep_mut() {
+            upkeep.timer(now, fx);
         }
         match self.state.clone() {
-            PodState::Retrying { flip_at: Some(flip), until, retry } if now >= flip && now < until => {
+            PodState::Retrying { flip_at: Some(flip), until, retry, first_report_at }
+                if now >= flip && now < until =>
+            {
                 for c in self.view.init.iter_mut().chain(self.view.main.iter_mut()) {
                     if let State::Waiting { reason, message } = &c.state
                         && reason == "ErrImagePull"
@@ -305,16 +327,16 @@ impl Machine {
                         c.state = State::waiting("ImagePullBackOff", message.clone());
                     }
                 }
-                self.state = PodState::Retrying { until, flip_at: None, retry };
+                self.state = PodState::Retrying { until, flip_at: None, retry, first_report_at };
             }
-            PodState::Retrying { until, retry, .. } if now >= until => {
+            PodState::Retrying { until, retry, first_report_at, .. } if now >= until => {
                 fx.push(Effect::Prepare);
-                self.state = PodState::Preparing { retry: Some(retry) };
+                self.state = PodState::Preparing { retry: Some(retry), first_report_at };
             }
-            PodState::Init { index } if self.init[index].start_at.is_some_and(|t| t <= now) => {
+            PodState::Init { index, .. } if self.init[index].start_at.is_some_and(|t| t <= now) => {
                 self.request_start(Slot::Init(index), fx);
             }
-            PodState::Running => {
+            PodState::Running { .. } => {
                 for i in 0..self.main.len() {
                     if self.main[i].start_at.is_some_and(|t| t <= now) {
                         self.request_start(Slot::Main(i), fx);
@@ -329,32 +351,24 @@ impl Machine {
     pub fn next_deadline(&self) -> Option<Instant> {
         let state = match &self.state {
             PodState::Retrying { until, flip_at, .. } => Some(flip_at.map_or(*until, |f| f.min(*until))),
-            PodState::Init { index } => self.init[*index].start_at,
-            PodState::Running => self.main.iter().filter_map(|t| t.start_at).min(),
+            PodState::Init { index, .. } => self.init[*index].start_at,
+            PodState::Running { .. } => self.main.iter().filter_map(|t| t.start_at).min(),
             _ => None,
         };
-        let refresh = [self.refresh_at, self.disk_check_at]
-            .into_iter()
-            .flatten()
-            .min()
-            .filter(|_| self.runs_containers());
-        let first = self.first_report_at.filter(|_| self.preparing());
-        [state, self.publication.retry_at, self.mirror_again_at, refresh, first].into_iter().flatten().min()
-    }
-
-    /// Not prepared yet: the first preparation, or its retries.
-    fn preparing(&self) -> bool {
-        matches!(self.state, PodState::Preparing { .. } | PodState::Retrying { .. })
+        let upkeep = self.state.upkeep().and_then(Upkeep::next_deadline);
+        let (p, first) = (&self.publication, self.state.first_report_at());
+        [state, p.retry_at, p.mirror_again_at, upkeep, first].into_iter().flatten().min()
     }
 
     fn runs_containers(&self) -> bool {
-        matches!(self.state, PodState::Init { .. } | PodState::Running)
+        self.state.upkeep().is_some()
     }
 
     fn prepared(
         &mut self,
         result: Result<Prepared, Failure>,
         retry: Option<Retry>,
+        first_report_at: Option<Instant>,
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
@@ -367,10 +381,9 @@ impl Machine {
                     fx.push(Effect::Event { slot: None, kind: Kind::Normal, reason: "Pulled", message });
                 }
                 self.image_ids = p.image_ids;
-                self.refreshes = p.refreshes;
-                self.schedule_refresh(now, p.token_due);
-                self.disk_check_at = p.watch_disk.then_some(now + DISK_CHECK_PERIOD);
-                self.begin_containers(fx);
+                let mut upkeep = Upkeep::new(p.refreshes, p.watch_disk.then_some(now + DISK_CHECK_PERIOD));
+                upkeep.schedule_refresh(now, p.token_due, self.settings.sync_frequency, &self.uid());
+                self.begin_containers(upkeep, fx);
             }
             Err(Failure::Pull { image, reason, message }) => {
                 let delay = backoff(retry.failures - 1, INITIAL_BACKOFF, MAX_BACKOFF);
@@ -389,7 +402,7 @@ impl Machine {
                     }
                 }
                 let flip_at = (reason == "ErrImagePull").then_some(now + SHOW_PULL_ERROR);
-                self.state = PodState::Retrying { until: now + delay, flip_at, retry };
+                self.state = PodState::Retrying { until: now + delay, flip_at, retry, first_report_at };
             }
             Err(Failure::Config { message }) => {
                 let delay = backoff(retry.failures - 1, CONFIG_RETRY_INITIAL, CONFIG_RETRY_MAX);
@@ -403,7 +416,7 @@ impl Machine {
                         c.state = State::waiting("CreateContainerConfigError", Some(message.clone()));
                     }
                 }
-                self.state = PodState::Retrying { until: now + delay, flip_at: None, retry };
+                self.state = PodState::Retrying { until: now + delay, flip_at: None, retry, first_report_at };
             }
             Err(Failure::Fatal { reason, message }) => {
                 let event = Effect::Event {
