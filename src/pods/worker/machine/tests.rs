@@ -11,10 +11,10 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::effects::{Effect, Failure, Input, Prepared, Slot};
-use super::machine::{Machine, PodState, Settings};
+use super::{Machine, PodState, Settings};
 use crate::pods::runtime::Exit;
 use crate::pods::status::{State, phase};
+use crate::pods::worker::effects::{Effect, Failure, Input, Prepared, Slot};
 
 fn pod_json(policy: &str, init: &[&str], main: &[&str]) -> Value {
     let containers =
@@ -478,8 +478,5 @@ fn probes_set_readiness_and_a_failed_liveness_probe_restarts_the_container() {
     assert!(t.step(Input::Probe { slot: Slot::Main(0), run: 0, event: ProbeEvent::Started }).is_empty());
 }
 
-#[path = "machine_upkeep_tests.rs"]
-mod upkeep;
-
-#[path = "machine_recover_tests.rs"]
 mod recover;
+mod upkeep;

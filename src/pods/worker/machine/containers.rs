@@ -8,8 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::effects::{Effect, Slot};
-use super::machine::{
+use super::{
     BACKOFF_RESET_AFTER, INITIAL_BACKOFF, MAX_BACKOFF, Machine, PodState, Retry, RunState, Track, Upkeep,
     backoff,
 };
@@ -19,6 +18,7 @@ use crate::events::Kind;
 use crate::pods::probes::{self, ProbeEvent, ProbeKind};
 use crate::pods::runtime::Exit;
 use crate::pods::status::{ContainerView, State};
+use crate::pods::worker::effects::{Effect, Slot};
 
 /// Whether a run that ended with `code` is run again, by the kubelet's rules: never under
 /// `Never`; on failure under `OnFailure`; always under `Always`, except that an init
