@@ -29,9 +29,8 @@ mod state;
 mod step;
 mod upkeep;
 
-pub use state::PodState;
+pub use state::{PodState, Upkeep};
 use state::{Retry, RunState, Track};
-pub use upkeep::Upkeep;
 
 /// Initial delay of image pull and crash-loop back-off; it doubles up to `MAX_BACKOFF`.
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);

@@ -2,82 +2,13 @@
 //! its emptyDirs measured (and the pod evicted past a `sizeLimit`), and its status
 //! reported when it changed. Part of [`super::Machine`]'s transitions.
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 
 use super::{Machine, PodState};
-use crate::config::DISK_CHECK_PERIOD;
 use crate::events::Kind;
 use crate::pods::status::status_json;
 use crate::pods::worker::effects::Effect;
 use crate::volumes::OverLimit;
-
-/// The timers of a pod whose containers run: its volumes' rewrites and its emptyDirs'
-/// measurements. Held by [`PodState::Init`] and [`PodState::Running`], and by no other state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Upkeep {
-    /// Whether the pod has volumes to rewrite (else no refresh is ever due: an idle pod
-    /// without them wakes for nothing).
-    refreshes: bool,
-    /// When the pod's volumes are next rewritten.
-    refresh_at: Option<Instant>,
-    /// When an emptyDir's usage is next measured against its `sizeLimit`.
-    disk_check_at: Option<Instant>,
-}
-
-impl Upkeep {
-    /// The upkeep of a pod just prepared: `refreshes` if it has volumes to rewrite, its
-    /// emptyDirs first measured at `disk_check_at`. No refresh is due before
-    /// [`Upkeep::schedule_refresh`].
-    pub fn new(refreshes: bool, disk_check_at: Option<Instant>) -> Upkeep {
-        Upkeep { refreshes, refresh_at: None, disk_check_at }
-    }
-
-    /// When to rewrite the volumes next: after `period` (`--sync-frequency`), spread by
-    /// the pod's `uid` (up to a tenth more) so a thousand pods do not refresh in the same
-    /// second; sooner if a service account token falls due.
-    pub fn schedule_refresh(
-        &mut self,
-        now: Instant,
-        token_due: Option<Duration>,
-        period: Duration,
-        uid: &str,
-    ) {
-        if !self.refreshes && token_due.is_none() {
-            self.refresh_at = None;
-            return;
-        }
-        let spread = uid.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 1000;
-        let mut at = now + period + period / 10 * spread / 1000;
-        if let Some(due) = token_due {
-            at = at.min(now + due);
-        }
-        self.refresh_at = Some(at);
-    }
-
-    /// The emptyDirs were measured, none over its limit: measure again later.
-    pub fn disk_checked(&mut self, now: Instant) {
-        self.disk_check_at = Some(now + DISK_CHECK_PERIOD);
-    }
-
-    /// What is due at `now`: a measurement of the emptyDirs, a rewrite of the volumes.
-    pub fn timer(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        if self.disk_check_at.is_some_and(|t| t <= now) {
-            self.disk_check_at = None;
-            fx.push(Effect::CheckDisk);
-        }
-        if self.refresh_at.is_some_and(|t| t <= now) {
-            self.refresh_at = None;
-            fx.push(Effect::RefreshVolumes);
-        }
-    }
-
-    /// The earliest of its timers.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        [self.refresh_at, self.disk_check_at].into_iter().flatten().min()
-    }
-}
 
 impl Machine {
     /// An emptyDir holds more than its `sizeLimit`: the pod is evicted.
