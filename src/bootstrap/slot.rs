@@ -162,5 +162,4 @@ pub fn recover(
 }
 
 #[cfg(test)]
-#[path = "slot_tests.rs"]
 mod tests;

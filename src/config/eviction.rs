@@ -209,5 +209,4 @@ fn human(signal: Signal, n: u64) -> String {
 }
 
 #[cfg(test)]
-#[path = "eviction_tests.rs"]
 mod tests;

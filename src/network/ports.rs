@@ -343,5 +343,4 @@ impl PortTable {
 }
 
 #[cfg(test)]
-#[path = "ports_tests.rs"]
 mod tests;

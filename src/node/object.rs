@@ -205,5 +205,4 @@ pub fn ready_but_tainted_not_ready(node: &k8s_openapi::api::core::v1::Node) -> b
 }
 
 #[cfg(test)]
-#[path = "object_tests.rs"]
 mod tests;

@@ -5,7 +5,7 @@
 //! it stops on its own. The next agent finds a record not marked clean and asks the kernel
 //! whether it killed that agent: the recorded cgroup's OOM-kill count went up, or the
 //! kernel log (`/dev/kmsg`, where the agent may read it) says it killed the recorded pid.
-//! Then the pods that were running are charged for it (`pods/worker/recover.rs`).
+//! Then the pods that were running are charged for it (`pods/worker/machine/recover.rs`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

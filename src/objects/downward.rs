@@ -170,5 +170,4 @@ fn parse_checked(q: &Quantity) -> Result<Exact, DownwardError> {
 }
 
 #[cfg(test)]
-#[path = "downward_tests.rs"]
 mod tests;

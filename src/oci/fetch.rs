@@ -220,5 +220,4 @@ impl Http {
 }
 
 #[cfg(test)]
-#[path = "fetch_tests.rs"]
 mod tests;

@@ -227,5 +227,4 @@ pub(crate) struct ContainerConfig {
 }
 
 #[cfg(test)]
-#[path = "formats_tests.rs"]
 mod tests;

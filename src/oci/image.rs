@@ -286,5 +286,4 @@ pub(crate) fn find_module(
 }
 
 #[cfg(test)]
-#[path = "image_tests.rs"]
 mod tests;

@@ -285,5 +285,4 @@ pub fn argv(
 }
 
 #[cfg(test)]
-#[path = "env_tests.rs"]
 mod tests;

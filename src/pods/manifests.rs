@@ -280,5 +280,4 @@ fn check_names(pod: &Pod, full_name: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
-#[path = "manifests_tests.rs"]
 mod tests;

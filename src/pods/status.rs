@@ -198,5 +198,4 @@ pub fn status_json(view: &PodView, now: &str) -> Value {
 }
 
 #[cfg(test)]
-#[path = "status_tests.rs"]
 mod tests;

@@ -385,13 +385,10 @@ fn kind_of(volume: &Volume) -> Result<Kind, VolumeError> {
 }
 
 #[cfg(test)]
-#[path = "volumes_tests.rs"]
 mod tests;
 
 #[cfg(test)]
-#[path = "mounts_tests.rs"]
 mod mounts_tests;
 
 #[cfg(test)]
-#[path = "secrets_tests.rs"]
 mod secrets_tests;

@@ -171,5 +171,4 @@ impl View {
 }
 
 #[cfg(test)]
-#[path = "eval_tests.rs"]
 mod tests;

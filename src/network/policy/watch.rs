@@ -215,5 +215,4 @@ pub async fn run(w: Watch, mut shutdown: broadcast::Receiver<()>) {
 }
 
 #[cfg(test)]
-#[path = "watch_tests.rs"]
 mod tests;

@@ -243,5 +243,4 @@ fn result(id: u64, entry: &mut Entry, i: usize, outcome: check::Outcome, due: &m
 }
 
 #[cfg(test)]
-#[path = "tests.rs"]
 mod tests;

@@ -7,21 +7,18 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
-use kube::{Resource, ResourceExt};
-use serde_json::{Value, json};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::ResourceExt;
+use serde_json::Value;
 use tokio::time::Instant;
-use tracing::{Instrument, debug, info, warn};
+use tracing::Instrument;
 
 use super::effects::{Effect, Failure, Input, Slot};
 use super::prepare::{self, PreparedPod};
 use super::start::{self, StartError, StartRequest, Started};
-use crate::base::error::chain;
-use crate::config::PUBLISH_RETRY;
 use crate::events::Kind;
 use crate::pods::Shared;
 use crate::pods::probes::ProbeHandle;
-use crate::pods::report::{self, Reported};
 use crate::runtime::{ContainerRuntime, Exit, Group, PulledImage, Stopper};
 use crate::volumes::{PodVolumes, VolumeLayout};
 
@@ -36,8 +33,10 @@ enum Done<I> {
 
 type Task<I> = BoxFuture<'static, Done<I>>;
 
-#[path = "executor_runs.rs"]
+mod end;
+mod reporting;
 mod runs;
+mod upkeep;
 
 pub struct Executor<R: ContainerRuntime> {
     shared: Arc<Shared<R>>,
@@ -279,131 +278,8 @@ impl<R: ContainerRuntime> Executor<R> {
         });
     }
 
-    /// Publishes an event about the pod (or one of its containers) without waiting.
-    fn event(&self, slot: Option<Slot>, kind: Kind, reason: &'static str, message: String) {
-        let (recorder, object) = (self.shared.recorder.clone(), self.object_ref(slot));
-        tokio::spawn(async move { recorder.publish(&object, kind, reason, &message).await });
-    }
-
-    /// Writes the status file, then reports the status to the API (or the mirror pod).
-    fn publish(&mut self, mut status: Value) {
-        report::keep_transition_times(&mut status, &self.last_status);
-        self.write_status_file(&status);
-        self.last_status = status.clone();
-        let Some(client) = self.shared.client.clone() else {
-            return self.tasks.push(Box::pin(std::future::ready(Done::Input(Input::Published { ok: true }))));
-        };
-        let pod = self.pod.clone();
-        let node = (self.shared.node_name.clone(), self.shared.node_uid.clone().unwrap_or_default());
-        self.tasks.push(Box::pin(
-            async move {
-                let began = Instant::now();
-                let result = match report::is_static(&pod) {
-                    true => report::report_mirror(client, &pod, (&node.0, &node.1), &status)
-                        .await
-                        .map(|()| Reported::Done),
-                    false => report::patch_status(client, &pod, &status).await,
-                };
-                debug!(ms = began.elapsed().as_secs_f64() * 1e3, "status reported");
-                Done::Input(match result {
-                    Ok(Reported::Done) => Input::Published { ok: true },
-                    Ok(Reported::Gone) => {
-                        info!("the pod is no longer in the API");
-                        Input::Gone
-                    }
-                    Err(e) => {
-                        warn!(error = %chain(&e), "reporting the pod status failed; retrying in {PUBLISH_RETRY:?}");
-                        Input::Published { ok: false }
-                    }
-                })
-            }
-            .instrument(tracing::debug_span!("publish")),
-        ));
-    }
-
-    /// `<pod-dir>/status.json`: namespace, name, uid, static, and the status.
-    fn write_status_file(&self, status: &Value) {
-        let m = &self.pod.metadata;
-        let doc = json!({
-            "namespace": m.namespace.as_deref().unwrap_or("default"), "name": m.name, "uid": m.uid,
-            "static": report::is_static(&self.pod), "status": status,
-        });
-        let path = self.pod_dir().join("status.json");
-        if let Err(e) = crate::files::write_atomic(&path, doc.to_string().as_bytes(), 0o644) {
-            warn!(error = %e, "writing the local pod status failed");
-        }
-    }
-
-    /// Rewrites the volumes from the API and the latest pod, so running guests see
-    /// changes, as on the kubelet. A failure keeps the old files.
-    fn refresh(&mut self) {
-        let Some(mut volumes) = self.volumes.take() else { return };
-        let (shared, pod) = (self.shared.clone(), self.pod.clone());
-        self.tasks.push(Box::pin(async move {
-            if let Err(e) = volumes.refresh(&shared.refresh_source(), &shared.context(&pod)).await {
-                warn!(error = %chain(&e), "refreshing the pod's volumes failed; keeping the old files");
-            }
-            Done::Refreshed(volumes)
-        }));
-    }
-
-    /// Measures the emptyDir volumes that have a `sizeLimit`, off the async threads.
-    fn check_disk(&mut self) {
-        let Some(layout) = self.layout.clone() else { return };
-        self.tasks.push(Box::pin(async move {
-            let over = tokio::task::spawn_blocking(move || layout.over_size_limit()).await.ok().flatten();
-            Done::Input(Input::DiskChecked { over })
-        }));
-    }
-
-    fn delete(&mut self) {
-        let Some(client) = self.shared.client.clone() else {
-            return self.tasks.push(Box::pin(std::future::ready(Done::Input(Input::Deleted))));
-        };
-        let pod = self.pod.clone();
-        self.tasks.push(Box::pin(async move {
-            match report::delete_pod(client, &pod).await {
-                Ok(()) => info!("pod deleted"),
-                Err(e) => {
-                    warn!(error = %chain(&e), "deleting the pod failed; it is deleted again when seen again")
-                }
-            }
-            Done::Input(Input::Deleted)
-        }));
-    }
-
-    /// Removes the pod's files and its entry in the directory.
-    fn forget(&mut self) {
-        // Its volumes' tmpfs mounts go first: nothing is removed across a mount.
-        if let Err(e) = crate::volumes::remove_pod_dir(&self.pod_dir()) {
-            warn!(error = %chain(&e), "the pod's directory could not be removed");
-        }
-        let _ = std::fs::remove_dir_all(self.log_dir());
-        self.shared.directory.remove_pod(&self.pod);
-        self.shared.network.pod_stopped(&self.pod.uid().unwrap_or_default());
-        self.shared.image_gc.notify_one();
-        self.shared.recorder.forget(&self.pod.uid().unwrap_or_default());
-        self.shared.memory_trim.notify_one();
-        debug!("pod forgotten");
-    }
-
     fn container(&self, slot: Slot) -> Option<&Container> {
         slot.container(&self.pod)
-    }
-
-    fn object_ref(&self, slot: Option<Slot>) -> ObjectReference {
-        let field_path = slot.and_then(|s| {
-            let name = &self.container(s)?.name;
-            Some(match s {
-                Slot::Init(_) => format!("spec.initContainers{{{name}}}"),
-                Slot::Main(_) => format!("spec.containers{{{name}}}"),
-            })
-        });
-        ObjectReference {
-            namespace: Some(self.pod.namespace().unwrap_or_else(|| "default".into())),
-            field_path,
-            ..self.pod.object_ref(&())
-        }
     }
 
     /// `<data-dir>/pods/<uid>`: the pod's volumes and status file.

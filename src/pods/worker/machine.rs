@@ -1,8 +1,11 @@
 //! The pod's state machine: one [`PodState`] enum whose variants own their data, and one
 //! pure [`Machine::step`] that takes an [`Input`] and returns the [`Effect`]s to perform.
 //! No API call, file write or runtime call happens here (see `executor.rs`), so a slow or
-//! absent API server never delays reacting to an exit or a delete. Container runs and
-//! restarts are in `containers.rs`; picking a pod up after an agent restart in `recover.rs`.
+//! absent API server never delays reacting to an exit or a delete. By concept: the states
+//! (`state.rs`), the transition function and its timers (`step.rs`), the outcome of
+//! preparing (`preparing.rs`), container runs and restarts (`containers.rs`), what a
+//! living pod needs beside them (`upkeep.rs`), and picking a pod up after an agent restart
+//! (`recover.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,17 +15,22 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt;
 use serde_json::Value;
 use tokio::time::Instant;
-use tracing::debug;
 
-use super::effects::{Effect, Failure, Input, Prepared, Slot};
-use crate::config::{
-    CONFIG_RETRY_INITIAL, CONFIG_RETRY_MAX, CONFIG_RETRY_VISIBLE_AFTER, DISK_CHECK_PERIOD,
-    MIRROR_RECREATE_DELAY, PUBLISH_RETRY,
-};
-use crate::events::Kind;
-use crate::pods::status::{ContainerView, PodView, State};
+#[cfg(doc)]
+use super::effects::{Effect, Input};
+#[cfg(doc)]
+use crate::config::{CONFIG_RETRY_INITIAL, CONFIG_RETRY_MAX};
+use crate::pods::status::{ContainerView, PodView};
 
+mod containers;
+mod preparing;
+mod recover;
+mod state;
+mod step;
 mod upkeep;
+
+pub use state::{PodState, Upkeep};
+use state::{Retry, RunState, Track};
 
 /// Initial delay of image pull and crash-loop back-off; it doubles up to `MAX_BACKOFF`.
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
@@ -30,72 +38,6 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A container that ran this long has its crash-loop back-off reset.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
-/// How long `ErrImagePull` shows before it becomes `ImagePullBackOff`.
-const SHOW_PULL_ERROR: Duration = Duration::from_secs(2);
-
-/// Where the pod is in its life. Each variant holds what is valid in it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PodState {
-    /// Volumes and images are being prepared ([`Effect::Prepare`] is in flight).
-    /// `retry`: the failures before this attempt, if any.
-    Preparing { retry: Option<Retry> },
-    /// Preparing failed; prepare again at `until`. An `ErrImagePull` shows until
-    /// `flip_at`, then `ImagePullBackOff`.
-    Retrying { until: Instant, flip_at: Option<Instant>, retry: Retry },
-    /// Init container `index` runs (they run one at a time, in order).
-    Init { index: usize },
-    /// Main containers run, each restarting as the restartPolicy says.
-    Running,
-    /// Nothing will run again (Succeeded or Failed); wait for deletion. `adopted`: it
-    /// finished under an earlier agent, and its status is left as that agent wrote it.
-    Done { adopted: bool },
-    /// Containers are being stopped; then the pod is removed from the API.
-    Terminating,
-    /// [`Effect::Delete`] is in flight.
-    Deleting,
-    /// Nothing more to do: the worker ends.
-    Finished,
-}
-
-/// Consecutive failed preparations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retry {
-    pub failures: u32,
-    /// When the first of them happened.
-    pub since: Instant,
-}
-
-/// One container's run, as far as the machine knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RunState {
-    #[default]
-    Idle,
-    /// [`Effect::Start`] for run `number` is in flight.
-    Starting {
-        number: u32,
-    },
-    Running {
-        number: u32,
-        since: Instant,
-    },
-}
-
-/// Per-container bookkeeping beside the status view.
-#[derive(Debug, Default)]
-pub struct Track {
-    pub run: RunState,
-    /// When a waiting container should be (re)started.
-    pub start_at: Option<Instant>,
-    /// Crash-loop back-off step (0 = the next restart is immediate).
-    pub backoff_step: u32,
-    /// Consecutive `CreateContainerConfigError`s (their retries start small).
-    pub config_retry: Option<Retry>,
-    /// Never started again (finished for good under the restartPolicy).
-    pub finished: bool,
-    /// The next run is a restart: starting it adds one to `restartCount` (the kubelet
-    /// counts a restart when the new run starts, not when the old one dies).
-    pub restart_pending: bool,
-}
 
 /// Status publication: what was reported, what is in flight, when to retry.
 #[derive(Debug, Default)]
@@ -105,6 +47,8 @@ struct Publication {
     /// The status handed to [`Effect::Publish`] and not yet answered.
     in_flight: Option<Value>,
     retry_at: Option<Instant>,
+    /// A static pod whose mirror was deleted reports anew (making a new mirror) then.
+    mirror_again_at: Option<Instant>,
 }
 
 /// Facts about the node the machine needs.
@@ -120,29 +64,17 @@ pub struct Settings {
     pub agent_oom_killed: bool,
 }
 
-/// One pod's state, its status view, and its timers.
+/// One pod's state (with its timers), its status view, and its status reports.
 pub struct Machine {
-    pub(super) pod: Arc<Pod>,
-    pub(super) state: PodState,
-    pub(super) view: PodView,
-    pub(super) init: Vec<Track>,
-    pub(super) main: Vec<Track>,
-    pub(super) settings: Settings,
+    pod: Arc<Pod>,
+    state: PodState,
+    view: PodView,
+    init: Vec<Track>,
+    main: Vec<Track>,
+    settings: Settings,
     /// `imageID` of each image, once prepared.
-    pub(super) image_ids: HashMap<String, String>,
+    image_ids: HashMap<String, String>,
     publication: Publication,
-    /// A static pod whose mirror was deleted reports anew (making a new mirror) then.
-    mirror_again_at: Option<Instant>,
-    /// When the pod's volumes are next rewritten.
-    refresh_at: Option<Instant>,
-    /// Whether the pod has volumes to rewrite (else no refresh is ever due: an idle pod
-    /// without them wakes for nothing).
-    refreshes: bool,
-    /// Until then a pod not yet prepared is not reported: if it starts by then, its first
-    /// report says Running (see [`crate::config::FIRST_REPORT_DELAY`]).
-    pub(super) first_report_at: Option<Instant>,
-    /// When an emptyDir's usage is next measured against its `sizeLimit`.
-    disk_check_at: Option<Instant>,
 }
 
 impl Machine {
@@ -167,15 +99,10 @@ impl Machine {
                 node_ip: settings.node_ip.clone(),
             },
             pod,
-            state: PodState::Preparing { retry: None },
+            state: PodState::Preparing { retry: None, first_report_at: None },
             settings,
             image_ids: HashMap::new(),
             publication: Publication::default(),
-            mirror_again_at: None,
-            refresh_at: None,
-            refreshes: false,
-            first_report_at: None,
-            disk_check_at: None,
         }
     }
 
@@ -187,239 +114,7 @@ impl Machine {
         self.state == PodState::Finished
     }
 
-    /// The single transition function: one input in, the effects to perform out.
-    pub fn step(&mut self, input: Input, now: Instant) -> Vec<Effect> {
-        let mut fx = Vec::new();
-        match input {
-            Input::Pod(pod) => self.pod_changed(pod, &mut fx),
-            Input::Gone => self.gone(&mut fx),
-            Input::MirrorGone => self.mirror_again_at = Some(now + MIRROR_RECREATE_DELAY),
-            Input::Shutdown => {
-                self.stop_all(false, &mut fx);
-                self.state = PodState::Finished;
-            }
-            Input::Timer => self.timer(now, &mut fx),
-            Input::Prepared(result) => {
-                if let PodState::Preparing { retry } = self.state.clone() {
-                    self.prepared(result, retry, now, &mut fx);
-                }
-            }
-            Input::Started { slot, run } => self.started(slot, run, now, &mut fx),
-            Input::StartFailed { slot, run, reason, message } => {
-                self.start_failed(slot, run, reason, message, now, &mut fx);
-            }
-            Input::Exited { slot, run, exit } => self.exited(slot, run, exit, now, &mut fx),
-            Input::Published { ok: true } => {
-                if let Some(reported) = self.publication.in_flight.take() {
-                    self.publication.reported = Some(reported);
-                }
-            }
-            Input::Published { ok: false } => {
-                self.publication.in_flight = None;
-                self.publication.retry_at = Some(now + PUBLISH_RETRY);
-            }
-            Input::Refreshed { token_due } => self.schedule_refresh(now, token_due),
-            Input::Deleted => {
-                fx.push(Effect::Forget);
-                self.state = PodState::Finished;
-            }
-            Input::DiskChecked { over: None } => self.disk_check_at = Some(now + DISK_CHECK_PERIOD),
-            Input::DiskChecked { over: Some(over) } => self.evict_over(over, &mut fx),
-            Input::Evict(message) => self.evict(message, &mut fx),
-            Input::Probe { slot, run, event } => self.probe(slot, run, event, &mut fx),
-        }
-        self.step_tail(now, &mut fx);
-        fx
-    }
-
-    /// What follows every transition: a terminating pod whose runs all ended is deleted,
-    /// and a changed status is reported.
-    pub(super) fn step_tail(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        if self.state == PodState::Terminating && self.running() == 0 {
-            fx.push(Effect::Delete);
-            self.state = PodState::Deleting;
-        }
-        self.publish(now, fx);
-    }
-
-    fn pod_changed(&mut self, pod: Arc<Pod>, fx: &mut Vec<Effect>) {
-        self.pod = pod;
-        if self.pod.metadata.deletion_timestamp.is_some() {
-            self.terminate(fx);
-        }
-    }
-
-    /// The pod is being deleted: stop everything (Killing), then delete it (see `step`).
-    pub(super) fn terminate(&mut self, fx: &mut Vec<Effect>) {
-        match self.state {
-            PodState::Terminating | PodState::Deleting | PodState::Finished => return,
-            // A pull in flight is cancelled, not waited for.
-            PodState::Preparing { .. } => fx.push(Effect::CancelPrepare),
-            _ => {}
-        }
-        tracing::info!("pod is being deleted; stopping its containers");
-        self.stop_all(true, fx);
-        self.state = PodState::Terminating;
-    }
-
-    /// Gone from the API (or its manifest removed): a static pod's mirror goes too.
-    fn gone(&mut self, fx: &mut Vec<Effect>) {
-        if matches!(self.state, PodState::Deleting | PodState::Finished) {
-            return;
-        }
-        if matches!(self.state, PodState::Preparing { .. }) {
-            fx.push(Effect::CancelPrepare);
-        }
-        self.stop_all(false, fx);
-        if crate::pods::report::is_static(&self.pod) {
-            fx.push(Effect::Delete);
-            self.state = PodState::Deleting;
-        } else {
-            fx.push(Effect::Forget);
-            self.state = PodState::Finished;
-        }
-    }
-
-    fn timer(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        if self.mirror_again_at.is_some_and(|t| t <= now) {
-            self.mirror_again_at = None;
-            self.publication.reported = None;
-        }
-        if self.publication.retry_at.is_some_and(|t| t <= now) {
-            self.publication.retry_at = None;
-        }
-        if self.disk_check_at.is_some_and(|t| t <= now) && self.runs_containers() {
-            self.disk_check_at = None;
-            fx.push(Effect::CheckDisk);
-        }
-        if self.refresh_at.is_some_and(|t| t <= now) && self.runs_containers() {
-            self.refresh_at = None;
-            fx.push(Effect::RefreshVolumes);
-        }
-        match self.state.clone() {
-            PodState::Retrying { flip_at: Some(flip), until, retry } if now >= flip && now < until => {
-                for c in self.view.init.iter_mut().chain(self.view.main.iter_mut()) {
-                    if let State::Waiting { reason, message } = &c.state
-                        && reason == "ErrImagePull"
-                    {
-                        c.state = State::waiting("ImagePullBackOff", message.clone());
-                    }
-                }
-                self.state = PodState::Retrying { until, flip_at: None, retry };
-            }
-            PodState::Retrying { until, retry, .. } if now >= until => {
-                fx.push(Effect::Prepare);
-                self.state = PodState::Preparing { retry: Some(retry) };
-            }
-            PodState::Init { index } if self.init[index].start_at.is_some_and(|t| t <= now) => {
-                self.request_start(Slot::Init(index), fx);
-            }
-            PodState::Running => {
-                for i in 0..self.main.len() {
-                    if self.main[i].start_at.is_some_and(|t| t <= now) {
-                        self.request_start(Slot::Main(i), fx);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// The earliest instant a [`Input::Timer`] is wanted, if any.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        let state = match &self.state {
-            PodState::Retrying { until, flip_at, .. } => Some(flip_at.map_or(*until, |f| f.min(*until))),
-            PodState::Init { index } => self.init[*index].start_at,
-            PodState::Running => self.main.iter().filter_map(|t| t.start_at).min(),
-            _ => None,
-        };
-        let refresh = [self.refresh_at, self.disk_check_at]
-            .into_iter()
-            .flatten()
-            .min()
-            .filter(|_| self.runs_containers());
-        let first = self.first_report_at.filter(|_| self.preparing());
-        [state, self.publication.retry_at, self.mirror_again_at, refresh, first].into_iter().flatten().min()
-    }
-
-    /// Not prepared yet: the first preparation, or its retries.
-    fn preparing(&self) -> bool {
-        matches!(self.state, PodState::Preparing { .. } | PodState::Retrying { .. })
-    }
-
-    fn runs_containers(&self) -> bool {
-        matches!(self.state, PodState::Init { .. } | PodState::Running)
-    }
-
-    fn prepared(
-        &mut self,
-        result: Result<Prepared, Failure>,
-        retry: Option<Retry>,
-        now: Instant,
-        fx: &mut Vec<Effect>,
-    ) {
-        let retry =
-            Retry { failures: retry.map_or(0, |r| r.failures) + 1, since: retry.map_or(now, |r| r.since) };
-        match result {
-            Ok(p) => {
-                for (image, secs) in &p.pulls {
-                    let message = format!("Successfully pulled image {image:?} in {secs:.3}s");
-                    fx.push(Effect::Event { slot: None, kind: Kind::Normal, reason: "Pulled", message });
-                }
-                self.image_ids = p.image_ids;
-                self.refreshes = p.refreshes;
-                self.schedule_refresh(now, p.token_due);
-                self.disk_check_at = p.watch_disk.then_some(now + DISK_CHECK_PERIOD);
-                self.begin_containers(fx);
-            }
-            Err(Failure::Pull { image, reason, message }) => {
-                let delay = backoff(retry.failures - 1, INITIAL_BACKOFF, MAX_BACKOFF);
-                let text = match reason {
-                    // Pulled, but the runtime cannot make a container of it (a link error).
-                    "CreateContainerError" => format!("Error: {message}"),
-                    _ => format!("Failed to pull image {image:?}: {message}"),
-                };
-                let event =
-                    |message| Effect::Event { slot: None, kind: Kind::Warning, reason: "Failed", message };
-                fx.push(event(text.clone()));
-                fx.push(event(format!("Error: {reason}")));
-                for c in self.view.init.iter_mut().chain(self.view.main.iter_mut()) {
-                    if c.image == image {
-                        c.state = State::waiting(reason, Some(text.clone()));
-                    }
-                }
-                let flip_at = (reason == "ErrImagePull").then_some(now + SHOW_PULL_ERROR);
-                self.state = PodState::Retrying { until: now + delay, flip_at, retry };
-            }
-            Err(Failure::Config { message }) => {
-                let delay = backoff(retry.failures - 1, CONFIG_RETRY_INITIAL, CONFIG_RETRY_MAX);
-                debug!(failures = retry.failures, retry_in = ?delay, %message, "preparing the pod failed; retrying");
-                // A failure that clears within moments (an authorization race) stays quiet;
-                // one that persists shows in the status and as an Event.
-                if now.duration_since(retry.since) >= CONFIG_RETRY_VISIBLE_AFTER {
-                    let (kind, reason) = (Kind::Warning, "Failed");
-                    fx.push(Effect::Event { slot: None, kind, reason, message: format!("Error: {message}") });
-                    for c in self.view.init.iter_mut().chain(self.view.main.iter_mut()) {
-                        c.state = State::waiting("CreateContainerConfigError", Some(message.clone()));
-                    }
-                }
-                self.state = PodState::Retrying { until: now + delay, flip_at: None, retry };
-            }
-            Err(Failure::Fatal { reason, message }) => {
-                let event = Effect::Event {
-                    slot: None,
-                    kind: Kind::Warning,
-                    reason: "Failed",
-                    message: message.clone(),
-                };
-                fx.push(event);
-                self.view.failure = Some((reason.to_string(), message));
-                self.state = PodState::Done { adopted: false };
-            }
-        }
-    }
-
-    pub(super) fn uid(&self) -> String {
+    fn uid(&self) -> String {
         self.pod.uid().unwrap_or_default()
     }
 }
@@ -430,3 +125,6 @@ impl Machine {
 pub fn backoff(step: u32, initial: Duration, max: Duration) -> Duration {
     initial.saturating_mul(1u32.checked_shl(step.min(16)).unwrap_or(u32::MAX)).min(max)
 }
+
+#[cfg(test)]
+mod tests;

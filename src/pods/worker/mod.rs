@@ -2,13 +2,11 @@
 //! and an [`Executor`] (the effects), and feeds the machine every input: the pod's
 //! messages from the controller, the outcomes of effects, and its timers.
 
-mod containers;
 mod effects;
 mod executor;
 mod journal;
 mod machine;
 mod prepare;
-mod recover;
 mod start;
 
 use std::sync::Arc;
@@ -95,9 +93,4 @@ pub async fn run<R: ContainerRuntime>(
 }
 
 #[cfg(test)]
-#[path = "machine_tests.rs"]
-mod machine_tests;
-
-#[cfg(test)]
-#[path = "worker_tests.rs"]
 mod tests;

@@ -2,8 +2,6 @@
 //! its emptyDirs measured (and the pod evicted past a `sizeLimit`), and its status
 //! reported when it changed. Part of [`super::Machine`]'s transitions.
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 
 use super::{Machine, PodState};
@@ -47,24 +45,6 @@ impl Machine {
         self.state = PodState::Done { adopted: false };
     }
 
-    /// When to rewrite the volumes next: after `--sync-frequency`, spread by the pod's UID
-    /// (up to a tenth more) so a thousand pods do not refresh in the same second; sooner if
-    /// a service account token falls due.
-    pub(super) fn schedule_refresh(&mut self, now: Instant, token_due: Option<Duration>) {
-        if !self.refreshes && token_due.is_none() {
-            self.refresh_at = None;
-            return;
-        }
-        let period = self.settings.sync_frequency;
-        let spread =
-            self.uid().bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 1000;
-        let mut at = now + period + period / 10 * spread / 1000;
-        if let Some(due) = token_due {
-            at = at.min(now + due);
-        }
-        self.refresh_at = Some(at);
-    }
-
     /// Asks for the status to be reported when it changed since the last report (one
     /// report in flight at a time; a failed one is retried after [`PUBLISH_RETRY`]).
     pub(super) fn publish(&mut self, now: Instant, fx: &mut Vec<Effect>) {
@@ -75,7 +55,7 @@ impl Machine {
                 | PodState::Deleting
                 | PodState::Finished
         );
-        let first_pending = self.first_report_at.filter(|_| self.preparing());
+        let first_pending = self.state.first_report_at();
         // An evicted pod's containers are being stopped: its Failed phase is reported with
         // their terminated states, once they have exited, never beside a running one.
         let stopping = matches!(self.state, PodState::Done { .. }) && self.running() > 0;
@@ -94,6 +74,10 @@ impl Machine {
         }
         fx.push(Effect::Publish { status: status_json(&self.view, &crate::base::time::now_rfc3339()) });
         self.publication.in_flight = Some(comparable);
-        self.first_report_at = None;
+        if let PodState::Preparing { first_report_at, .. } | PodState::Retrying { first_report_at, .. } =
+            &mut self.state
+        {
+            *first_report_at = None;
+        }
     }
 }

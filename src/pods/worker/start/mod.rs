@@ -39,7 +39,7 @@ pub struct StartRequest<R: ContainerRuntime> {
     pub layout: Arc<VolumeLayout>,
     pub log_dir: std::path::PathBuf,
     pub number: u32,
-    /// The container's resource group (see `executor_runs.rs`), if the runtime makes them.
+    /// The container's resource group (see `executor/runs.rs`), if the runtime makes them.
     pub group: Option<Group>,
 }
 

@@ -5,14 +5,14 @@
 use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus};
 
 use super::containers::restarts;
-use super::effects::Effect;
-use super::machine::{INITIAL_BACKOFF, MAX_BACKOFF, Machine, PodState, backoff};
 use tokio::time::Instant;
 
-use super::journal::Entry;
+use super::{INITIAL_BACKOFF, MAX_BACKOFF, Machine, PodState, backoff};
 use crate::base::time::{now_rfc3339, rfc3339};
 use crate::config::{CRASH_LIMIT, FIRST_REPORT_DELAY};
 use crate::pods::status::State;
+use crate::pods::worker::effects::{Effect, Slot};
+use crate::pods::worker::journal::Entry;
 
 /// Exit code recorded for a run the agent lost track of (it was running when the agent
 /// stopped), as a container killed with the node would show.
@@ -108,7 +108,7 @@ impl Machine {
                     );
                     view.state = State::waiting("CrashLoopBackOff", Some(message));
                     let message = "Back-off restarting failed container".to_string();
-                    let (kind, slot) = (crate::events::Kind::Warning, Some(super::effects::Slot::Main(i)));
+                    let (kind, slot) = (crate::events::Kind::Warning, Some(Slot::Main(i)));
                     fx.push(Effect::Event { slot, kind, reason: "BackOff", message });
                 }
             } else {
@@ -119,8 +119,8 @@ impl Machine {
         if self.main.iter().all(|t| t.finished) {
             self.state = PodState::Done { adopted: false };
         } else {
-            self.state = PodState::Preparing { retry: None };
-            self.first_report_at = Some(now + FIRST_REPORT_DELAY);
+            let first_report_at = Some(now + FIRST_REPORT_DELAY);
+            self.state = PodState::Preparing { retry: None, first_report_at };
             fx.push(Effect::Prepare);
         }
         self.step_tail(now, &mut fx);

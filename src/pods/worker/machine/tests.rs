@@ -11,9 +11,9 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::effects::{Effect, Failure, Input, Prepared, Slot};
-use super::machine::{Machine, PodState, Settings};
+use super::{Machine, PodState, Settings};
 use crate::pods::status::{State, phase};
+use crate::pods::worker::effects::{Effect, Failure, Input, Prepared, Slot};
 use crate::runtime::Exit;
 
 fn pod_json(policy: &str, init: &[&str], main: &[&str]) -> Value {
@@ -144,7 +144,7 @@ fn a_new_pod_prepares_then_starts_its_containers_and_reports_each_change() {
     assert_eq!(status["phase"], "Running");
     assert_eq!(status["containerStatuses"][0]["containerID"], "fake://u-1/a/0");
     assert_eq!(status["containerStatuses"][0]["imageID"], "img@sha256:1");
-    assert_eq!(t.m.state, PodState::Running);
+    assert!(matches!(t.m.state, PodState::Running { .. }));
     assert!(published(&t.step(Input::Published { ok: true })).is_none(), "nothing changed");
 }
 
@@ -315,7 +315,7 @@ fn init_containers_run_one_at_a_time_before_the_main_containers() {
     assert_eq!(starts(&t.exit(Slot::Init(1), 0, 2)), [(Slot::Init(1), 1)]);
     t.step(Input::Started { slot: Slot::Init(1), run: 1 });
     assert_eq!(starts(&t.exit(Slot::Init(1), 1, 0)), [(Slot::Main(0), 0), (Slot::Main(1), 0)]);
-    assert_eq!(t.m.state, PodState::Running);
+    assert!(matches!(t.m.state, PodState::Running { .. }));
 }
 
 #[test]
@@ -478,8 +478,5 @@ fn probes_set_readiness_and_a_failed_liveness_probe_restarts_the_container() {
     assert!(t.step(Input::Probe { slot: Slot::Main(0), run: 0, event: ProbeEvent::Started }).is_empty());
 }
 
-#[path = "machine_upkeep_tests.rs"]
-mod upkeep;
-
-#[path = "machine_recover_tests.rs"]
 mod recover;
+mod upkeep;

@@ -8,15 +8,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::effects::{Effect, Slot};
-use super::machine::{
-    BACKOFF_RESET_AFTER, INITIAL_BACKOFF, MAX_BACKOFF, Machine, PodState, Retry, RunState, Track, backoff,
+use super::{
+    BACKOFF_RESET_AFTER, INITIAL_BACKOFF, MAX_BACKOFF, Machine, PodState, Retry, RunState, Track, Upkeep,
+    backoff,
 };
 use crate::base::time::now_rfc3339;
 use crate::config::{CONFIG_RETRY_INITIAL, CONFIG_RETRY_MAX, CONFIG_RETRY_VISIBLE_AFTER};
 use crate::events::Kind;
 use crate::pods::probes::{self, ProbeEvent, ProbeKind};
 use crate::pods::status::{ContainerView, State};
+use crate::pods::worker::effects::{Effect, Slot};
 use crate::runtime::Exit;
 
 /// Whether a run that ended with `code` is run again, by the kubelet's rules: never under
@@ -32,22 +33,22 @@ pub fn restarts(policy: &str, init: bool, code: i32) -> bool {
 
 impl Machine {
     /// After preparing: the first unfinished init container, or all main containers.
-    pub(super) fn begin_containers(&mut self, fx: &mut Vec<Effect>) {
+    pub(super) fn begin_containers(&mut self, upkeep: Upkeep, fx: &mut Vec<Effect>) {
         match (0..self.init.len()).find(|i| !self.init[*i].finished) {
             Some(i) if !self.view.init_done => {
-                self.state = PodState::Init { index: i };
+                self.state = PodState::Init { index: i, upkeep };
                 for c in &mut self.view.main {
                     c.state = State::waiting("PodInitializing", None);
                 }
                 self.request_start(Slot::Init(i), fx);
             }
-            _ => self.begin_main(fx),
+            _ => self.begin_main(upkeep, fx),
         }
     }
 
-    fn begin_main(&mut self, fx: &mut Vec<Effect>) {
+    fn begin_main(&mut self, upkeep: Upkeep, fx: &mut Vec<Effect>) {
         self.view.init_done = true;
-        self.state = PodState::Running;
+        self.state = PodState::Running { upkeep };
         for i in 0..self.main.len() {
             // One waiting out a back-off (charged for a lost run) starts on its timer.
             if !self.main[i].finished && self.main[i].start_at.is_none() {
@@ -179,14 +180,15 @@ impl Machine {
         let restart = restarts(&self.view.restart_policy, matches!(slot, Slot::Init(_)), exit.code);
         match (slot, restart) {
             (Slot::Init(i), false) if exit.code == 0 => {
+                let upkeep = self.state.upkeep().copied().unwrap_or_default();
                 self.view.init[i].state = term;
                 self.init[i].finished = true;
                 match (i + 1..self.init.len()).find(|j| !self.init[*j].finished) {
                     Some(next) => {
-                        self.state = PodState::Init { index: next };
+                        self.state = PodState::Init { index: next, upkeep };
                         self.request_start(Slot::Init(next), fx);
                     }
-                    None => self.begin_main(fx),
+                    None => self.begin_main(upkeep, fx),
                 }
             }
             (Slot::Init(i), false) => {
@@ -242,7 +244,7 @@ impl Machine {
     /// the restartPolicy says.
     pub(super) fn probe(&mut self, slot: Slot, run: u32, event: ProbeEvent, fx: &mut Vec<Effect>) {
         if !matches!(self.track_mut(slot).run, RunState::Running { number, .. } if number == run)
-            || !matches!(self.state, PodState::Running)
+            || !matches!(self.state, PodState::Running { .. })
         {
             return;
         }
@@ -268,7 +270,7 @@ impl Machine {
     /// All main containers finished for good: nothing will run again.
     fn check_done(&mut self) {
         let idle = |t: &Track| t.finished && t.run == RunState::Idle;
-        if self.state == PodState::Running && self.main.iter().all(idle) {
+        if matches!(self.state, PodState::Running { .. }) && self.main.iter().all(idle) {
             self.state = PodState::Done { adopted: false };
         }
     }
