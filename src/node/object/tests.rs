@@ -66,17 +66,17 @@ fn missing_taints_are_found() {
     assert!(missing_taints(&[t("NoSchedule"), t("NoExecute")]).is_empty());
 }
 
+/// The runtime version the node is given to report.
+const RUNTIME: &str = "wasmtime://48.0.1";
+
+/// The status patch of a node configured as `c` on the test machine, with no pressure.
+fn patch(c: &Config) -> Value {
+    status_patch(c, &machine(), RUNTIME, &usage(), &[], &Transitions::new(), "2026-01-01T00:00:00Z")
+}
+
 #[test]
 fn status_reports_capacity_endpoint_and_runtime() {
-    let s = status_patch(
-        &cfg(""),
-        &machine(),
-        "wasmtime://48.0.1",
-        &usage(),
-        &[],
-        &Transitions::new(),
-        "2026-01-01T00:00:00Z",
-    );
+    let s = patch(&cfg(""));
     let st = &s["status"];
     assert_eq!(st["capacity"]["pods"], "250");
     assert_eq!(st["capacity"]["cpu"], "2");
@@ -90,7 +90,7 @@ fn status_reports_capacity_endpoint_and_runtime() {
     assert_eq!(st["addresses"][0], json!({"type": "InternalIP", "address": "127.0.0.5"}));
     assert_eq!(st["addresses"][1], json!({"type": "Hostname", "address": "wasm-host"}));
     assert_eq!(st["nodeInfo"]["architecture"], "wasm-wasi");
-    assert!(st["nodeInfo"]["containerRuntimeVersion"].as_str().unwrap().starts_with("wasmtime://48.0."));
+    assert_eq!(st["nodeInfo"]["containerRuntimeVersion"], RUNTIME);
 }
 
 #[test]
@@ -98,15 +98,7 @@ fn allocatable_is_less_the_reservations() {
     let mut c = cfg("");
     c.reserved =
         crate::config::Reserved { cpu_millis: 500, memory_bytes: 1 << 30, ephemeral_storage_bytes: 0 };
-    let s = status_patch(
-        &c,
-        &machine(),
-        "wasmtime://48.0.1",
-        &usage(),
-        &[],
-        &Transitions::new(),
-        "2026-01-01T00:00:00Z",
-    );
+    let s = patch(&c);
     assert_eq!(s["status"]["allocatable"]["cpu"], "1500m");
     assert_eq!(s["status"]["allocatable"]["memory"], format!("{}Ki", (3 << 20) - 100 * 1024));
     assert_eq!(s["status"]["capacity"]["memory"], "4194304Ki");
@@ -117,8 +109,7 @@ fn conditions_keep_transition_time_until_they_change() {
     let mut prev = Transitions::new();
     prev.insert("Ready".into(), ("True".into(), "2020-01-01T00:00:00Z".into()));
     prev.insert("MemoryPressure".into(), ("True".into(), "2020-01-01T00:00:00Z".into()));
-    let s =
-        status_patch(&cfg(""), &machine(), "wasmtime://48.0.1", &usage(), &[], &prev, "2026-01-01T00:00:00Z");
+    let s = status_patch(&cfg(""), &machine(), RUNTIME, &usage(), &[], &prev, "2026-01-01T00:00:00Z");
     let conds = s["status"]["conditions"].as_array().unwrap();
     let by = |t: &str| conds.iter().find(|c| c["type"] == t).unwrap().clone();
     assert_eq!(by("Ready")["lastTransitionTime"], "2020-01-01T00:00:00Z");

@@ -139,7 +139,7 @@ mod tests {
     /// (canonicalise, `rules.connect`, collect) beside a TCP connect to a loopback listener.
     /// `cargo test -p krustlet-wasi-provider --lib egress_check_cost -- --ignored --nocapture`
     #[test]
-    #[ignore]
+    #[ignore = "a bench: prints timings and asserts nothing; run it with --ignored --nocapture"]
     fn egress_check_cost() {
         use std::time::Instant;
         let rules = PortRules::new([]);
