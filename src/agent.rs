@@ -50,7 +50,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     tokio::pin!(shutdown);
     secure_data_dir(&cfg.data_dir)?;
     if let Some(path) = &cfg.pod_manifest_path {
-        crate::pods::manifests::check_readable(path)
+        crate::pods::static_pods::check_readable(path)
             .map_err(|e| AgentError::ManifestDir { path: path.clone(), why: e.to_string() })?;
     }
     info!(node = %cfg.node_name, node_ip = %cfg.node_ip, data_dir = %cfg.data_dir.display(), "starting krustlet-wasi");
@@ -168,7 +168,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         allow_anonymous_localhost: standalone && cfg.allow_anonymous_localhost,
         limits: cfg.api_limits,
         cpu_rates: Default::default(),
-        pod_address: cfg.serving.dial_address(),
+        pod_address: crate::network::dial_address(cfg.serving.listen_address),
     });
     let record = server::endpoint::Endpoint {
         addr: cfg.addr,

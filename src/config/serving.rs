@@ -2,7 +2,7 @@
 //! are bound to, and the per-request deadline and concurrency cap of `wasi:http` pods.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use super::parse::parse_duration;
@@ -87,18 +87,6 @@ impl Default for Serving {
                 request_timeout: DEFAULT_HTTP_REQUEST_TIMEOUT,
                 max_concurrent: DEFAULT_HTTP_MAX_CONCURRENT,
             },
-        }
-    }
-}
-
-impl Serving {
-    /// Where the node itself reaches a pod's port (`kubectl port-forward`): the listen
-    /// address, or loopback of its family when that is the wildcard.
-    pub fn dial_address(&self) -> IpAddr {
-        match self.listen_address {
-            IpAddr::V4(a) if a.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
-            IpAddr::V6(a) if a.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
-            a => a,
         }
     }
 }
@@ -245,13 +233,5 @@ mod tests {
         assert_eq!(go_duration(Duration::from_millis(90_500)), "1m30.5s");
         assert_eq!(go_duration(Duration::from_secs(7200)), "2h0m0s");
         assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
-    }
-
-    #[test]
-    fn the_node_dials_pods_on_loopback_unless_they_listen_on_one_address() {
-        let at = |listen: &str| Serving { listen_address: listen.parse().unwrap(), ..Serving::default() };
-        assert_eq!(Serving::default().dial_address().to_string(), "127.0.0.1");
-        assert_eq!(at("::").dial_address().to_string(), "::1");
-        assert_eq!(at("10.0.0.5").dial_address().to_string(), "10.0.0.5");
     }
 }

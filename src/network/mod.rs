@@ -6,6 +6,7 @@
 //! guests' sockets (`sockets.rs`), with Events (`notices.rs`) and `/metrics` counters for
 //! what they refuse. Imports no `pods` or `server`.
 
+mod container;
 pub(crate) mod egress;
 pub(crate) mod notices;
 pub mod policy;
@@ -23,6 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{DEFAULT_HTTP_PORT, NETWORK_EVENT_QUEUE, NetworkSettings};
 use crate::metrics::Metrics;
+pub use container::{ContainerNetwork, Guest, Note, SetupError, dial_address};
 use notices::{Limiter, Notice, Notices};
 use policy::selector::Labels;
 use policy::{NamedPort, Policies};

@@ -1,17 +1,18 @@
-//! Pods bound to this node: one watch on `spec.nodeName`, one worker per pod that owns
-//! the pod's state (see `worker/`), admission by `--max-pods`.
+//! Pods bound to this node: one watch on `spec.nodeName` and the static pods of
+//! `--pod-manifest-path` (`static_pods/`), admitted (`admission/`: max-pods, RuntimeClass,
+//! resources, node ports), then one worker per pod that owns the pod's state (`worker/`)
+//! and reports it (`status/`), with its probes (`probes/`). Pods' network (ports,
+//! listeners, socket rules, port-forward's address) lives in `crate::network`.
 
 pub mod admission;
 pub mod cache;
 pub mod directory;
 pub mod env;
 pub mod eviction;
-pub mod manifests;
 pub mod probes;
-pub mod report;
 pub mod resources;
-pub mod runtimeclass;
 pub mod source;
+pub mod static_pods;
 pub mod status;
 mod sweep;
 mod worker;
@@ -35,6 +36,7 @@ use crate::config::{MANIFEST_RESCAN_PERIOD, MANIFEST_SETTLE};
 use crate::events::Recorder;
 use crate::runtime::ContainerRuntime;
 use crate::wake::{Changed, Wake};
+use status::report;
 
 /// What every pod worker shares.
 pub struct Shared<R> {
@@ -109,16 +111,13 @@ pub type PodSlot = mpsc::UnboundedSender<worker::Msg>;
 /// The pods of this node and their workers.
 struct Controller<R> {
     shared: Arc<Shared<R>>,
-    max_pods: u32,
     workers: HashMap<String, PodSlot>,
     /// Pods that count against `--max-pods` (not finished).
     active: HashSet<String>,
     /// UIDs of pods that came from the API (a re-list only concerns those).
     from_api: HashSet<String>,
-    /// The handlers of the RuntimeClasses pods name.
-    runtime_classes: runtimeclass::RuntimeClasses,
-    /// The requests of the pods admitted (`admission.rs`).
-    ledger: admission::Ledger,
+    /// `--max-pods`, RuntimeClasses, resources and node ports (`admission/`).
+    admission: admission::Admission,
 }
 
 impl<R: ContainerRuntime> Controller<R> {
@@ -140,32 +139,15 @@ impl<R: ContainerRuntime> Controller<R> {
             return;
         }
         tracing::debug!(pod = pod.name_any(), %uid, "new pod");
-        if !finished
-            && pod.metadata.deletion_timestamp.is_none()
-            && self.active.len() >= self.max_pods as usize
-        {
-            let (used, capacity) = (self.active.len(), self.max_pods);
-            let message = format!(
-                "Pod Node didn't have enough resource: pods, requested: 1, used: {used}, capacity: {capacity}"
-            );
-            self.reject(&pod, "OutOfpods", message).await;
-            return;
-        }
         if !finished && pod.metadata.deletion_timestamp.is_none() {
-            let ours = self.shared.runtime.name();
-            if let Err(message) = self.runtime_classes.admit(self.shared.client.as_ref(), &pod, ours).await {
-                self.reject(&pod, runtimeclass::REASON, message).await;
-                return;
-            }
-            if let Err((reason, message)) =
-                self.ledger.admit(&pod, self.shared.resources.allocatable, &self.active)
-            {
+            let node = admission::Node {
+                client: self.shared.client.as_ref(),
+                handler: self.shared.runtime.name(),
+                allocatable: self.shared.resources.allocatable,
+                network: &self.shared.network,
+            };
+            if let Err((reason, message)) = self.admission.admit(&pod, &self.active, &node).await {
                 self.reject(&pod, reason, message).await;
-                return;
-            }
-            if let Err(e) = self.shared.network.admit(&pod) {
-                let message = format!("Predicate NodePorts failed: {e}");
-                self.reject(&pod, "NodePorts", message).await;
                 return;
             }
         }
@@ -208,7 +190,7 @@ impl<R: ContainerRuntime> Controller<R> {
     }
 
     /// Rescans `--pod-manifest-path` (if given) and starts, replaces or stops static pods.
-    async fn manifests_changed(&mut self, statics: Option<&mut manifests::Manifests>, changed: Changed) {
+    async fn manifests_changed(&mut self, statics: Option<&mut static_pods::Manifests>, changed: Changed) {
         let Some(statics) = statics else { return };
         let changes = match changed {
             Changed::Names(names) => statics.rescan_names(&names),
@@ -216,8 +198,8 @@ impl<R: ContainerRuntime> Controller<R> {
         };
         for change in changes {
             match change {
-                manifests::Change::Upsert(pod) => self.apply(*pod).await,
-                manifests::Change::Remove(uid) => self.gone(&uid),
+                static_pods::Change::Upsert(pod) => self.apply(*pod).await,
+                static_pods::Change::Remove(uid) => self.gone(&uid),
             }
         }
     }
@@ -255,17 +237,15 @@ pub async fn run<R: ContainerRuntime>(
         }
         None => futures::stream::pending().boxed(),
     };
-    let mut statics = manifests.as_deref().map(|dir| manifests::Manifests::new(dir, &node_name));
-    let watch_manifests = || manifests.as_deref().map(|path| Wake::watch(&[&manifests::watched_dir(path)]));
+    let mut statics = manifests.as_deref().map(|dir| static_pods::Manifests::new(dir, &node_name));
+    let watch_manifests = || manifests.as_deref().map(|path| Wake::watch(&[&static_pods::watched_dir(path)]));
     let mut wake = watch_manifests();
     let mut ctl = Controller {
         shared,
-        max_pods,
         workers: HashMap::new(),
         active: HashSet::new(),
         from_api: HashSet::new(),
-        runtime_classes: runtimeclass::RuntimeClasses::default(),
-        ledger: admission::Ledger::default(),
+        admission: admission::Admission::new(max_pods),
     };
     let mut evictions = eviction::start(ctl.shared.clone(), shutdown.resubscribe());
     // The static pods start before the watch reports mirror pods, so that a mirror of no

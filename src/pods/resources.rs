@@ -114,8 +114,8 @@ pub fn priority(pod: &Pod) -> i32 {
 /// Whether the pod is critical to the node, as the kubelet's `IsCriticalPod`: a static or
 /// mirror pod, or one of system-critical priority. Such pods are never evicted.
 pub fn is_critical(pod: &Pod) -> bool {
-    super::report::is_static(pod)
-        || super::report::is_mirror(pod)
+    super::status::report::is_static(pod)
+        || super::status::report::is_mirror(pod)
         || priority(pod) >= SYSTEM_CRITICAL_PRIORITY
 }
 

@@ -2,7 +2,6 @@
 //! version, starting a container from a prepared image, resource groups, and a started
 //! container (`Running`).
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,24 +10,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::images::ImageService;
 use super::{CountersFn, RuntimeError, UsageFn};
+pub use crate::network::ContainerNetwork;
 use crate::volumes::OpenMount;
-
-/// A container's view of the node's network (pods share the node's).
-#[derive(Debug, Clone)]
-pub struct ContainerNetwork {
-    /// The address listeners are bound to (`--pod-listen-address`).
-    pub listen_address: IpAddr,
-    /// The TCP ports the container may listen on (an HTTP server listens on each).
-    pub tcp_ports: Vec<u16>,
-    /// The UDP ports it may bind.
-    pub udp_ports: Vec<u16>,
-    /// Per-request deadline of an HTTP server.
-    pub request_timeout: Duration,
-    /// Requests an HTTP server handles at once.
-    pub max_concurrent: usize,
-    /// What the pod's sockets may do: the same rules for every run of the pod.
-    pub rules: Arc<crate::network::PodSockets>,
-}
 
 /// What a resource group may use (a pod's, or one of its containers'), in plain numbers:
 /// `None` is no limit of its own.

@@ -48,6 +48,17 @@ pub enum ImageKind {
     HttpServer,
 }
 
+impl ImageKind {
+    /// What its program can do with the network.
+    pub fn guest(self) -> crate::network::Guest {
+        match self {
+            ImageKind::Command => crate::network::Guest::NoSockets,
+            ImageKind::SocketCommand => crate::network::Guest::Sockets,
+            ImageKind::HttpServer => crate::network::Guest::Http,
+        }
+    }
+}
+
 /// Pulls images and prepares them to be started (for Wasmtime: compiles them).
 pub trait ImageService: Send + Sync + 'static {
     /// A pulled image in the runtime's own form.

@@ -54,7 +54,7 @@ pub struct ServerState {
     /// The last CPU readings, for `/stats/summary`'s rates.
     pub cpu_rates: stats::CpuRates,
     /// Where port-forward dials a pod's port: loopback, or `--pod-listen-address` when
-    /// pods listen on that one address ([`crate::config::Serving::dial_address`]).
+    /// pods listen on that one address ([`crate::network::dial_address`]).
     pub pod_address: std::net::IpAddr,
 }
 

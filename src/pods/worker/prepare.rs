@@ -14,7 +14,8 @@ use tracing::{Instrument, debug, debug_span};
 use super::effects::{Failure, Prepared};
 use crate::base::error::chain;
 use crate::oci::{FileImages, PullPolicy, RegistryAuth};
-use crate::pods::{Shared, report};
+use crate::pods::Shared;
+use crate::pods::status::report;
 use crate::runtime::{ContainerRuntime, ImageKind, ImageRequest, PulledImage};
 use crate::volumes::{PodVolumes, VolumeError};
 

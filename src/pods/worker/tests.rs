@@ -330,7 +330,7 @@ async fn a_static_pod_reports_anew_a_second_after_its_mirror_went() {
     use std::os::unix::fs::MetadataExt;
     let mut static_pod = pod("Always", &[], &[("main", &["forever"])], "img");
     static_pod.metadata.annotations =
-        Some([(crate::pods::report::SOURCE_ANNOTATION.to_string(), "file".to_string())].into());
+        Some([(crate::pods::status::report::SOURCE_ANNOTATION.to_string(), "file".to_string())].into());
     let mut h = Harness::start(static_pod);
     h.starts(1, Instant::now()).await;
     h.wait(1).await;

@@ -6,7 +6,7 @@ use tracing::{debug, info, warn};
 
 use super::{Done, Executor};
 use crate::base::error::chain;
-use crate::pods::report;
+use crate::pods::status::report;
 use crate::pods::worker::effects::Input;
 use crate::runtime::ContainerRuntime;
 

@@ -11,7 +11,7 @@ use super::{Done, Executor};
 use crate::base::error::chain;
 use crate::config::PUBLISH_RETRY;
 use crate::events::Kind;
-use crate::pods::report::{self, Reported};
+use crate::pods::status::report::{self, Reported};
 use crate::pods::worker::effects::{Input, Slot};
 use crate::runtime::ContainerRuntime;
 

@@ -105,7 +105,7 @@ impl Machine {
             fx.push(Effect::CancelPrepare);
         }
         self.stop_all(false, fx);
-        if crate::pods::report::is_static(&self.pod) {
+        if crate::pods::status::report::is_static(&self.pod) {
             fx.push(Effect::Delete);
             self.state = PodState::Deleting;
         } else {

@@ -428,7 +428,7 @@ fn a_pod_gone_from_the_api_is_forgotten_and_a_static_pods_mirror_deleted() {
     assert!(t.m.is_finished());
     let mut p = pod("Always", &[], &["a"]);
     p.metadata.annotations =
-        Some([(crate::pods::report::SOURCE_ANNOTATION.to_string(), "file".to_string())].into());
+        Some([(crate::pods::status::report::SOURCE_ANNOTATION.to_string(), "file".to_string())].into());
     let mut t = T::running(p);
     assert_eq!(t.step(Input::Gone), [Effect::Stop { slot: Slot::Main(0) }, Effect::Delete]);
     assert_eq!(t.step(Input::Deleted), [Effect::Forget]);

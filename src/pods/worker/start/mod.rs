@@ -1,9 +1,7 @@
 //! Starting one run of one container, for the executor: resolve its env (which may read
 //! ConfigMaps and Secrets), open its mounts beneath their volumes, create its log, and
 //! hand it to the runtime. Each failure is the reason the kubelet would show. Its network
-//! (ports, listeners, socket rules) is chosen in `network.rs`.
-
-mod network;
+//! (ports, listeners, socket rules) is chosen by `crate::network`.
 
 use std::sync::Arc;
 
@@ -44,7 +42,7 @@ pub struct StartRequest<R: ContainerRuntime> {
 }
 
 /// An Event about a container's first start: what the node chose for it.
-pub type Note = (Kind, &'static str, String);
+pub use crate::network::Note;
 
 /// A started run, and what the kubelet API needs to exec into it.
 pub struct Started {
@@ -87,7 +85,8 @@ pub async fn start<R: ContainerRuntime>(req: StartRequest<R>) -> Result<Started,
         );
         notes.push((Kind::Normal, "DefaultMemoryLimit", message));
     }
-    let network = network::network(&shared, &pod, &container, image.kind, &mut notes)?;
+    let network =
+        shared.network.container(&shared.serving, &pod, &container, image.kind.guest(), &mut notes)?;
     let counted = |stream| -> Box<Counted<logs::LogWriter>> {
         Box::new(Counted { inner: log.writer(stream), metrics: shared.metrics.clone() })
     };

@@ -1,14 +1,14 @@
-//! Admission by the node's resources, as the kubelet's predicate: a pod whose requests do
-//! not fit what the pods already admitted leave of the allocatable is rejected (`OutOfcpu`,
-//! `OutOfmemory`, `OutOfephemeral-storage`). The scheduler already fits the pods it binds;
-//! static pods and pods bound by `nodeName` bypass it, so the node checks every pod.
+//! The resources predicate: a pod whose requests do not fit what the pods already admitted
+//! leave of the allocatable is rejected (`OutOfcpu`, `OutOfmemory`,
+//! `OutOfephemeral-storage`). The scheduler already fits the pods it binds; static pods and
+//! pods bound by `nodeName` bypass it, so the node checks every pod.
 
 use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use super::resources::{Amounts, pod_requests};
+use crate::pods::resources::{Amounts, pod_requests};
 
 /// The requests of the pods admitted and still active, by UID.
 #[derive(Debug, Default)]

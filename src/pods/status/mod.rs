@@ -1,5 +1,9 @@
-//! Pure: the worker's view of its containers -> the pod status the kubelet would write
-//! (phase by the kubelet's rules, conditions, per-container states).
+//! Pod status: the worker's view of its containers -> the pod status the kubelet would
+//! write (phase by the kubelet's rules, conditions, per-container states; pure, here), and
+//! where that status goes in the API (`report.rs`: a status patch, or a mirror pod for a
+//! static pod).
+
+pub mod report;
 
 use serde_json::{Value, json};
 

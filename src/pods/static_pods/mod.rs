@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
-use super::report::SOURCE_ANNOTATION;
+use super::status::report::SOURCE_ANNOTATION;
 
 /// What changed in the directory since the last scan.
 #[derive(Debug, Clone, PartialEq)]
