@@ -119,31 +119,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         None => None,
     };
     let (network, notices) = network_rules(&cfg);
-    let shared = Arc::new(pods::Shared {
-        runtime: runtime.clone(),
-        client: client.clone(),
-        recorder,
-        node_name: cfg.node_name.clone(),
-        node_uid: node.as_ref().and_then(|n| n.uid()),
+    let host = Arc::new(pods::Host {
         node_ip: cfg.node_ip,
         data_dir: cfg.data_dir.clone(),
         memory_medium,
-        allocatable: (allocatable.cpu_millis, allocatable.memory_bytes),
-        directory: pods::directory::Directory::default(),
-        metrics: network.metrics.clone(),
-        logs: crate::logs::LogRegistry::new(),
-        log_limits: crate::logs::LogLimits {
-            max_size: cfg.container_log_max_size,
-            max_files: cfg.container_log_max_files,
-        },
-        sync_frequency: cfg.sync_frequency,
-        objects: Arc::new(pods::cache::ObjectCache::new(cfg.sync_frequency)),
         limits: cfg.pod_limits,
         serving: cfg.serving,
-        prober: pods::probes::Prober::start(),
-        image_gc: Arc::default(),
-        memory_trim: Arc::default(),
-        network: network.rules.clone(),
+        sync_frequency: cfg.sync_frequency,
         resources: pods::resources::NodeResources {
             allocatable: pods::resources::Amounts {
                 cpu_millis: allocatable.cpu_millis,
@@ -155,6 +137,32 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             agent_oom_killed,
         },
     });
+    let handles = Arc::new(pods::Handles {
+        runtime: runtime.clone(),
+        api: pods::Api {
+            client: client.clone(),
+            recorder,
+            node_name: cfg.node_name.clone(),
+            node_uid: node.as_ref().and_then(|n| n.uid()),
+        },
+        host,
+        logs: pods::Logs {
+            registry: crate::logs::LogRegistry::new(),
+            limits: crate::logs::LogLimits {
+                max_size: cfg.container_log_max_size,
+                max_files: cfg.container_log_max_files,
+            },
+        },
+        objects: pods::Objects {
+            client: client.clone(),
+            cache: Arc::new(pods::cache::ObjectCache::new(cfg.sync_frequency)),
+        },
+        directory: pods::directory::Directory::default(),
+        metrics: network.metrics.clone(),
+        network: network.rules.clone(),
+        prober: pods::probes::Prober::start(),
+        wakes: pods::Wakes::default(),
+    });
     info!(node = %cfg.node_name, elapsed_ms = started.elapsed().as_millis() as u64, standalone, "node registered and Ready");
 
     let (stop, _) = broadcast::channel::<()>(1);
@@ -162,9 +170,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         node_name: cfg.node_name.clone(),
         authn,
         authz: server::authz::Authorizer::new(client.clone(), &cfg.node_name),
-        pods: shared.directory.clone(),
-        metrics: shared.metrics.clone(),
-        logs: shared.logs.clone(),
+        pods: handles.directory.clone(),
+        metrics: handles.metrics.clone(),
+        logs: handles.logs.registry.clone(),
         allow_anonymous_localhost: standalone && cfg.allow_anonymous_localhost,
         limits: cfg.api_limits,
         cpu_rates: Default::default(),
@@ -180,8 +188,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     if let Err(e) = record.write(&cfg.data_dir) {
         warn!(error = %e, "cannot record the kubelet API address; krustlet-wasi exec will not find it");
     }
-    let recorder = shared.recorder.clone();
-    let (directory, gc_wake) = (shared.directory.clone(), shared.image_gc.clone());
+    let recorder = handles.api.recorder.clone();
+    let (directory, gc_wake) = (handles.directory.clone(), handles.wakes.image_gc.clone());
     let image_gc = oci::gc::run(
         store,
         cfg.pod_limits.image_gc,
@@ -194,15 +202,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let mut tasks = vec![
         tokio::spawn(crate::network::notices::publish(notices, recorder.clone(), stop.subscribe())),
         tokio::spawn(image_gc),
-        tokio::spawn(crate::trim::run(shared.memory_trim.clone(), stop.subscribe())),
+        tokio::spawn(crate::trim::run(handles.wakes.memory_trim.clone(), stop.subscribe())),
         tokio::spawn(server::run(listener, tls, api, stop.subscribe())),
-        tokio::spawn(pods::run(
-            shared,
-            cfg.node_name.clone(),
-            cfg.max_pods,
-            cfg.pod_manifest_path.clone(),
-            stop.subscribe(),
-        )),
+        tokio::spawn(pods::run(handles, cfg.max_pods, cfg.pod_manifest_path.clone(), stop.subscribe())),
     ];
     let renewal = renewal.filter(|_| {
         if !cfg.rotate_certificates {

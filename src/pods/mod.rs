@@ -9,6 +9,7 @@ pub mod cache;
 pub mod directory;
 pub mod env;
 pub mod eviction;
+mod handles;
 pub mod probes;
 pub mod resources;
 pub mod source;
@@ -17,8 +18,9 @@ pub mod status;
 mod sweep;
 mod worker;
 
+pub use handles::{Api, Handles, Host, Logs, Objects, Wakes};
+
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -27,90 +29,22 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
 use crate::config::{MANIFEST_RESCAN_PERIOD, MANIFEST_SETTLE};
-use crate::events::Recorder;
 use crate::runtime::ContainerRuntime;
 use crate::wake::{Changed, Wake};
 use status::report;
-
-/// What every pod worker shares.
-pub struct Shared<R> {
-    pub runtime: Arc<R>,
-    /// None in standalone mode (static pods only).
-    pub client: Option<Client>,
-    pub recorder: Recorder,
-    pub node_name: String,
-    /// The Node's UID when connected (mirror pods are owned by the Node).
-    pub node_uid: Option<String>,
-    pub node_ip: IpAddr,
-    pub data_dir: PathBuf,
-    /// Where secret, projected, downwardAPI and `medium: Memory` volumes live: a tmpfs
-    /// each when the agent may mount (decided at start-up), else the data dir's disk.
-    pub memory_medium: crate::volumes::MemoryMedium,
-    /// The node's allocatable (CPU millicores, memory bytes): what `resourceFieldRef`
-    /// reports for a container without limits.
-    pub allocatable: (u64, u64),
-    /// What the kubelet API can see of the pods.
-    pub directory: directory::Directory,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// The runs' log files, shared with the kubelet API's readers.
-    pub logs: crate::logs::LogRegistry,
-    /// Rotation limits of each run's log (`--container-log-max-size`, `-max-files`).
-    pub log_limits: crate::logs::LogLimits,
-    /// How often running pods' volumes from the API are rewritten (`--sync-frequency`).
-    pub sync_frequency: std::time::Duration,
-    /// The ConfigMaps and Secrets those rewrites read (kept for `sync_frequency`).
-    pub objects: Arc<cache::ObjectCache>,
-    /// Pods' network rules: who holds each node port (pods use the node's network), egress
-    /// ranges, NetworkPolicy.
-    pub network: crate::network::Network,
-    /// What a container may use when its spec does not say (`--default-memory-limit`).
-    pub limits: crate::config::PodLimits,
-    /// Where pods' listeners are bound, and the HTTP limits (`--pod-listen-address`, ...).
-    pub serving: crate::config::Serving,
-    /// Runs every container's probes on one timer.
-    pub prober: probes::Prober,
-    /// Told when a pod goes away: image garbage collection looks then.
-    pub image_gc: Arc<tokio::sync::Notify>,
-    /// Told when a pod goes away: freed memory is given back to the system then.
-    pub memory_trim: Arc<tokio::sync::Notify>,
-    /// Allocatable, memory budget and eviction thresholds (`resources.rs`, `eviction/`).
-    pub resources: resources::NodeResources,
-}
-
-impl<R> Shared<R> {
-    /// Where ConfigMaps, Secrets and tokens come from when a pod starts: always the API
-    /// server (what is read also fills the node's cache).
-    pub fn source(&self) -> cache::Cached<source::ApiSource> {
-        cache::Cached {
-            source: source::ApiSource(self.client.clone()),
-            cache: self.objects.clone(),
-            fresh: true,
-        }
-    }
-
-    /// Where running pods' volumes are rewritten from: the node's cache, else the API.
-    pub fn refresh_source(&self) -> cache::Cached<source::ApiSource> {
-        cache::Cached { fresh: false, ..self.source() }
-    }
-
-    /// The context env and volumes are resolved in, for one pod.
-    pub fn context<'a>(&self, pod: &'a Pod) -> crate::objects::PodContext<'a> {
-        crate::objects::PodContext { pod, node_ip: self.node_ip, allocatable: self.allocatable }
-    }
-}
 
 /// Where a pod's worker receives its messages.
 pub type PodSlot = mpsc::UnboundedSender<worker::Msg>;
 
 /// The pods of this node and their workers.
 struct Controller<R> {
-    shared: Arc<Shared<R>>,
+    handles: Arc<Handles<R>>,
     workers: HashMap<String, PodSlot>,
     /// Pods that count against `--max-pods` (not finished).
     active: HashSet<String>,
@@ -132,7 +66,7 @@ impl<R: ContainerRuntime> Controller<R> {
         if finished {
             // A finished pod's runs have ended, and with them its listeners.
             self.active.remove(&uid);
-            self.shared.network.pod_stopped(&uid);
+            self.handles.network.pod_stopped(&uid);
         }
         if let Some(slot) = self.workers.get(&uid) {
             let _ = slot.send(worker::Msg::Update(Arc::new(pod)));
@@ -141,10 +75,10 @@ impl<R: ContainerRuntime> Controller<R> {
         tracing::debug!(pod = pod.name_any(), %uid, "new pod");
         if !finished && pod.metadata.deletion_timestamp.is_none() {
             let node = admission::Node {
-                client: self.shared.client.as_ref(),
-                handler: self.shared.runtime.name(),
-                allocatable: self.shared.resources.allocatable,
-                network: &self.shared.network,
+                client: self.handles.api.client.as_ref(),
+                handler: self.handles.runtime.name(),
+                allocatable: self.handles.host.resources.allocatable,
+                network: &self.handles.network,
             };
             if let Err((reason, message)) = self.admission.admit(&pod, &self.active, &node).await {
                 self.reject(&pod, reason, message).await;
@@ -152,7 +86,7 @@ impl<R: ContainerRuntime> Controller<R> {
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(worker::run(self.shared.clone(), Arc::new(pod), rx));
+        tokio::spawn(worker::run(self.handles.clone(), Arc::new(pod), rx));
         if !finished {
             self.active.insert(uid.clone());
         }
@@ -169,7 +103,7 @@ impl<R: ContainerRuntime> Controller<R> {
         if ours && pod.metadata.deletion_timestamp.is_none() {
             return;
         }
-        if let Some(client) = self.shared.client.clone() {
+        if let Some(client) = self.handles.api.client.clone() {
             tokio::spawn(report::delete_mirror(client, pod.clone()));
         }
     }
@@ -207,7 +141,7 @@ impl<R: ContainerRuntime> Controller<R> {
     /// Removes the files of pods gone while the agent was down (see `sweep.rs`).
     fn sweep(&self) {
         let known: HashSet<String> = self.workers.keys().cloned().collect();
-        let removed = sweep::sweep(&self.shared.data_dir, &known);
+        let removed = sweep::sweep(&self.handles.host.data_dir, &known);
         info!(removed, "swept the files of pods gone while the agent was down");
     }
 
@@ -224,16 +158,16 @@ impl<R: ContainerRuntime> Controller<R> {
 /// Runs the pods of `node_name` until shutdown: those bound to it in the API (one watch on
 /// `spec.nodeName`, when connected) and the static pods of `manifests` (when given).
 pub async fn run<R: ContainerRuntime>(
-    shared: Arc<Shared<R>>,
-    node_name: String,
+    handles: Arc<Handles<R>>,
     max_pods: u32,
     manifests: Option<PathBuf>,
     mut shutdown: broadcast::Receiver<()>,
 ) {
-    let mut events = match &shared.client {
+    let node_name = handles.api.node_name.clone();
+    let mut events = match &handles.api.client {
         Some(client) => {
             let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
-            watcher(Api::<Pod>::all(client.clone()), config).default_backoff().boxed()
+            watcher(kube::Api::<Pod>::all(client.clone()), config).default_backoff().boxed()
         }
         None => futures::stream::pending().boxed(),
     };
@@ -241,19 +175,25 @@ pub async fn run<R: ContainerRuntime>(
     let watch_manifests = || manifests.as_deref().map(|path| Wake::watch(&[&static_pods::watched_dir(path)]));
     let mut wake = watch_manifests();
     let mut ctl = Controller {
-        shared,
+        handles,
         workers: HashMap::new(),
         active: HashSet::new(),
         from_api: HashSet::new(),
         admission: admission::Admission::new(max_pods),
     };
-    let mut evictions = eviction::start(ctl.shared.clone(), shutdown.resubscribe());
+    let h = &ctl.handles;
+    let mut evictions = eviction::start(
+        h.host.clone(),
+        h.directory.clone(),
+        h.wakes.image_gc.clone(),
+        shutdown.resubscribe(),
+    );
     // The static pods start before the watch reports mirror pods, so that a mirror of no
     // static pod is known to be one.
     ctl.manifests_changed(statics.as_mut(), Changed::Anything).await;
     // Standalone, the static pods are all there is; connected, the first list completes it.
     let mut swept = false;
-    if ctl.shared.client.is_none() {
+    if ctl.handles.api.client.is_none() {
         ctl.sweep();
         swept = true;
     }
@@ -315,11 +255,11 @@ impl<R: ContainerRuntime> Controller<R> {
     async fn reject(&self, pod: &Pod, reason: &'static str, message: String) {
         let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
         warn!(pod = %name, reason, "{message}");
-        let Some(client) = self.shared.client.clone() else { return };
+        let Some(client) = self.handles.api.client.clone() else { return };
         let object = pod.object_ref(&());
-        self.shared.recorder.publish(&object, crate::events::Kind::Warning, reason, &message).await;
+        self.handles.api.recorder.publish(&object, crate::events::Kind::Warning, reason, &message).await;
         let patch = json!({"status": {"phase": "Failed", "reason": reason, "message": message}});
-        let api = Api::<Pod>::namespaced(client, &ns);
+        let api = kube::Api::<Pod>::namespaced(client, &ns);
         if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             warn!(pod = %name, error = %e, "could not mark the pod Failed");
         }

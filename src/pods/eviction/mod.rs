@@ -19,12 +19,11 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
-use super::Shared;
-use super::directory::PodEntry;
+use super::Host;
+use super::directory::{Directory, PodEntry};
 use super::resources::{is_critical, pod_requests, priority, request};
 use crate::base::host;
 use crate::config::eviction::{Crossing, EVICTION_CONFIRMATIONS, EVICTION_MONITOR_PERIOD, Signal};
-use crate::runtime::ContainerRuntime;
 use rank::{Candidate, Starved};
 
 /// A pod to evict, and its status message.
@@ -34,13 +33,17 @@ pub struct Eviction {
     pub message: String,
 }
 
-/// Starts watching for pressure; the pods to evict come out of the receiver.
-pub fn start<R: ContainerRuntime>(
-    shared: Arc<Shared<R>>,
+/// Starts watching for pressure on `host` (its data dir, allocatable and thresholds) by
+/// the pods of `directory`; disk pressure first tells `image_gc`. The pods to evict come
+/// out of the receiver.
+pub fn start(
+    host: Arc<Host>,
+    directory: Directory,
+    image_gc: Arc<tokio::sync::Notify>,
     shutdown: broadcast::Receiver<()>,
 ) -> mpsc::UnboundedReceiver<Eviction> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(shared, tx, shutdown));
+    tokio::spawn(run(host, directory, image_gc, tx, shutdown));
     rx
 }
 
@@ -52,12 +55,14 @@ struct Shortage {
     available: u64,
 }
 
-async fn run<R: ContainerRuntime>(
-    shared: Arc<Shared<R>>,
+async fn run(
+    host: Arc<Host>,
+    directory: Directory,
+    image_gc: Arc<tokio::sync::Notify>,
     tx: mpsc::UnboundedSender<Eviction>,
     mut shutdown: broadcast::Receiver<()>,
 ) {
-    let watched = shared.resources.eviction_hard.0.iter().any(|t| starved_by(t.signal).is_some());
+    let watched = host.resources.eviction_hard.0.iter().any(|t| starved_by(t.signal).is_some());
     if !watched {
         debug!("no memory or disk threshold in --eviction-hard: nothing is evicted");
         return;
@@ -72,8 +77,8 @@ async fn run<R: ContainerRuntime>(
             _ = tick.tick() => {}
             _ = shutdown.recv() => break,
         }
-        let entries = shared.directory.entries();
-        let shortages = observe(&shared, &entries);
+        let entries = directory.entries();
+        let shortages = observe(&host, &entries);
         streak.retain(|s, _| shortages.iter().any(|x| x.starved == *s));
         if !shortages.iter().any(|s| s.starved != Starved::Memory) {
             images_collected = false;
@@ -90,11 +95,11 @@ async fn run<R: ContainerRuntime>(
         streak.clear();
         if short.starved != Starved::Memory && !std::mem::replace(&mut images_collected, true) {
             info!(resource = short.starved.name(), "the node is low on disk: collecting unused images first");
-            shared.image_gc.notify_one();
+            image_gc.notify_one();
             continue;
         }
         evicted.retain(|uid| entries.iter().any(|e| e.pod.metadata.uid.as_deref() == Some(uid)));
-        let candidates = candidates(&shared, &entries, short.starved, &evicted).await;
+        let candidates = candidates(&host, &entries, short.starved, &evicted).await;
         let Some(pod) = rank::first(&candidates) else {
             warn!(
                 resource = short.starved.name(),
@@ -124,9 +129,9 @@ fn starved_by(signal: Signal) -> Option<Starved> {
 
 /// The resources short now: the thresholds the machine crosses, and the guests' budget's
 /// headroom against the `memory.available` threshold.
-fn observe<R>(shared: &Shared<R>, entries: &[PodEntry]) -> Vec<Shortage> {
-    let hard = &shared.resources.eviction_hard;
-    let usage = host::memory_and_disk(&shared.data_dir);
+fn observe(host: &Host, entries: &[PodEntry]) -> Vec<Shortage> {
+    let hard = &host.resources.eviction_hard;
+    let usage = host::memory_and_disk(&host.data_dir);
     let mut out: Vec<Shortage> = hard
         .crossings(&usage)
         .into_iter()
@@ -134,7 +139,7 @@ fn observe<R>(shared: &Shared<R>, entries: &[PodEntry]) -> Vec<Shortage> {
             Some(Shortage { starved: starved_by(signal)?, threshold, available })
         })
         .collect();
-    if let (Some(budget), Some(t)) = (shared.resources.memory_budget, hard.of(Signal::MemoryAvailable)) {
+    if let (Some(budget), Some(t)) = (host.resources.memory_budget, hard.of(Signal::MemoryAvailable)) {
         let held: u64 = entries.iter().map(pod_memory).sum();
         let (threshold, available) = (t.amount(usage.memory_total_bytes), budget.saturating_sub(held));
         if available < threshold {
@@ -158,8 +163,8 @@ fn pod_memory(e: &PodEntry) -> u64 {
 }
 
 /// The pods that may be evicted for `starved`, with their use and requests of it.
-async fn candidates<R>(
-    shared: &Shared<R>,
+async fn candidates(
+    host: &Host,
     entries: &[PodEntry],
     starved: Starved,
     evicted: &HashSet<String>,
@@ -191,7 +196,7 @@ async fn candidates<R>(
             }
             _ => {
                 let inodes = starved == Starved::Inodes;
-                let (pod_dir, log_dir) = (shared.data_dir.join("pods").join(&uid), e.log_dir.clone());
+                let (pod_dir, log_dir) = (host.pod_dir(&uid), e.log_dir.clone());
                 let names: Vec<String> = e.containers.keys().cloned().collect();
                 let measured = tokio::task::spawn_blocking(move || {
                     let logs: Vec<(String, (u64, u64))> =

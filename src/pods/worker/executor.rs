@@ -14,10 +14,10 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::effects::{Effect, Failure, Input, Slot};
-use super::prepare::{self, PreparedPod};
+use super::prepare::{self, PreparedPod, Preparer};
 use super::start::{self, StartError, StartRequest, Started};
 use crate::events::Kind;
-use crate::pods::Shared;
+use crate::pods::Handles;
 use crate::pods::probes::ProbeHandle;
 use crate::runtime::{ContainerRuntime, Exit, Group, PulledImage, Stopper};
 use crate::volumes::{PodVolumes, VolumeLayout};
@@ -39,7 +39,8 @@ mod runs;
 mod upkeep;
 
 pub struct Executor<R: ContainerRuntime> {
-    shared: Arc<Shared<R>>,
+    /// The node's handles its effects use.
+    handles: Arc<Handles<R>>,
     pod: Arc<Pod>,
     /// When the worker first saw the pod (start latency is measured from here).
     seen: Instant,
@@ -71,14 +72,14 @@ pub struct Executor<R: ContainerRuntime> {
 }
 
 impl<R: ContainerRuntime> Executor<R> {
-    pub fn new(shared: Arc<Shared<R>>, pod: Arc<Pod>) -> Self {
+    pub fn new(handles: Arc<Handles<R>>, pod: Arc<Pod>) -> Self {
         let last_status =
             pod.status.as_ref().and_then(|s| serde_json::to_value(s).ok()).unwrap_or(Value::Null);
         let uid = pod.uid().unwrap_or_default();
-        let journal = super::journal::Journal::new(&shared.data_dir.join("pods").join(uid));
+        let journal = super::journal::Journal::new(&handles.host.pod_dir(&uid));
         let (probe_tx, probe_rx) = tokio::sync::mpsc::unbounded_channel();
         Executor {
-            shared,
+            handles,
             pod,
             seen: Instant::now(),
             images: HashMap::new(),
@@ -106,7 +107,7 @@ impl<R: ContainerRuntime> Executor<R> {
 
     /// The pod as the API shows it now.
     pub fn pod_changed(&mut self, pod: Arc<Pod>) {
-        self.shared.directory.upsert_pod(pod.clone(), self.log_dir());
+        self.handles.directory.upsert_pod(pod.clone(), self.log_dir());
         self.pod = pod;
     }
 
@@ -136,7 +137,7 @@ impl<R: ContainerRuntime> Executor<R> {
         match done {
             Done::Prepared(Ok((prepared, info))) => {
                 for (_, secs) in &info.pulls {
-                    self.shared.metrics.image_pull.observe(std::time::Duration::from_secs_f64(*secs));
+                    self.handles.metrics.image_pull.observe(std::time::Duration::from_secs_f64(*secs));
                 }
                 self.layout = Some(prepared.volumes.layout());
                 self.volumes = Some(prepared.volumes);
@@ -144,7 +145,7 @@ impl<R: ContainerRuntime> Executor<R> {
                 Some(Input::Prepared(Ok(info)))
             }
             Done::Prepared(Err(Failure::Config { message })) => {
-                let message = start::config_message(self.shared.client.is_some(), message);
+                let message = start::config_message(self.handles.api.client.is_some(), message);
                 Some(Input::Prepared(Err(Failure::Config { message })))
             }
             Done::Prepared(Err(e)) => Some(Input::Prepared(Err(e))),
@@ -156,10 +157,10 @@ impl<R: ContainerRuntime> Executor<R> {
                 self.stoppers.remove(&slot);
                 self.probes.remove(&slot);
                 if let Some(key) = self.server_key(slot) {
-                    self.shared.metrics.stopped_serving(&key);
+                    self.handles.metrics.stopped_serving(&key);
                 }
-                self.shared.metrics.exited(exit.reason);
-                self.shared.directory.container_stopped(&self.pod, &self.container(slot)?.name);
+                self.handles.metrics.exited(exit.reason);
+                self.handles.directory.container_stopped(&self.pod, &self.container(slot)?.name);
                 Some(Input::Exited { slot, run, exit })
             }
             Done::Refreshed(volumes) => {
@@ -179,7 +180,7 @@ impl<R: ContainerRuntime> Executor<R> {
             }
         }
         if let (Some(counters), Some(key)) = (counters, self.server_key(slot)) {
-            self.shared.metrics.serving(key, counters);
+            self.handles.metrics.serving(key, counters);
         }
         let stop = running.stopper();
         if self.stop_pending.remove(&slot) {
@@ -190,9 +191,9 @@ impl<R: ContainerRuntime> Executor<R> {
             self.probe(slot, run, &entry);
         }
         if let Some(c) = self.container(slot) {
-            self.shared.directory.set_container(&self.pod, &c.name, entry);
+            self.handles.directory.set_container(&self.pod, &c.name, entry);
         }
-        let metrics = &self.shared.metrics;
+        let metrics = &self.handles.metrics;
         metrics.container_starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if run == 0 && matches!(slot, Slot::Main(_)) {
             metrics.start_latency.observe(self.seen.elapsed());
@@ -237,8 +238,15 @@ impl<R: ContainerRuntime> Executor<R> {
     }
 
     fn prepare(&mut self) {
-        let (shared, pod, pod_dir) = (self.shared.clone(), self.pod.clone(), self.pod_dir());
-        let (recorder, pod_ref) = (shared.recorder.clone(), self.object_ref(None));
+        let h = &self.handles;
+        let with = Preparer {
+            runtime: h.runtime.clone(),
+            objects: h.objects.clone(),
+            host: h.host.clone(),
+            network: h.network.clone(),
+        };
+        let (pod, pod_dir) = (self.pod.clone(), self.pod_dir());
+        let (recorder, pod_ref) = (h.api.recorder.clone(), self.object_ref(None));
         let on_pull = move |image: &str| {
             let (r, o, m) = (recorder.clone(), pod_ref.clone(), format!("Pulling image {image:?}"));
             tokio::spawn(async move { r.publish(&o, Kind::Normal, "Pulling", &m).await });
@@ -246,7 +254,7 @@ impl<R: ContainerRuntime> Executor<R> {
         self.journal.begin("prepare");
         let span = tracing::debug_span!("prepare");
         self.preparing = Some(Box::pin(
-            async move { Done::Prepared(prepare::prepare(shared, pod, pod_dir, on_pull).await) }
+            async move { Done::Prepared(prepare::prepare(with, pod, pod_dir, on_pull).await) }
                 .instrument(span),
         ));
     }
@@ -262,8 +270,22 @@ impl<R: ContainerRuntime> Executor<R> {
             let container = self.container(slot)?.clone();
             let image = self.images.get(container.image.as_deref().unwrap_or(""))?.clone();
             let layout = self.layout.clone()?;
-            let (shared, pod, log_dir) = (self.shared.clone(), self.pod.clone(), self.log_dir());
-            Some(StartRequest { shared, pod, container, image, layout, log_dir, number: run, group })
+            let (h, pod, log_dir) = (&self.handles, self.pod.clone(), self.log_dir());
+            Some(StartRequest {
+                runtime: h.runtime.clone(),
+                objects: h.objects.clone(),
+                host: h.host.clone(),
+                logs: h.logs.clone(),
+                metrics: h.metrics.clone(),
+                network: h.network.clone(),
+                pod,
+                container,
+                image,
+                layout,
+                log_dir,
+                number: run,
+                group,
+            })
         })();
         if let Some(c) = self.container(slot) {
             self.journal.begin(&format!("start {}", c.name));
@@ -284,14 +306,19 @@ impl<R: ContainerRuntime> Executor<R> {
 
     /// `<data-dir>/pods/<uid>`: the pod's volumes and status file.
     fn pod_dir(&self) -> std::path::PathBuf {
-        self.shared.data_dir.join("pods").join(self.pod.uid().unwrap_or_default())
+        self.handles.host.pod_dir(&self.pod.uid().unwrap_or_default())
     }
 
     pub fn log_dir(&self) -> std::path::PathBuf {
         let m = &self.pod.metadata;
         let (ns, name, uid) =
             (m.namespace.as_deref().unwrap_or("default"), m.name.as_deref(), m.uid.as_deref());
-        crate::logs::pod_dir(&self.shared.data_dir, ns, name.unwrap_or_default(), uid.unwrap_or_default())
+        crate::logs::pod_dir(
+            &self.handles.host.data_dir,
+            ns,
+            name.unwrap_or_default(),
+            uid.unwrap_or_default(),
+        )
     }
 }
 

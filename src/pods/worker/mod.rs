@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, debug, info_span};
 
-use super::Shared;
+use super::Handles;
 use crate::runtime::ContainerRuntime;
 use effects::Input;
 use executor::Executor;
@@ -40,23 +40,23 @@ pub enum Msg {
 /// Runs the worker of `pod` until the pod is gone (deleted by us or by someone else) or
 /// the controller goes away (the agent is shutting down: the pod's files stay).
 pub async fn run<R: ContainerRuntime>(
-    shared: Arc<Shared<R>>,
+    handles: Arc<Handles<R>>,
     pod: Arc<Pod>,
     mut rx: mpsc::UnboundedReceiver<Msg>,
 ) {
     let span = info_span!("pod", ns = pod.namespace().unwrap_or_default(), pod = pod.name_any());
     async move {
         let settings = Settings {
-            runtime_name: shared.runtime.name(),
-            node_ip: shared.node_ip.to_string(),
-            sync_frequency: shared.sync_frequency,
-            agent_oom_killed: shared.resources.agent_oom_killed.is_some(),
+            runtime_name: handles.runtime.name(),
+            node_ip: handles.host.node_ip.to_string(),
+            sync_frequency: handles.host.sync_frequency,
+            agent_oom_killed: handles.host.resources.agent_oom_killed.is_some(),
         };
         let start_time = (pod.status.as_ref().and_then(|s| s.start_time.as_ref()))
             .map(|t| crate::base::time::rfc3339(&t.0))
             .unwrap_or_else(crate::base::time::now_rfc3339);
         let mut machine = Machine::new(pod.clone(), settings, start_time);
-        let mut executor = Executor::new(shared, pod.clone());
+        let mut executor = Executor::new(handles, pod.clone());
         executor.pod_changed(pod);
         let crashed = executor.unfinished_step();
         executor.run(machine.begin(Instant::now(), crashed));

@@ -13,9 +13,10 @@ use tracing::{Instrument, debug, debug_span};
 
 use super::effects::{Failure, Prepared};
 use crate::base::error::chain;
+use crate::network::Network;
 use crate::oci::{FileImages, PullPolicy, RegistryAuth};
-use crate::pods::Shared;
 use crate::pods::status::report;
+use crate::pods::{Host, Objects};
 use crate::runtime::{ContainerRuntime, ImageKind, ImageRequest, PulledImage};
 use crate::volumes::{PodVolumes, VolumeError};
 
@@ -26,17 +27,26 @@ pub struct PreparedPod<I> {
     pub images: HashMap<String, PulledImage<I>>,
 }
 
+/// What preparing a pod uses.
+pub struct Preparer<R> {
+    pub runtime: Arc<R>,
+    /// ConfigMaps, Secrets and tokens for the volumes; the client for `imagePullSecrets`.
+    pub objects: Objects,
+    pub host: Arc<Host>,
+    pub network: Network,
+}
+
 /// Prepares volumes, then pulls the images of all containers (init first). `on_pull` is
 /// told of each image as its pull starts.
 pub async fn prepare<R: ContainerRuntime>(
-    shared: Arc<Shared<R>>,
+    with: Preparer<R>,
     pod: Arc<Pod>,
     pod_dir: PathBuf,
     on_pull: impl Fn(&str) + Send,
 ) -> Result<(PreparedPod<R::Image>, Prepared), Failure> {
-    let ctx = shared.context(&pod);
+    let ctx = with.host.context(&pod);
     let began = Instant::now();
-    let volumes = PodVolumes::prepare(&shared.source(), &ctx, &pod_dir, shared.memory_medium)
+    let volumes = PodVolumes::prepare(&with.objects.source(), &ctx, &pod_dir, with.host.memory_medium)
         .instrument(debug_span!("volumes"))
         .await
         .map_err(volume_failure)?;
@@ -45,7 +55,7 @@ pub async fn prepare<R: ContainerRuntime>(
         Some(s) => s.init_containers.iter().flatten().chain(&s.containers).cloned().collect(),
         None => Vec::new(),
     };
-    let auth = match &shared.client {
+    let auth = match &with.objects.client {
         Some(client) => pull_secrets(client, &pod).await,
         None => RegistryAuth::anonymous(),
     };
@@ -64,7 +74,7 @@ pub async fn prepare<R: ContainerRuntime>(
         let pull_policy = PullPolicy::from_k8s(c.image_pull_policy.as_deref(), &image);
         let file_images = if report::is_static(&pod) { FileImages::Allowed } else { FileImages::Refused };
         let request = ImageRequest { image: image.clone(), pull_policy, auth: auth.clone(), file_images };
-        let pulled = shared.runtime.prepare(request).instrument(debug_span!("image", %image)).await;
+        let pulled = with.runtime.prepare(request).instrument(debug_span!("image", %image)).await;
         match pulled {
             Ok(p) => {
                 debug!(%image, ms = started.elapsed().as_secs_f64() * 1e3, "image ready");
@@ -75,7 +85,7 @@ pub async fn prepare<R: ContainerRuntime>(
             Err(e) => return Err(Failure::Pull { image, reason: e.reason, message: chain(&e) }),
         }
     }
-    reserve_http_default(&shared, &pod, &images);
+    reserve_http_default(&with.network, &pod, &images);
     done.token_due = token_due(&volumes);
     done.watch_disk = volumes.layout().has_size_limits();
     done.refreshes = volumes.layout().refreshes();
@@ -85,11 +95,7 @@ pub async fn prepare<R: ContainerRuntime>(
 /// A `wasi:http` component with no TCP `containerPort` is served on the default port:
 /// reserved for the pod as soon as its image is known to be one, before any container
 /// starts. A port another pod holds is reported when the container starts (and retried).
-fn reserve_http_default<R: ContainerRuntime>(
-    shared: &Shared<R>,
-    pod: &Pod,
-    images: &HashMap<String, PulledImage<R::Image>>,
-) {
+fn reserve_http_default<I>(network: &Network, pod: &Pod, images: &HashMap<String, PulledImage<I>>) {
     let Some(spec) = pod.spec.as_ref() else { return };
     let served_on_default = spec.init_containers.iter().flatten().chain(&spec.containers).any(|c| {
         let http =
@@ -97,7 +103,7 @@ fn reserve_http_default<R: ContainerRuntime>(
         let tcp = crate::network::ports::container_ports(c).unwrap_or_default();
         http && !tcp.iter().any(|p| p.protocol == crate::network::ports::Protocol::Tcp)
     });
-    if served_on_default && let Err(e) = shared.network.reserve_http_default(pod) {
+    if served_on_default && let Err(e) = network.reserve_http_default(pod) {
         debug!(error = %e, "the wasi:http default port is not free yet");
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::Msg;
-use crate::pods::{Shared, directory};
+use crate::pods::{Api, Handles, Logs, Objects, Wakes, directory};
 use crate::runtime::{
     ContainerRun, Exit, ImageRequest, ImageService, PulledImage, Running, RuntimeError, RuntimeService,
 };
@@ -135,32 +135,47 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().to_path_buf();
         let (events, seen) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            runtime: Arc::new(Fake { events, runs: Mutex::default() }),
-            client: None,
-            recorder: crate::events::Recorder::local("n1"),
-            node_name: "n1".into(),
-            node_uid: None,
+        let host = crate::pods::Host {
             node_ip: "127.0.0.1".parse().unwrap(),
             data_dir: data.clone(),
             memory_medium: crate::volumes::MemoryMedium::Disk,
-            allocatable: (1000, 1 << 30),
-            directory: directory::Directory::default(),
-            metrics: Arc::default(),
-            logs: crate::logs::LogRegistry::new(),
-            log_limits: crate::logs::LogLimits::default(),
-            sync_frequency: Duration::from_secs(60),
-            objects: Arc::new(crate::pods::cache::ObjectCache::new(Duration::from_secs(60))),
-            network: crate::network::Network::new(crate::network::Setup::default()).0,
             limits: crate::config::PodLimits::default(),
             serving: crate::config::Serving::default(),
+            sync_frequency: Duration::from_secs(60),
+            resources: crate::pods::resources::NodeResources {
+                allocatable: crate::pods::resources::Amounts {
+                    cpu_millis: 1000,
+                    memory_bytes: 1 << 30,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        };
+        let handles = Arc::new(Handles {
+            runtime: Arc::new(Fake { events, runs: Mutex::default() }),
+            api: Api {
+                client: None,
+                recorder: crate::events::Recorder::local("n1"),
+                node_name: "n1".into(),
+                node_uid: None,
+            },
+            host: Arc::new(host),
+            logs: Logs {
+                registry: crate::logs::LogRegistry::new(),
+                limits: crate::logs::LogLimits::default(),
+            },
+            objects: Objects {
+                client: None,
+                cache: Arc::new(crate::pods::cache::ObjectCache::new(Duration::from_secs(60))),
+            },
+            directory: directory::Directory::default(),
+            metrics: Arc::default(),
+            network: crate::network::Network::new(crate::network::Setup::default()).0,
             prober: crate::pods::probes::Prober::start(),
-            image_gc: Arc::default(),
-            memory_trim: Arc::default(),
-            resources: Default::default(),
+            wakes: Wakes::default(),
         });
         let (slot, rx) = mpsc::unbounded_channel();
-        let worker = tokio::spawn(super::run(shared, Arc::new(pod.clone()), rx));
+        let worker = tokio::spawn(super::run(handles, Arc::new(pod.clone()), rx));
         Harness { _dir: dir, data, seen, pod, slot, worker }
     }
 

@@ -12,7 +12,7 @@ use crate::runtime::ContainerRuntime;
 
 impl<R: ContainerRuntime> Executor<R> {
     pub(super) fn delete(&mut self) {
-        let Some(client) = self.shared.client.clone() else {
+        let Some(client) = self.handles.api.client.clone() else {
             return self.tasks.push(Box::pin(std::future::ready(Done::Input(Input::Deleted))));
         };
         let pod = self.pod.clone();
@@ -34,11 +34,11 @@ impl<R: ContainerRuntime> Executor<R> {
             warn!(error = %chain(&e), "the pod's directory could not be removed");
         }
         let _ = std::fs::remove_dir_all(self.log_dir());
-        self.shared.directory.remove_pod(&self.pod);
-        self.shared.network.pod_stopped(&self.pod.uid().unwrap_or_default());
-        self.shared.image_gc.notify_one();
-        self.shared.recorder.forget(&self.pod.uid().unwrap_or_default());
-        self.shared.memory_trim.notify_one();
+        self.handles.directory.remove_pod(&self.pod);
+        self.handles.network.pod_stopped(&self.pod.uid().unwrap_or_default());
+        self.handles.wakes.image_gc.notify_one();
+        self.handles.api.recorder.forget(&self.pod.uid().unwrap_or_default());
+        self.handles.wakes.memory_trim.notify_one();
         debug!("pod forgotten");
     }
 }

@@ -18,7 +18,7 @@ use crate::runtime::ContainerRuntime;
 impl<R: ContainerRuntime> Executor<R> {
     /// Publishes an event about the pod (or one of its containers) without waiting.
     pub(super) fn event(&self, slot: Option<Slot>, kind: Kind, reason: &'static str, message: String) {
-        let (recorder, object) = (self.shared.recorder.clone(), self.object_ref(slot));
+        let (recorder, object) = (self.handles.api.recorder.clone(), self.object_ref(slot));
         tokio::spawn(async move { recorder.publish(&object, kind, reason, &message).await });
     }
 
@@ -27,11 +27,12 @@ impl<R: ContainerRuntime> Executor<R> {
         report::keep_transition_times(&mut status, &self.last_status);
         self.write_status_file(&status);
         self.last_status = status.clone();
-        let Some(client) = self.shared.client.clone() else {
+        let Some(client) = self.handles.api.client.clone() else {
             return self.tasks.push(Box::pin(std::future::ready(Done::Input(Input::Published { ok: true }))));
         };
         let pod = self.pod.clone();
-        let node = (self.shared.node_name.clone(), self.shared.node_uid.clone().unwrap_or_default());
+        let api = &self.handles.api;
+        let node = (api.node_name.clone(), api.node_uid.clone().unwrap_or_default());
         self.tasks.push(Box::pin(
             async move {
                 let began = Instant::now();

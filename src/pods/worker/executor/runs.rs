@@ -20,15 +20,15 @@ impl<R: ContainerRuntime> Executor<R> {
         if let Some(group) = self.groups.get(&slot) {
             return group.clone();
         }
-        let default_memory = self.shared.limits.default_memory_limit;
+        let default_memory = self.handles.host.limits.default_memory_limit;
         let (limits, _) = crate::pods::resources::group_limits(self.container(slot)?, default_memory);
         if self.pod_group.is_none() {
-            self.pod_group = self.shared.runtime.group(None, Default::default());
+            self.pod_group = self.handles.runtime.group(None, Default::default());
             if let Some(group) = &self.pod_group {
-                self.shared.directory.set_group(&self.pod, group.clone());
+                self.handles.directory.set_group(&self.pod, group.clone());
             }
         }
-        let group = self.shared.runtime.group(Some(self.pod_group.as_ref()?), limits);
+        let group = self.handles.runtime.group(Some(self.pod_group.as_ref()?), limits);
         self.groups.insert(slot, group.clone());
         group
     }
@@ -50,10 +50,10 @@ impl<R: ContainerRuntime> Executor<R> {
             }
         }
         let tx = self.probe_tx.clone();
-        let (recorder, object) = (self.shared.recorder.clone(), self.object_ref(Some(slot)));
+        let (recorder, object) = (self.handles.api.recorder.clone(), self.object_ref(Some(slot)));
         let registration = Registration {
             probes: specs,
-            target: Target { pod_ip: self.shared.node_ip, container: Some(entry.clone()) },
+            target: Target { pod_ip: self.handles.host.node_ip, container: Some(entry.clone()) },
             report: Arc::new(move |event| {
                 let _ = tx.send(Input::Probe { slot, run, event });
             }),
@@ -64,7 +64,7 @@ impl<R: ContainerRuntime> Executor<R> {
                 );
             }),
         };
-        self.probes.insert(slot, self.shared.prober.register(registration));
+        self.probes.insert(slot, self.handles.prober.register(registration));
     }
 
     /// How long a stopping server may finish its requests: none once the pod is evicted;

@@ -13,9 +13,10 @@ impl<R: ContainerRuntime> Executor<R> {
     /// changes, as on the kubelet. A failure keeps the old files.
     pub(super) fn refresh(&mut self) {
         let Some(mut volumes) = self.volumes.take() else { return };
-        let (shared, pod) = (self.shared.clone(), self.pod.clone());
+        let (objects, host, pod) =
+            (self.handles.objects.clone(), self.handles.host.clone(), self.pod.clone());
         self.tasks.push(Box::pin(async move {
-            if let Err(e) = volumes.refresh(&shared.refresh_source(), &shared.context(&pod)).await {
+            if let Err(e) = volumes.refresh(&objects.refresh_source(), &host.context(&pod)).await {
                 warn!(error = %chain(&e), "refreshing the pod's volumes failed; keeping the old files");
             }
             Done::Refreshed(volumes)

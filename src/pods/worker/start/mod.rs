@@ -13,9 +13,11 @@ use crate::base::quantity;
 use crate::events::Kind;
 use crate::logs::{self, LogFile, Stream};
 use crate::metrics::Counted;
-use crate::pods::Shared;
+use crate::metrics::Metrics;
+use crate::network::Network;
 use crate::pods::directory::{ContainerEntry, ExecFn};
 use crate::pods::env;
+use crate::pods::{Host, Logs, Objects};
 use crate::runtime::{
     ContainerNetwork, ContainerRun, ContainerRuntime, CountersFn, Group, PulledImage, Running,
 };
@@ -30,7 +32,13 @@ pub type StartError = (&'static str, String);
 
 /// What one start needs.
 pub struct StartRequest<R: ContainerRuntime> {
-    pub shared: Arc<Shared<R>>,
+    pub runtime: Arc<R>,
+    /// ConfigMaps and Secrets the env names.
+    pub objects: Objects,
+    pub host: Arc<Host>,
+    pub logs: Logs,
+    pub metrics: Arc<Metrics>,
+    pub network: Network,
     pub pod: Arc<Pod>,
     pub container: Container,
     pub image: PulledImage<R::Image>,
@@ -56,13 +64,27 @@ pub struct Started {
 
 /// Starts run `number` of the container.
 pub async fn start<R: ContainerRuntime>(req: StartRequest<R>) -> Result<Started, StartError> {
-    let StartRequest { shared, pod, container, image, layout, log_dir, number, group } = req;
-    let ctx = shared.context(&pod);
+    let StartRequest {
+        runtime,
+        objects,
+        host,
+        logs: logs_handle,
+        metrics,
+        network,
+        pod,
+        container,
+        image,
+        layout,
+        log_dir,
+        number,
+        group,
+    } = req;
+    let ctx = host.context(&pod);
     let began = std::time::Instant::now();
-    let env = env::resolve_env(&shared.source(), &ctx, &container)
+    let env = env::resolve_env(&objects.source(), &ctx, &container)
         .instrument(debug_span!("env"))
         .await
-        .map_err(|e| ("CreateContainerConfigError", config_message(shared.client.is_some(), chain(&e))))?;
+        .map_err(|e| ("CreateContainerConfigError", config_message(objects.client.is_some(), chain(&e))))?;
     let create = |message: String| ("CreateContainerError", message);
     // Opened at every start, beneath each volume: a guest may have changed its subPaths.
     let mounts = layout.mounts(&container).map_err(|e| create(chain(&e)))?;
@@ -70,11 +92,12 @@ pub async fn start<R: ContainerRuntime>(req: StartRequest<R>) -> Result<Started,
     let argv = env::argv(&container, &image.entrypoint, &image.cmd, &image.module_path, &env)
         .map_err(|e| ("CreateContainerConfigError", chain(&e)))?;
     let log_path = logs::container_log(&log_dir, &container.name, number);
-    let log = LogFile::create(&shared.logs, &log_path, shared.log_limits).map_err(|e| create(chain(&e)))?;
+    let log = LogFile::create(&logs_handle.registry, &log_path, logs_handle.limits)
+        .map_err(|e| create(chain(&e)))?;
     // The kubelet keeps the current run's log and the previous one's (`--previous`).
     logs::remove_runs_before(&log_dir, &container.name, number.saturating_sub(1));
     let (limits, defaulted) =
-        crate::pods::resources::group_limits(&container, shared.limits.default_memory_limit);
+        crate::pods::resources::group_limits(&container, host.limits.default_memory_limit);
     let memory_limit = limits.memory_limit;
     let mut notes: Vec<Note> = Vec::new();
     if let Some(limit) = memory_limit.filter(|_| defaulted) {
@@ -85,10 +108,9 @@ pub async fn start<R: ContainerRuntime>(req: StartRequest<R>) -> Result<Started,
         );
         notes.push((Kind::Normal, "DefaultMemoryLimit", message));
     }
-    let network =
-        shared.network.container(&shared.serving, &pod, &container, image.kind.guest(), &mut notes)?;
+    let network = network.container(&host.serving, &pod, &container, image.kind.guest(), &mut notes)?;
     let counted = |stream| -> Box<Counted<logs::LogWriter>> {
-        Box::new(Counted { inner: log.writer(stream), metrics: shared.metrics.clone() })
+        Box::new(Counted { inner: log.writer(stream), metrics: metrics.clone() })
     };
     // `stdin: true`: the guest reads what `kubectl attach -i` sends; otherwise its stdin
     // is closed, as a container runtime's.
@@ -108,22 +130,21 @@ pub async fn start<R: ContainerRuntime>(req: StartRequest<R>) -> Result<Started,
         stdout: counted(Stream::Stdout),
         stderr: counted(Stream::Stderr),
         memory_limit,
-        max_handles: shared.limits.max_open_files,
+        max_handles: host.limits.max_open_files,
         network: Some(network.clone()),
         group: group.clone(),
     };
     let resolved = began.elapsed();
-    let running = shared.runtime.start(&image.image, run).map_err(|e| (e.reason, chain(&e)))?;
+    let running = runtime.start(&image.image, run).map_err(|e| (e.reason, chain(&e)))?;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     debug!(env_and_mounts_ms = ms(resolved), total_ms = ms(began.elapsed()), "container started");
-    let runtime = shared.runtime.clone();
     // An exec instance listens on nothing, and its sockets follow the pod's rules.
     let exec_network = ContainerNetwork { tcp_ports: Vec::new(), udp_ports: Vec::new(), ..network };
     let exec: ExecFn = Arc::new(move |mut run: ContainerRun| {
         run.network = run.network.or_else(|| Some(exec_network.clone()));
         runtime.start(&image.image, run)
     });
-    let max_handles = shared.limits.max_open_files;
+    let max_handles = host.limits.max_open_files;
     let entry = ContainerEntry {
         run: number,
         running: true,
