@@ -168,8 +168,8 @@ async fn pressure_changes(
     }
 }
 
-/// Keeps the node alive until shutdown: renews the Lease every 10 s and re-posts the
-/// status every minute, or every few seconds while the Node is Ready yet still tainted
+/// Keeps the node alive until shutdown: renews the Lease every [`LEASE_RENEW_INTERVAL`] and
+/// re-posts the status every [`NODE_STATUS_INTERVAL`], or every few seconds while the Node is Ready yet still tainted
 /// not-ready (see [`NODE_NOT_READY_TAINT_RECHECK`]). API errors are logged and retried at
 /// the next tick, never fatal.
 pub async fn heartbeat(
@@ -192,7 +192,7 @@ pub async fn heartbeat(
         tokio::select! {
             _ = lease_tick.tick() => {
                 if let Err(e) = renew_lease(&leases, &cfg.node_name, &uid).await {
-                    warn!(error = %e, "renewing the node Lease failed; retrying in 10 s");
+                    warn!(error = %e, "renewing the node Lease failed; retrying in {} s", LEASE_RENEW_INTERVAL.as_secs());
                 }
             }
             _ = tokio::time::sleep_until(next_status) => {
@@ -203,7 +203,7 @@ pub async fn heartbeat(
                         next_status_in(&node, false)
                     }
                     Err(e) => {
-                        warn!(error = %e, "posting node status failed; retrying in 60 s");
+                        warn!(error = %e, "posting node status failed; retrying in {} s", NODE_STATUS_INTERVAL.as_secs());
                         NODE_STATUS_INTERVAL
                     }
                 };
