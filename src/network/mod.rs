@@ -4,7 +4,10 @@
 //! ports (`egress.rs`), enforces NetworkPolicy (`policy/`), and gives each pod the
 //! [`SocketRules`](krustlet_wasi_provider::SocketRules) that put all three in front of its
 //! guests' sockets (`sockets.rs`), with Events (`notices.rs`) and `/metrics` counters for
-//! what they refuse. Imports no `pods` or `server`.
+//! what they refuse. A container's network at start (its ports and listen address, the
+//! default `wasi:http` port, the HTTP limits) is chosen in `container.rs`, which also says
+//! where the node dials a pod's port for port-forward. The one home of pods' networking;
+//! imports no `pods`, `server` or `runtime`.
 
 mod container;
 pub(crate) mod egress;

@@ -1,4 +1,4 @@
-//! Unit tests of the static pod manifest scan in `manifests.rs`.
+//! Unit tests of the static pod manifest scan in `mod.rs`.
 
 use super::*;
 

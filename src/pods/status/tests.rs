@@ -1,4 +1,4 @@
-//! Unit tests of the kubelet's phase rules and the status shape in `status.rs`.
+//! Unit tests of the kubelet's phase rules and the status shape in `mod.rs`.
 
 use super::*;
 
