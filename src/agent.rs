@@ -105,6 +105,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         store.clone(),
         cfg.data_dir.join("wasm-cache"),
         allocatable.memory_bytes,
+        cfg.pod_limits.compile_threads,
     )?);
     let runtime_version = format!("{}://{}", runtime.name(), runtime.version());
     let recorder = match &client {
