@@ -20,6 +20,7 @@
 #   GUIDE_WASM=PATH                                  the guide's module (default: examples/guide/build.sh's)
 #   COMPILE_THREADS=N                                passed as --compile-threads when set
 #   BENCH_COMPILE=PATH|none                          the baseline's binary (none: no baseline)
+#   BENCH_AGENT_LOG=FILE                             keep the agent's JSON log (both runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-1}
