@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # A new image's first start, on a standalone node (release build, static pods, images from
 # the local registry): for the Python wasi:http component (examples/python, ~18 MB) and the
-# guide's Rust server (examples/guide, 7.4 MB), each pushed under a fresh tag into an empty
-# data dir, it prints
-#   - pod manifest written -> Running (the status file's mtime once it says Running), and
-#     the agent's own split from its log: seen, pull, load (compile), container started;
-#   - the same file compiled alone (bench/compile.rs: Engine::precompile with the
-#     provider's engine settings, as `wasmtime compile` does; parallel and serial), and the
-#     ratio of the two;
-#   - whether a running HTTP pod (examples' http_hello) is slowed while the image compiles:
-#     wrk at 1 connection during the new pod's start, and for as long again while idle;
-#   - after an agent restart (same data dir): manifest seen -> container started and ->
-#     Running, and whether the compiled code came from the disk cache (`code=Disk`).
+# guide's Rust server (examples/guide, 7.4 MB), each pushed under a fresh tag, it prints
+#   - the file compiled alone (bench/compile.rs: Engine::precompile with the provider's
+#     engine settings, as `wasmtime compile` does; parallel and serial, wall and CPU ms);
+#   - whether a running HTTP pod (the examples' http_hello) is starved while a new image
+#     compiles: wrk at 1 connection while the pod idles, then while a pod of the same
+#     program with one more custom section (a new digest) starts beside it;
+#   - then, with only the idle HTTP pod beside it, pod manifest written -> Running (the
+#     status file's mtime once it says Running), the agent's own split from its log (seen,
+#     pull, load, of which compiling, container started), and the ratio to compiling alone;
+#   - after an agent restart (same data dir): agent started -> Running, manifest seen ->
+#     container started, and whether the code came from the disk cache (`code Disk`).
 # Prints numbers; asserts nothing. Uses the local registry (started with bootstrap/cluster.sh
 # up unless it answers) but joins no cluster.
 #
