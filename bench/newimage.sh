@@ -77,12 +77,13 @@ running_ms() {
   done
   echo "pod $1 did not run:" >&2; tail -n 20 "$DIR/agent.log" >&2; exit 1
 }
+# Image GC off: on a disk fuller than 85% it would collect the removed pods' images mid-run.
 start_agent() {
   # shellcheck disable=SC2086
   env -u KUBECONFIG RUST_LOG="info,krustlet_wasi::pods::worker=debug" "$BIN" --pod-manifest-path "$DIR/manifests" \
     --data-dir "$DIR/data" --node-name "$NODE" --hostname "$NODE" --node-ip 127.0.0.1 --addr 127.0.0.1 \
     --port 10371 --healthz-port 0 --allow-anonymous-localhost --insecure-registries "$REG" --log-format json \
-    --pod-listen-address 127.0.0.1 \
+    --pod-listen-address 127.0.0.1 --image-gc-high-threshold 100 \
     ${COMPILE_THREADS:+--compile-threads $COMPILE_THREADS} 2>>"$DIR/agent.log" &
   PID=$!
 }
