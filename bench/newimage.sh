@@ -44,7 +44,7 @@ GUIDE_WASM=${GUIDE_WASM:-$(examples/guide/build.sh | tail -n 1)}
 WASM_DIR=$(examples/build.sh 2>/dev/null | tail -n 1)
 DIR=$(mktemp -d)
 PID=
-trap '[[ -n "$PID" ]] && kill "$PID" 2>/dev/null; [[ -n "${BENCH_AGENT_LOG:-}" ]] && cat "$DIR"/agent*.log >"$BENCH_AGENT_LOG"; rm -rf "$DIR"' EXIT
+trap '[[ -n "$PID" ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; [[ -n "${BENCH_AGENT_LOG:-}" ]] && cat "$DIR"/agent*.log >"$BENCH_AGENT_LOG"; rm -rf "$DIR"' EXIT
 NODE=bench-newimage
 HTTP_PORT=18471
 
