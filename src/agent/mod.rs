@@ -205,8 +205,12 @@ fn start_runtime(
 ) -> Result<(Arc<WasmRuntime>, oci::Store), AgentError> {
     let store = oci::Store::new(cfg.data_dir.join("images"), cfg.insecure_registries.clone())
         .with_max_image_size(cfg.image_max_size);
-    let runtime =
-        runtime::wasm::build(store.clone(), cfg.data_dir.join("wasm-cache"), allocatable.memory_bytes)?;
+    let runtime = runtime::wasm::build(
+        store.clone(),
+        cfg.data_dir.join("wasm-cache"),
+        allocatable.memory_bytes,
+        cfg.pod_limits.compile_threads,
+    )?;
     Ok((Arc::new(runtime), store))
 }
 

@@ -1,6 +1,6 @@
 //! Flags and defaults of what each pod may use of the agent's one process, beyond what its
-//! spec asks: the memory a container without `limits.memory` gets, and the handles (open
-//! files, streams, sockets) a container may hold.
+//! spec asks: the memory a container without `limits.memory` gets, the handles (open
+//! files, streams, sockets) a container may hold, and the threads new images compile on.
 
 use super::{ConfigError, invalid};
 
@@ -17,6 +17,15 @@ pub const DEFAULT_MEMORY_LIMIT: u64 = 512 * 1024 * 1024;
 /// file holds one of the agent's own file descriptors, so without a cap one guest could
 /// use them all, and then no log, pull or API connection of any pod would work.
 pub const DEFAULT_MAX_OPEN_FILES: usize = 1024;
+
+/// Default `--compile-threads`: none given, so one per CPU
+/// (`std::thread::available_parallelism`). Cranelift compiles a new image's functions in
+/// parallel on these threads only, whatever number of images is new at once, at the
+/// guests' scheduling priority (nice +10 to the agent): a compile uses the cores running
+/// guests leave idle and shares the rest with them evenly, and the agent's own work (status
+/// reports, pods starting from cached code) goes first. Fewer keep cores free of compiling
+/// at the cost of slower first starts (`bench/newimage.sh`).
+pub const DEFAULT_COMPILE_THREADS: Option<usize> = None;
 
 /// Default `--image-gc-high-threshold`: the kubelet's 85. When more of the `--data-dir`
 /// filesystem than this (in percent) is used, images no pod uses are removed, least
@@ -58,6 +67,11 @@ pub struct LimitFlags {
     #[arg(long, env = "KRUSTLET_MAX_OPEN_FILES", value_name = "N")]
     pub max_open_files: Option<String>,
 
+    /// Threads that compile new images, all images together (at least 1); they run at the
+    /// guests' priority. Default: one per CPU.
+    #[arg(long, env = "KRUSTLET_COMPILE_THREADS", value_name = "N")]
+    pub compile_threads: Option<String>,
+
     /// Percent of the --data-dir filesystem in use at which image garbage collection
     /// runs (0-100; 100 turns it off). Default: 85.
     #[arg(long, env = "KRUSTLET_IMAGE_GC_HIGH_THRESHOLD", value_name = "PERCENT")]
@@ -84,15 +98,18 @@ pub struct PodLimits {
     /// Handles one run may hold at once.
     pub max_open_files: usize,
     pub image_gc: ImageGc,
+    /// Threads that compile new images, node-wide (`None`: one per CPU).
+    pub compile_threads: Option<usize>,
 }
 
 impl Default for PodLimits {
-    /// A 512Mi default memory limit.
+    /// A 512Mi default memory limit, 1024 handles, image GC at 85/80 %, a compile thread per CPU.
     fn default() -> Self {
         PodLimits {
             default_memory_limit: Some(DEFAULT_MEMORY_LIMIT),
             max_open_files: DEFAULT_MAX_OPEN_FILES,
             image_gc: ImageGc { high: DEFAULT_IMAGE_GC_HIGH, low: DEFAULT_IMAGE_GC_LOW },
+            compile_threads: DEFAULT_COMPILE_THREADS,
         }
     }
 }
@@ -129,7 +146,14 @@ pub(super) fn resolve(flags: &LimitFlags) -> Result<PodLimits, ConfigError> {
         let why = format!("{low} is above --image-gc-high-threshold {high}");
         return Err(invalid("image-gc-low-threshold", why));
     }
-    Ok(PodLimits { default_memory_limit, max_open_files, image_gc: ImageGc { high, low } })
+    let compile_threads = match flags.compile_threads.as_deref().map(str::trim) {
+        None => DEFAULT_COMPILE_THREADS,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if n >= 1 => Some(n),
+            _ => return Err(invalid("compile-threads", format!("{n:?} is not an integer of at least 1"))),
+        },
+    };
+    Ok(PodLimits { default_memory_limit, max_open_files, image_gc: ImageGc { high, low }, compile_threads })
 }
 
 #[cfg(test)]
@@ -145,5 +169,16 @@ mod tests {
         let err = resolve(&flags("lots")).unwrap_err().to_string();
         assert!(err.contains("--default-memory-limit") && err.contains("\"lots\""), "{err}");
         assert!(resolve(&flags("10Ki")).is_err());
+    }
+
+    #[test]
+    fn compile_threads_are_one_per_cpu_unless_given() {
+        let flags = |v: &str| LimitFlags { compile_threads: Some(v.into()), ..LimitFlags::default() };
+        assert_eq!(resolve(&LimitFlags::default()).unwrap().compile_threads, None);
+        assert_eq!(resolve(&flags(" 1 ")).unwrap().compile_threads, Some(1));
+        for bad in ["0", "-1", "two"] {
+            let err = resolve(&flags(bad)).unwrap_err().to_string();
+            assert!(err.contains("--compile-threads"), "{bad:?}: {err}");
+        }
     }
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use krustlet_wasi_provider::{
-    Artifact, ArtifactKind, Cgroup, CgroupSpec, ExitStatus, HttpLimits, NetworkPolicy, Preopen, RunHandle,
-    RunSpec, Runtime,
+    Artifact, ArtifactKind, Cgroup, CgroupSpec, ExitStatus, HttpLimits, LoadSource, NetworkPolicy, Preopen,
+    RunHandle, RunSpec, Runtime,
 };
 
 use super::{
@@ -27,40 +27,39 @@ pub struct WasmRuntime {
 /// Why the Wasmtime runtime could not be built.
 pub type BuildError = krustlet_wasi_provider::Error;
 
-/// Builds the runtime: pulls with `store`, keeps compiled modules under `cache_dir`, and
-/// lets all guests together use at most `memory_budget` bytes.
-pub fn build(store: Store, cache_dir: PathBuf, memory_budget: u64) -> Result<WasmRuntime, BuildError> {
-    let wasm = Runtime::builder().cache_dir(cache_dir).memory_budget(memory_budget).build()?;
-    Ok(WasmRuntime { store, wasm })
+/// Builds the runtime: pulls with `store`, keeps compiled modules under `cache_dir`, lets
+/// all guests together use at most `memory_budget` bytes, and compiles on
+/// `compile_threads` threads (`None`: one per CPU).
+pub fn build(
+    store: Store,
+    cache_dir: PathBuf,
+    memory_budget: u64,
+    compile_threads: Option<usize>,
+) -> Result<WasmRuntime, BuildError> {
+    let mut builder = Runtime::builder().cache_dir(cache_dir).memory_budget(memory_budget);
+    if let Some(n) = compile_threads {
+        builder = builder.compile_threads(n);
+    }
+    Ok(WasmRuntime { store, wasm: builder.build()? })
 }
 
 impl WasmRuntime {
-    /// The compiled artifact of a pulled module: from the cache, else compiled now (off
-    /// the async threads).
+    /// The compiled artifact of a pulled module: from memory, else from the disk cache,
+    /// else compiled now on the provider's compile threads (this blocking-pool thread only
+    /// waits; another pod of the same new image waits for the same compile).
     async fn compile(&self, path: std::path::PathBuf, digest: String) -> Result<Artifact, RuntimeError> {
         if let Some(a) = self.wasm.cached(&digest) {
             return Ok(a);
         }
         let wasm = self.wasm.clone();
         let compiled = tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&path)
-                .map_err(|e| RuntimeError::new(CREATE, ReadModule { path, source: e }))?;
-            wasm.load(&bytes, &digest).map_err(|e| RuntimeError::new(CREATE, e))
+            wasm.load_file(&path, &digest).map_err(|e| RuntimeError::new(CREATE, e))
         });
         compiled.await.map_err(|e| RuntimeError::new(CREATE, e))?
     }
 }
 
 const CREATE: &str = "CreateContainerError";
-
-/// A pulled module could not be read back from the image store.
-#[derive(Debug, thiserror::Error)]
-#[error("reading the pulled module {} failed", path.display())]
-struct ReadModule {
-    path: std::path::PathBuf,
-    #[source]
-    source: std::io::Error,
-}
 
 /// A port of an HTTP server could not be listened on.
 #[derive(Debug, thiserror::Error)]
@@ -134,12 +133,23 @@ impl ImageService for WasmRuntime {
 
     fn prepare(&self, request: ImageRequest) -> BoxFuture<'_, Result<PulledImage<Artifact>, RuntimeError>> {
         Box::pin(async move {
+            let began = std::time::Instant::now();
             let pulled = (self
                 .store
                 .pull(&request.image, request.pull_policy, &request.auth, request.file_images)
                 .await)
                 .map_err(|e| RuntimeError::new(pull_reason(&e), e))?;
+            let pull_ms = began.elapsed().as_secs_f64() * 1e3;
             let image = self.compile(pulled.wasm_path.clone(), pulled.wasm_digest.clone()).await?;
+            let load_ms = began.elapsed().as_secs_f64() * 1e3 - pull_ms;
+            // Once per image and process at info (its code compiled or read from disk), at
+            // debug for every later pod of the image.
+            match image.source() {
+                LoadSource::Memory => {
+                    tracing::debug!(image = %request.image, pull_ms, load_ms, "image ready")
+                }
+                code => tracing::info!(image = %request.image, pull_ms, load_ms, ?code, "image ready"),
+            }
             let module_path = match pulled.entrypoint.first().or(pulled.cmd.first()) {
                 Some(first) => first.clone(),
                 None => format!("{}.wasm", short_name(&request.image)),

@@ -2,6 +2,7 @@
 //! instance, copy-on-write images) and the one HTTP proxies run on, whose pooling
 //! allocator keeps instance slots, memories and stacks ready between requests.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,10 +78,23 @@ impl HttpEngine {
         Ok(HttpEngine { engine, linker, ticker, pooled: pooled.is_some() })
     }
 
-    /// `component`, compiled by the main engine, on this engine.
-    pub(crate) fn adopt(&self, component: &Component) -> wasmtime::Result<Component> {
+    /// `component`, compiled by the main engine, on this engine: mapped from `file` (the
+    /// compile cache's copy of its code) when there is one, else copied over.
+    pub(crate) fn adopt(&self, component: &Component, file: Option<&Path>) -> wasmtime::Result<Component> {
         if !self.pooled {
             return Ok(component.clone());
+        }
+        if let Some(file) = file {
+            // SAFETY: the compile cache's file of this component, written by this runtime
+            // (see `DiskCache`) with the main engine, whose configuration differs from this
+            // one only in how instances are allocated; wasmtime checks the header and the
+            // engine settings before loading it. One that fails (removed meanwhile) is
+            // copied over instead.
+            match unsafe { Component::deserialize_file(&self.engine, file) } {
+                Ok(component) => return Ok(component),
+                Err(err) => tracing::debug!(file = %file.display(), error = %format!("{err:#}"),
+                    "cache file not mapped into the HTTP engine; copying the code"),
+            }
         }
         let code = component.serialize()?;
         // SAFETY: `code` was serialized just now by this process's main engine, whose

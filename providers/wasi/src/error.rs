@@ -37,6 +37,21 @@ pub enum Error {
     #[error("failed to start the guest threads")]
     GuestThreads(#[source] std::io::Error),
 
+    /// The threads that compile could not be started.
+    #[error("failed to start the compile threads")]
+    CompileThreads(#[source] BoxError),
+
+    /// The wasm file given to [`Runtime::load_file`](crate::Runtime::load_file) could not
+    /// be read.
+    #[error("failed to read artifact {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The digest is empty or too long to be used as a cache key.
     #[error("invalid artifact digest {digest:?}: {reason}")]
     InvalidDigest {

@@ -78,7 +78,7 @@ impl Drop for GuestThreads {
 
 /// Sets the calling thread's nice value (on Linux `setpriority(PRIO_PROCESS, 0, ..)`
 /// applies to the calling thread only).
-fn lower_priority(nice: i32) {
+pub(crate) fn lower_priority(nice: i32) {
     if let Err(err) = setpriority_process(None, nice) {
         tracing::debug!(%err, nice, "guest thread keeps its scheduling priority");
     }

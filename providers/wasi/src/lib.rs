@@ -30,11 +30,13 @@
 mod artifact;
 mod cache;
 mod cgroup;
+mod compile;
 mod engines;
 mod error;
 mod exit;
 mod guests;
 mod host;
+mod load;
 mod net;
 mod outgoing;
 mod output;

@@ -1,31 +1,27 @@
 //! [`Runtime`]: the one wasmtime engine per process, its linkers (preview1 modules,
 //! commands, HTTP proxies), its epoch ticker, its guest threads, the node's root cgroup
-//! and its two compile caches (in memory by digest, on disk by digest and engine hash).
+//! and its two compile caches (in memory by digest, on disk by digest and engine hash);
+//! how artifacts get into them is `load.rs`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use wasmtime::component::{Component, Linker as ComponentLinker};
-use wasmtime::{Engine, ExternType, Linker, Module};
-use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime::component::Linker as ComponentLinker;
+use wasmtime::{Engine, Linker};
 
-use crate::artifact::{Artifact, ArtifactKind, Compiled, Entry, LoadSource};
-use crate::artifact::{detect_kind, validate_digest};
-use crate::cache::{Cached, DiskCache};
+use crate::artifact::{Artifact, Compiled, LoadSource};
+use crate::cache::DiskCache;
 use crate::cgroup::{Cgroup, CgroupSpec};
+use crate::compile::CompileThreads;
 use crate::engines::{DEFAULT_HTTP_POOL, HttpEngine, main_engine};
 use crate::error::{Error, Result, boxed};
 use crate::guests::{DEFAULT_GUEST_BLOCKING_THREADS, GuestThreads};
 use crate::host::Host;
 use crate::net::{DEFAULT_LOOKUP_TIMEOUT, DEFAULT_RESOLVER_THREADS, Lookups, Resolver};
 use crate::ticker::Ticker;
-
-/// The export that makes a component an HTTP proxy (any 0.2.x version).
-const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2.";
 
 /// Default interval between epoch ticks: how long a guest runs before it yields.
 pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -39,6 +35,7 @@ pub struct RuntimeBuilder {
     memory_budget: Option<u64>,
     guest_threads: Option<usize>,
     guest_blocking_threads: usize,
+    compile_threads: Option<usize>,
     resolver_threads: usize,
     lookup_timeout: Duration,
 }
@@ -62,6 +59,10 @@ impl RuntimeBuilder {
     ///   calls `build`
     /// * guest blocking threads: at most [`DEFAULT_GUEST_BLOCKING_THREADS`] (64) — the
     ///   guests' file I/O
+    /// * compile threads: one per CPU — Cranelift compiles a new artifact's functions in
+    ///   parallel on these threads only (all loads together), at the guests' priority, so
+    ///   a compile takes all the cores that running guests leave idle and shares the rest
+    ///   with them evenly
     /// * resolver threads: [`DEFAULT_RESOLVER_THREADS`] (16) — guests' name lookups of all
     ///   pods together that run at once, each on a thread of its own, made on demand
     /// * lookup timeout: [`DEFAULT_LOOKUP_TIMEOUT`] (5 s) per name lookup
@@ -75,6 +76,7 @@ impl RuntimeBuilder {
             memory_budget: None,
             guest_threads: None,
             guest_blocking_threads: DEFAULT_GUEST_BLOCKING_THREADS,
+            compile_threads: None,
             resolver_threads: DEFAULT_RESOLVER_THREADS,
             lookup_timeout: DEFAULT_LOOKUP_TIMEOUT,
         }
@@ -115,6 +117,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Sets how many threads compile (at least 1): how many cores compiling new artifacts
+    /// takes at most, however many are loaded at once.
+    pub fn compile_threads(mut self, n: usize) -> Self {
+        self.compile_threads = Some(n.max(1));
+        self
+    }
+
     /// Keeps compiled code in `dir` (created if missing) across processes.
     /// The directory must be writable only by this process's user: its files are
     /// loaded as native code.
@@ -137,8 +146,8 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Creates the engine, the linkers, the cache directory, the ticker thread and the
-    /// guest threads.
+    /// Creates the engine, the linkers, the cache directory, the ticker thread, the guest
+    /// threads and the compile threads.
     pub fn build(self) -> Result<Runtime> {
         let engine = main_engine()?;
         let mut module_linker = Linker::new(&engine);
@@ -155,9 +164,11 @@ impl RuntimeBuilder {
             .guest_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
         let guests = GuestThreads::start(workers, self.guest_blocking_threads)?;
+        let compiler = CompileThreads::start(self.compile_threads.unwrap_or(workers))?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 guests,
+                compiler,
                 engine,
                 module_linker,
                 component_linker,
@@ -204,17 +215,19 @@ pub struct Runtime {
 pub(crate) struct Inner {
     /// Where every guest runs. First, so that it is shut down first.
     pub(crate) guests: GuestThreads,
+    /// Where Cranelift runs.
+    pub(crate) compiler: CompileThreads,
     pub(crate) engine: Engine,
-    module_linker: Linker<Host>,
-    component_linker: ComponentLinker<Host>,
+    pub(crate) module_linker: Linker<Host>,
+    pub(crate) component_linker: ComponentLinker<Host>,
     /// Made on the first HTTP proxy load.
     http: Mutex<Option<Arc<HttpEngine>>>,
     http_pool: u32,
     epoch_tick: Duration,
-    disk: Option<DiskCache>,
+    pub(crate) disk: Option<DiskCache>,
     /// One slot per digest.
-    loaded: Mutex<HashMap<String, Slot>>,
-    stats: Stats,
+    pub(crate) loaded: Mutex<HashMap<String, Slot>>,
+    pub(crate) stats: Stats,
     pub(crate) ticker: Arc<Ticker>,
     /// The node's root group: every run's group is inside it.
     pub(crate) root: Cgroup,
@@ -225,16 +238,16 @@ pub(crate) struct Inner {
 
 /// A digest's compiled code, once loaded. Its lock is held while the code is being
 /// compiled, so concurrent loads of one digest compile once.
-type Slot = Arc<Mutex<Option<Arc<Compiled>>>>;
+pub(crate) type Slot = Arc<Mutex<Option<Arc<Compiled>>>>;
 
 #[derive(Default)]
-struct Stats {
-    compiled: AtomicU64,
-    disk_hits: AtomicU64,
-    memory_hits: AtomicU64,
+pub(crate) struct Stats {
+    pub(crate) compiled: AtomicU64,
+    pub(crate) disk_hits: AtomicU64,
+    pub(crate) memory_hits: AtomicU64,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -242,33 +255,6 @@ impl Runtime {
     /// A builder with the defaults listed on [`RuntimeBuilder::new`].
     pub fn builder() -> RuntimeBuilder {
         RuntimeBuilder::new()
-    }
-
-    /// Loads a module or component: from memory if this runtime has seen `digest`,
-    /// else from the disk cache, else by compiling `bytes` (and caching the result).
-    ///
-    /// `digest` is the content digest of `bytes` (e.g. `sha256:<hex>`); the caller
-    /// vouches for it — it is the cache key. This call compiles, which can take
-    /// seconds for large guests: from async code, call it in `spawn_blocking`.
-    pub fn load(&self, bytes: &[u8], digest: &str) -> Result<Artifact> {
-        validate_digest(digest)?;
-        let slot = {
-            let mut loaded = lock(&self.inner.loaded);
-            Arc::clone(loaded.entry(digest.to_owned()).or_default())
-        };
-        let mut slot = lock(&slot);
-        if let Some(compiled) = slot.as_ref() {
-            self.inner.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Artifact { compiled: Arc::clone(compiled), source: LoadSource::Memory });
-        }
-        let (entry, source) = self.load_uncached(bytes, digest)?;
-        let engine = match &entry {
-            Entry::Proxy(pre) => pre.engine().clone(),
-            Entry::Module(_) | Entry::Component(_) => self.inner.engine.clone(),
-        };
-        let compiled = Arc::new(Compiled { digest: digest.to_owned(), engine, entry });
-        *slot = Some(Arc::clone(&compiled));
-        Ok(Artifact { compiled, source })
     }
 
     /// A pod's name lookups on the node's resolver pool: at most `max_in_flight` at once
@@ -315,96 +301,6 @@ impl Runtime {
             memory_hits: stats.memory_hits.load(Ordering::Relaxed),
         }
     }
-
-    /// Disk cache, then compile; then link.
-    fn load_uncached(&self, bytes: &[u8], digest: &str) -> Result<(Entry, LoadSource)> {
-        let kind = detect_kind(bytes, digest)?;
-        let engine = &self.inner.engine;
-        let cached = self.inner.disk.as_ref().and_then(|disk| disk.read(engine, digest));
-        let (code, source) = match cached {
-            Some(code) if kind_of(&code) == kind => {
-                self.inner.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
-                (code, LoadSource::Disk)
-            }
-            _ => {
-                let code = self.compile(bytes, digest, kind)?;
-                self.inner.stats.compiled.fetch_add(1, Ordering::Relaxed);
-                (code, LoadSource::Compiled)
-            }
-        };
-        Ok((self.link(code, digest)?, source))
-    }
-
-    /// Compiles with Cranelift and writes the result to the disk cache. A failed
-    /// cache write is logged, not returned: the compiled code is still good.
-    fn compile(&self, bytes: &[u8], digest: &str, kind: ArtifactKind) -> Result<Cached> {
-        let started = Instant::now();
-        let engine = &self.inner.engine;
-        let compile_error = |err| Error::Compile { digest: digest.to_owned(), source: boxed(err) };
-        let code = match kind {
-            ArtifactKind::Module => {
-                Cached::Module(Module::from_binary(engine, bytes).map_err(compile_error)?)
-            }
-            ArtifactKind::Component | ArtifactKind::HttpProxy => {
-                Cached::Component(Component::from_binary(engine, bytes).map_err(compile_error)?)
-            }
-        };
-        tracing::info!(digest, ?kind, elapsed_ms = started.elapsed().as_millis() as u64, "compiled artifact");
-        if let Some(disk) = &self.inner.disk {
-            let serialized = match &code {
-                Cached::Module(module) => module.serialize(),
-                Cached::Component(component) => component.serialize(),
-            };
-            let written = serialized
-                .map_err(|err| Error::CacheWrite { path: disk.path(digest), source: boxed(err) })
-                .and_then(|bytes| disk.write(digest, &bytes));
-            if let Err(err) = written {
-                tracing::warn!(digest, error = %DisplayChain(&err), "compile cache not updated");
-            }
-        }
-        Ok(code)
-    }
-
-    /// Resolves imports against WASI and looks up the entrypoint, once per digest.
-    fn link(&self, code: Cached, digest: &str) -> Result<Entry> {
-        let link_error = |err| Error::Link { digest: digest.to_owned(), source: boxed(err) };
-        match code {
-            Cached::Module(module) => {
-                match module.get_export("_start") {
-                    Some(ExternType::Func(ty)) if ty.params().len() == 0 && ty.results().len() == 0 => {}
-                    _ => {
-                        return Err(link_error(wasmtime::Error::msg(
-                            "module does not export a `_start` function of type [] -> []",
-                        )));
-                    }
-                }
-                // A module with WasmEdge socket imports gets a linker of its own.
-                let sockets =
-                    crate::host::wasmedge::link(&self.inner.module_linker, &module).map_err(link_error)?;
-                let linker = sockets.as_ref().unwrap_or(&self.inner.module_linker);
-                let pre = linker.instantiate_pre(&module).map_err(link_error)?;
-                Ok(Entry::Module(pre))
-            }
-            Cached::Component(component) if is_proxy(&component, &self.inner.engine) => {
-                let http = self.http_engine()?;
-                let pre = http
-                    .adopt(&component)
-                    .and_then(|component| http.linker.instantiate_pre(&component))
-                    .and_then(ProxyPre::new)
-                    .map_err(link_error)?;
-                Ok(Entry::Proxy(pre))
-            }
-            Cached::Component(component) => {
-                let pre = self
-                    .inner
-                    .component_linker
-                    .instantiate_pre(&component)
-                    .and_then(CommandPre::new)
-                    .map_err(link_error)?;
-                Ok(Entry::Component(pre))
-            }
-        }
-    }
 }
 
 impl Runtime {
@@ -419,19 +315,6 @@ impl Runtime {
             Arc::new(HttpEngine::new(inner.http_pool, &inner.engine, &inner.ticker, inner.epoch_tick)?);
         *http = Some(Arc::clone(&engine));
         Ok(engine)
-    }
-}
-
-/// True when the component exports `wasi:http/incoming-handler`: it is served, not run.
-fn is_proxy(component: &Component, engine: &Engine) -> bool {
-    component.component_type().exports(engine).any(|(name, _)| name.starts_with(INCOMING_HANDLER))
-}
-
-/// The binary format of cached code (a proxy is a component here).
-fn kind_of(code: &Cached) -> ArtifactKind {
-    match code {
-        Cached::Module(_) => ArtifactKind::Module,
-        Cached::Component(_) => ArtifactKind::Component,
     }
 }
 

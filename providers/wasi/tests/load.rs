@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Instant;
 
+use common::http::{component, get, serve};
 use common::{Capture, digest, fixture, load, runtime, wait_for, wat};
 use krustlet_wasi_provider::{ArtifactKind, CacheStats, Error, ExitStatus, LoadSource, RunSpec, Runtime};
 
@@ -158,6 +159,68 @@ async fn fresh_runtime_loads_from_disk_without_compiling() {
     assert_eq!(out.text(), "hello stdout\n");
     let mut handle = second.run(&loaded_component, RunSpec::new()).unwrap();
     assert_eq!(wait_for(&mut handle, 10).await, ExitStatus::Exited(0));
+}
+
+/// An agent restart: a fresh runtime on the same cache directory loads a module by its
+/// file without reading past the header (its body is gone here, and only a compile would
+/// need it), compiles nothing, and the code runs. A digest that is not cached needs the
+/// file, and a missing one is an error naming it.
+#[tokio::test]
+async fn load_file_after_a_restart_reads_the_cache_not_the_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, wasm) = (dir.path().join("cache"), dir.path().join("hello.wasm"));
+    let bytes = fixture("hello.wat");
+    std::fs::write(&wasm, &bytes).unwrap();
+    let first = cached_runtime(&cache).load_file(&wasm, &digest(&bytes)).unwrap();
+    assert_eq!(first.source(), LoadSource::Compiled);
+
+    std::fs::write(&wasm, &bytes[..8]).unwrap();
+    let restarted = cached_runtime(&cache);
+    let loaded = restarted.load_file(&wasm, &digest(&bytes)).unwrap();
+    assert_eq!((loaded.source(), loaded.kind()), (LoadSource::Disk, ArtifactKind::Module));
+    assert_eq!(restarted.cache_stats(), CacheStats { compiled: 0, disk_hits: 1, memory_hits: 0 });
+    let out = Capture::default();
+    let mut handle = restarted.run(&loaded, RunSpec::new().stdout(out.clone())).unwrap();
+    assert_eq!(wait_for(&mut handle, 10).await, ExitStatus::Exited(0));
+    assert_eq!(out.text(), "hello stdout\n");
+
+    let missing = dir.path().join("missing.wasm");
+    let err = restarted.load_file(&missing, "sha256:missing").unwrap_err();
+    assert!(matches!(&err, Error::Read { path, .. } if *path == missing), "{err:?}");
+}
+
+/// A wasi:http component's code from the disk cache is served after a restart (it moves
+/// into the engine that HTTP instances are pooled on).
+#[tokio::test]
+async fn a_proxy_from_the_disk_cache_serves_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = component("http_hello");
+    let compiled = cached_runtime(dir.path()).load(&bytes, &digest(&bytes)).unwrap();
+    assert_eq!((compiled.source(), compiled.kind()), (LoadSource::Compiled, ArtifactKind::HttpProxy));
+
+    let restarted = cached_runtime(dir.path());
+    let artifact = restarted.load(&bytes, &digest(&bytes)).unwrap();
+    assert_eq!((artifact.source(), artifact.kind()), (LoadSource::Disk, ArtifactKind::HttpProxy));
+    let (mut handle, addr) = serve(&restarted, &artifact, RunSpec::new());
+    let reply = get(addr, "/").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "Hello, World!\n"));
+    handle.shutdown(std::time::Duration::from_secs(5));
+    assert_eq!(wait_for(&mut handle, 20).await, ExitStatus::Stopped);
+}
+
+/// However many new artifacts load at once, one compile thread compiles them all, and two
+/// loads of each digest compile it once.
+#[test]
+fn one_compile_thread_serves_every_load() {
+    let runtime = Runtime::builder().compile_threads(1).build().unwrap();
+    let modules: Vec<Vec<u8>> = (0..3).map(|i| big_module(200 + i)).collect();
+    std::thread::scope(|scope| {
+        for bytes in modules.iter().chain(&modules) {
+            let runtime = &runtime;
+            scope.spawn(move || load(runtime, bytes));
+        }
+    });
+    assert_eq!(runtime.cache_stats(), CacheStats { compiled: 3, disk_hits: 0, memory_hits: 3 });
 }
 
 #[test]
