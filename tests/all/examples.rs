@@ -66,7 +66,7 @@ fn build_examples(out: &Path) -> PathBuf {
 
 #[test]
 fn static_templates_run_standalone_and_local_commands_show_them() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::sweep::test_dir();
     let wasm = build_examples(&dir.path().join("wasm"));
     let (manifests, data) = (dir.path().join("manifests"), dir.path().join("data"));
     std::fs::create_dir_all(&manifests).unwrap();

@@ -144,7 +144,7 @@ fn a_pod_without_a_memory_limit_gets_the_nodes_default() {
 /// (`../`) is skipped with the reason, as a malformed one is; the others keep running.
 #[test]
 fn static_pod_names_that_climb_out_of_the_data_dir_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::sweep::test_dir();
     let (manifests, data) = (dir.path().join("manifests"), dir.path().join("data"));
     std::fs::create_dir_all(&manifests).unwrap();
     let hello = guests::build("hello");

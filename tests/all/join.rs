@@ -79,7 +79,7 @@ fn node_joins_through_both_csrs_stays_ready_and_restarts_without_new_csrs() {
     let cluster = require_cluster!();
     let name = unique("join");
     cluster.forget_node(&name);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::sweep::test_dir();
     let bootstrap = cluster.bootstrap_file(dir.path());
     let args = agent_args(&name, 10261, dir.path(), &bootstrap);
 
@@ -221,7 +221,7 @@ fn a_denied_serving_csr_ends_the_agent_with_a_clear_message() {
     let cluster = require_cluster!();
     let name = unique("deny");
     cluster.forget_node(&name);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::sweep::test_dir();
     let bootstrap = cluster.bootstrap_file(dir.path());
     let mut agent = Agent::start(&dir.path().join("logs"), &agent_args(&name, 10262, dir.path(), &bootstrap));
     agent.wait_output(&approve_line(&name), Duration::from_secs(90));
@@ -237,7 +237,7 @@ fn a_denied_serving_csr_ends_the_agent_with_a_clear_message() {
 
 #[test]
 fn bad_flags_exit_non_zero_with_one_line_naming_the_flag() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::sweep::test_dir();
     let data = dir.path().to_string_lossy().to_string();
     let cases: [(&[&str], &str, i32); 7] = [
         (&["--node-ip", "300.1.1.1"], "--node-ip", 2),

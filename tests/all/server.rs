@@ -100,7 +100,7 @@ fn cluster_ca() -> (PathBuf, PathBuf) {
 fn only_cluster_certificates_with_rbac_get_in() {
     let _cluster = require_cluster!();
     let _node = common::shared_node("server", PORT).unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::sweep::test_dir();
     let ca = cluster_ca();
 
     assert_eq!(get("/pods", None).0, 401, "no client certificate");
@@ -164,7 +164,7 @@ fn served_subject(port: u16) -> String {
 
 #[test]
 fn a_renewed_serving_certificate_is_used_without_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::sweep::test_dir();
     let (manifests, data) = (dir.path().join("manifests"), dir.path().join("data"));
     std::fs::create_dir_all(&manifests).unwrap();
     let port = 10293;

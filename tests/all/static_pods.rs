@@ -44,7 +44,7 @@ fn log_text(data: &Path, ns_pod: &str) -> String {
 
 #[test]
 fn standalone_runs_static_pods_and_follows_the_manifest_directory() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::sweep::test_dir();
     let (manifests, data) = (dir.path().join("manifests"), dir.path().join("data"));
     std::fs::create_dir_all(&manifests).unwrap();
     let hello = guests::build("hello");
@@ -144,7 +144,7 @@ fn standalone_runs_static_pods_and_follows_the_manifest_directory() {
 
 #[test]
 fn a_single_manifest_file_is_followed_too() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::sweep::test_dir();
     let (etc, data) = (dir.path().join("etc"), dir.path().join("data"));
     std::fs::create_dir_all(&etc).unwrap();
     let hello = guests::build("hello");
@@ -191,7 +191,7 @@ fn local_exec(data: &Path, args: &[&str], input: &[u8]) -> std::process::Output 
 
 #[test]
 fn exec_runs_commands_in_a_standalone_pod_without_kubectl() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::sweep::test_dir();
     let (manifests, data) = (dir.path().join("manifests"), dir.path().join("data"));
     std::fs::create_dir_all(&manifests).unwrap();
     let tool = guests::build("tool");
@@ -257,7 +257,7 @@ fn exec_runs_commands_in_a_standalone_pod_without_kubectl() {
 
 #[test]
 fn standalone_without_manifests_says_what_to_do() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::sweep::test_dir();
     let out = Command::new(common::AGENT)
         .args(["--data-dir", &dir.path().to_string_lossy(), "--node-ip", "127.0.0.1", "--hostname", "x"])
         .env_remove("KUBECONFIG")
@@ -272,7 +272,7 @@ fn standalone_without_manifests_says_what_to_do() {
 #[test]
 fn connected_static_pods_are_mirrored_into_the_api() {
     let cluster = require_cluster!();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::sweep::test_dir();
     let manifests: PathBuf = dir.path().join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
     let hello = guests::build("hello");
@@ -346,7 +346,7 @@ fn connected_static_pods_are_mirrored_into_the_api() {
 /// fields, and a pod's lines name the pod and its namespace.
 #[test]
 fn json_logs_are_one_object_per_line_naming_the_pod() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::sweep::test_dir();
     let (manifests, data) = (dir.path().join("manifests"), dir.path().join("data"));
     std::fs::create_dir_all(&manifests).unwrap();
     std::fs::write(manifests.join("hello.yaml"), manifest("hello", &guests::build("hello"), "")).unwrap();

@@ -68,6 +68,29 @@ pub fn node_dir(name: &str) -> tempfile::TempDir {
         .expect("a temporary directory")
 }
 
+/// A test's temporary directory for an agent's data: named as node directories are (a
+/// killed run's is swept by the next), and removed when dropped with the mounts an agent
+/// killed before it left inside (a plain `TempDir` could not remove it past them). Drop
+/// it after the agent: declare it first.
+pub struct TestDir(tempfile::TempDir);
+
+impl TestDir {
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        unmount_below(self.0.path());
+    }
+}
+
+/// A fresh [`TestDir`].
+pub fn test_dir() -> TestDir {
+    TestDir(node_dir("dir"))
+}
+
 /// Removes the node directories of test processes that are gone (killed, so they could
 /// not sweep at exit), and the mounts inside them.
 pub fn forget_dead_runs() {
