@@ -285,9 +285,13 @@ start_daemon() {
   [[ -f "$LOGS/$name.log" ]] && mv -f "$LOGS/$name.log" "$LOGS/$name.log.prev"
   rm -f "$RUN/$name.pid"
   # The inner shell records its own pid and execs the daemon, so the pid file is exact.
-  # fd 9 (the up/down lock) must not leak into the long-lived daemon.
+  # No descriptor but stdio leaks into the long-lived daemon: not fd 9 (the up/down lock),
+  # nor a lock the caller holds around its run (`flock FILE cmd` hands its fd down), which
+  # the daemon would hold until it stops, shutting out everyone waiting for that lock.
   # shellcheck disable=SC2016 # expanded by the inner shell
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN/$name.pid" "$bin" "$@" \
+  setsid bash -c 'echo $$ >"$0"
+    for fd in /proc/$$/fd/*; do fd=${fd##*/}; ((fd > 2)) && eval "exec $fd>&-"; done
+    exec "$@"' "$RUN/$name.pid" "$bin" "$@" \
     >"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
   for _ in {1..50}; do [[ -s "$RUN/$name.pid" ]] && break; sleep 0.1; done
   log "started $name (pid $(cat "$RUN/$name.pid" 2>/dev/null || echo '?'), log $LOGS/$name.log)"
