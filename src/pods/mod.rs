@@ -124,6 +124,7 @@ struct Controller<R> {
 impl<R: ContainerRuntime> Controller<R> {
     /// A pod appeared or changed: hand it to its worker, or admit it and start one.
     async fn apply(&mut self, pod: Pod) {
+        let trace = worker::StartTrace::new(std::time::Instant::now());
         let uid = pod.uid().unwrap_or_default();
         self.workers.retain(|_, slot| !slot.is_closed());
         let workers = &self.workers;
@@ -170,7 +171,8 @@ impl<R: ContainerRuntime> Controller<R> {
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(worker::run(self.shared.clone(), Arc::new(pod), rx));
+        trace.mark(worker::Phase::Admission);
+        tokio::spawn(worker::run(self.shared.clone(), Arc::new(pod), rx, trace));
         if !finished {
             self.active.insert(uid.clone());
         }

@@ -16,6 +16,7 @@ use tracing::Instrument;
 use super::effects::{Effect, Failure, Input, Slot};
 use super::prepare::{self, PreparedPod};
 use super::start::{self, StartError, StartRequest, Started};
+use super::trace::{Phase, StartTrace};
 use crate::events::Kind;
 use crate::pods::Shared;
 use crate::pods::probes::ProbeHandle;
@@ -25,9 +26,19 @@ use crate::volumes::{PodVolumes, VolumeLayout};
 /// An effect's outcome, before it becomes an input.
 enum Done<I> {
     Prepared(Result<(PreparedPod<I>, super::effects::Prepared), Failure>),
-    Started { slot: Slot, run: u32, result: Result<Started, StartError> },
-    Exited { slot: Slot, run: u32, exit: Exit },
+    Started {
+        slot: Slot,
+        run: u32,
+        result: Result<Started, StartError>,
+    },
+    Exited {
+        slot: Slot,
+        run: u32,
+        exit: Exit,
+    },
     Input(Input),
+    /// A status report ended (events held for it go out now).
+    Reported(Input),
     Refreshed(PodVolumes),
 }
 
@@ -43,6 +54,12 @@ pub struct Executor<R: ContainerRuntime> {
     pod: Arc<Pod>,
     /// When the worker first saw the pod (start latency is measured from here).
     seen: Instant,
+    /// Where the pod's start spends its time (`trace.rs`).
+    trace: StartTrace,
+    /// A preparation was asked for before.
+    prepared_before: bool,
+    /// Events held while the pod starts, until its first status report (`reporting.rs`).
+    held_events: reporting::HeldEvents,
     /// Once prepared: the images by reference, and where the volumes are.
     images: HashMap<String, PulledImage<R::Image>>,
     layout: Option<Arc<VolumeLayout>>,
@@ -71,7 +88,7 @@ pub struct Executor<R: ContainerRuntime> {
 }
 
 impl<R: ContainerRuntime> Executor<R> {
-    pub fn new(shared: Arc<Shared<R>>, pod: Arc<Pod>) -> Self {
+    pub fn new(shared: Arc<Shared<R>>, pod: Arc<Pod>, trace: StartTrace) -> Self {
         let last_status =
             pod.status.as_ref().and_then(|s| serde_json::to_value(s).ok()).unwrap_or(Value::Null);
         let uid = pod.uid().unwrap_or_default();
@@ -81,6 +98,9 @@ impl<R: ContainerRuntime> Executor<R> {
             shared,
             pod,
             seen: Instant::now(),
+            trace,
+            held_events: Default::default(),
+            prepared_before: false,
             images: HashMap::new(),
             layout: None,
             volumes: None,
@@ -133,6 +153,10 @@ impl<R: ContainerRuntime> Executor<R> {
         if matches!(done, Done::Prepared(_) | Done::Started { .. }) {
             self.journal.end();
         }
+        if matches!(done, Done::Prepared(Err(_)) | Done::Started { result: Err(_), .. }) {
+            // A failure's events say why the pod does not start: not held.
+            self.release_events();
+        }
         match done {
             Done::Prepared(Ok((prepared, info))) => {
                 for (_, secs) in &info.pulls {
@@ -168,6 +192,10 @@ impl<R: ContainerRuntime> Executor<R> {
                 Some(Input::Refreshed { token_due })
             }
             Done::Input(input) => Some(input),
+            Done::Reported(input) => {
+                self.release_events();
+                Some(input)
+            }
         }
     }
 
@@ -196,6 +224,7 @@ impl<R: ContainerRuntime> Executor<R> {
         metrics.container_starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if run == 0 && matches!(slot, Slot::Main(_)) {
             metrics.start_latency.observe(self.seen.elapsed());
+            self.trace.started();
         }
         self.tasks.push(Box::pin(async move {
             let exit = running.wait().await;
@@ -230,24 +259,38 @@ impl<R: ContainerRuntime> Executor<R> {
             Effect::Event { slot, kind, reason, message } => self.event(slot, kind, reason, message),
             Effect::Publish { status } => self.publish(status),
             Effect::RefreshVolumes => self.refresh(),
-            Effect::Delete => self.delete(),
-            Effect::Forget => self.forget(),
+            Effect::Delete => {
+                self.release_events();
+                self.delete()
+            }
+            Effect::Forget => {
+                self.release_events();
+                self.forget()
+            }
             Effect::CheckDisk => self.check_disk(),
         }
     }
 
     fn prepare(&mut self) {
         let (shared, pod, pod_dir) = (self.shared.clone(), self.pod.clone(), self.pod_dir());
-        let (recorder, pod_ref) = (shared.recorder.clone(), self.object_ref(None));
+        self.hold_events();
+        let (recorder, pod_ref, held) =
+            (shared.recorder.clone(), self.object_ref(None), self.held_events.clone());
         let on_pull = move |image: &str| {
-            let (r, o, m) = (recorder.clone(), pod_ref.clone(), format!("Pulling image {image:?}"));
-            tokio::spawn(async move { r.publish(&o, Kind::Normal, "Pulling", &m).await });
+            let message = format!("Pulling image {image:?}");
+            reporting::send_event(&held, &recorder, pod_ref.clone(), Kind::Normal, "Pulling", message);
         };
         self.journal.begin("prepare");
+        // After a failed preparation, images wait for the volumes (see `prepare.rs`).
+        let at_once = !std::mem::replace(&mut self.prepared_before, true);
         let span = tracing::debug_span!("prepare");
+        let trace = self.trace.clone();
         self.preparing = Some(Box::pin(
-            async move { Done::Prepared(prepare::prepare(shared, pod, pod_dir, on_pull).await) }
-                .instrument(span),
+            async move {
+                trace.mark(Phase::Queue);
+                Done::Prepared(prepare::prepare(shared, pod, pod_dir, (on_pull, at_once), &trace).await)
+            }
+            .instrument(span),
         ));
     }
 
@@ -263,7 +306,8 @@ impl<R: ContainerRuntime> Executor<R> {
             let image = self.images.get(container.image.as_deref().unwrap_or(""))?.clone();
             let layout = self.layout.clone()?;
             let (shared, pod, log_dir) = (self.shared.clone(), self.pod.clone(), self.log_dir());
-            Some(StartRequest { shared, pod, container, image, layout, log_dir, number: run, group })
+            let trace = self.trace.clone();
+            Some(StartRequest { shared, pod, container, image, layout, log_dir, number: run, group, trace })
         })();
         if let Some(c) = self.container(slot) {
             self.journal.begin(&format!("start {}", c.name));
@@ -271,8 +315,12 @@ impl<R: ContainerRuntime> Executor<R> {
         let span = tracing::debug_span!("start", ?slot, run);
         self.tasks.push(match request {
             Some(request) => Box::pin(
-                async move { Done::Started { slot, run, result: start::start(request).await } }
-                    .instrument(span),
+                async move {
+                    let trace = request.trace.clone();
+                    let result = trace.time(Phase::Create, start::start(request)).await;
+                    Done::Started { slot, run, result }
+                }
+                .instrument(span),
             ),
             None => Box::pin(std::future::ready(failed("the container's image or volumes are not prepared"))),
         });

@@ -18,6 +18,7 @@ use crate::metrics::Counted;
 use crate::pods::Shared;
 use crate::pods::directory::{ContainerEntry, ExecFn};
 use crate::pods::env;
+use crate::pods::worker::trace::{StartTrace, Timed};
 use crate::runtime::{
     ContainerNetwork, ContainerRun, ContainerRuntime, CountersFn, Group, PulledImage, Running,
 };
@@ -41,6 +42,8 @@ pub struct StartRequest<R: ContainerRuntime> {
     pub number: u32,
     /// The container's resource group (see `executor/runs.rs`), if the runtime makes them.
     pub group: Option<Group>,
+    /// The pod's start trace: env reads are timed in it.
+    pub trace: StartTrace,
 }
 
 /// An Event about a container's first start: what the node chose for it.
@@ -58,10 +61,11 @@ pub struct Started {
 
 /// Starts run `number` of the container.
 pub async fn start<R: ContainerRuntime>(req: StartRequest<R>) -> Result<Started, StartError> {
-    let StartRequest { shared, pod, container, image, layout, log_dir, number, group } = req;
+    let StartRequest { shared, pod, container, image, layout, log_dir, number, group, trace } = req;
     let ctx = shared.context(&pod);
     let began = std::time::Instant::now();
-    let env = env::resolve_env(&shared.source(), &ctx, &container)
+    let source = Timed { source: shared.source(), trace: &trace };
+    let env = env::resolve_env(&source, &ctx, &container)
         .instrument(debug_span!("env"))
         .await
         .map_err(|e| ("CreateContainerConfigError", config_message(shared.client.is_some(), chain(&e))))?;
