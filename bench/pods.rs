@@ -62,17 +62,37 @@ async fn observe(
     seen
 }
 
-async fn create_all(api: &Api<Pod>, prefix: &str, n: usize, node: &str, image: &str, token: bool) {
+/// Creates `n` pods; returns how many the API server gave a projected service-account
+/// token volume (its ServiceAccount admission does, for a pod that does not opt out).
+async fn create_all(api: &Api<Pod>, prefix: &str, n: usize, node: &str, image: &str, token: bool) -> usize {
     // At most 50 requests at once: the API server's in-flight limit answers 429 beyond
     // a few hundred.
     let creates = futures::stream::iter(0..n).map(|i| {
         let p = pod(&format!("{prefix}-{i}"), node, image, token);
-        async move { api.create(&PostParams::default(), &p).await.map(|_| ()) }
+        async move { api.create(&PostParams::default(), &p).await }
     });
     let results: Vec<_> = creates.buffer_unordered(50).collect().await;
-    for r in results {
-        r.expect("create pod");
+    results.into_iter().map(|r| r.expect("create pod")).filter(has_token_volume).count()
+}
+
+fn has_token_volume(p: &Pod) -> bool {
+    let volumes = p.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+    volumes
+        .filter_map(|v| v.projected.as_ref())
+        .any(|p| p.sources.iter().flatten().any(|s| s.service_account_token.is_some()))
+}
+
+/// Waits until the namespace's `default` ServiceAccount exists: until then the API server
+/// refuses pods that would mount its token.
+async fn wait_for_default_service_account(client: Client) -> anyhow::Result<()> {
+    let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client, "default");
+    for _ in 0..120 {
+        if sa.get_opt("default").await?.is_some() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    anyhow::bail!("no default ServiceAccount in namespace default after 60 s")
 }
 
 async fn delete_all(api: &Api<Pod>) {
@@ -99,7 +119,9 @@ async fn main() -> anyhow::Result<()> {
     let (node, hello, sleep) = (&args[1], &args[2], &args[3]);
     let num = |i: usize, d: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
     let (seq, burst, idle) = (num(4, 30), num(5, 100), num(6, 500));
-    let api: Api<Pod> = Api::namespaced(Client::try_default().await?, "default");
+    let client = Client::try_default().await?;
+    wait_for_default_service_account(client.clone()).await?;
+    let api: Api<Pod> = Api::namespaced(client, "default");
     delete_all(&api).await;
 
     // Warm the image cache (pull + compile) once.
@@ -116,6 +138,9 @@ async fn main() -> anyhow::Result<()> {
         burst_of(&api, node, hello, burst, token, kind).await?;
     }
 
+    if idle == 0 {
+        return Ok(());
+    }
     let obs = tokio::spawn(observe(api.clone(), idle, Duration::from_secs(600)));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let t0 = Instant::now();
@@ -146,11 +171,11 @@ async fn sequential(
     token: bool,
     kind: &str,
 ) -> anyhow::Result<()> {
-    let mut lat = Vec::new();
+    let (mut lat, mut with_token) = (Vec::new(), 0);
     for i in 0..n {
         let obs = tokio::spawn(observe(api.clone(), 1, Duration::from_secs(60)));
         tokio::time::sleep(Duration::from_millis(50)).await;
-        create_all(api, &format!("seq{i}"), 1, node, image, token).await;
+        with_token += create_all(api, &format!("seq{i}"), 1, node, image, token).await;
         if let Some((Some(b), Some(r))) = obs.await?.into_values().next() {
             lat.push(r.duration_since(b).as_secs_f64() * 1000.0);
         }
@@ -159,9 +184,10 @@ async fn sequential(
     lat.sort_by(f64::total_cmp);
     if !lat.is_empty() {
         println!(
-            "{kind}, {} one at a time: bind -> Running p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            "{kind}, {} one at a time ({with_token} with the token volume): bind -> Running p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             lat.len(),
             pct(&lat, 0.5),
+            pct(&lat, 0.9),
             pct(&lat, 0.99),
             lat[lat.len() - 1]
         );
@@ -181,7 +207,7 @@ async fn burst_of(
     let obs = tokio::spawn(observe(api.clone(), n, Duration::from_secs(300)));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let t0 = Instant::now();
-    create_all(api, "burst", n, node, image, token).await;
+    let with_token = create_all(api, "burst", n, node, image, token).await;
     let seen = obs.await?;
     let running = seen.values().filter(|v| v.1.is_some()).count();
     let last_bind = seen.values().filter_map(|v| v.0).max();
@@ -191,10 +217,10 @@ async fn burst_of(
         .filter_map(|v| Some(v.1?.saturating_duration_since(v.0?).as_secs_f64() * 1000.0))
         .collect();
     each.sort_by(f64::total_cmp);
-    let over = each.iter().filter(|ms| **ms > 1000.0).count();
+    let over = each.iter().filter(|ms| **ms > 300.0).count();
     println!(
-        "{kind}, {n} at once: {running} Running; create -> all Running {:.2} s; last bind -> last Running {:.0} ms; \
-         per pod bind -> Running p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms, {over} over 1 s",
+        "{kind}, {n} at once ({with_token} with the token volume): {running} Running; create -> all Running {:.2} s; last bind -> last Running {:.0} ms; \
+         per pod bind -> Running p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms, {over} over 300 ms",
         last_run.map(|r| r.duration_since(t0).as_secs_f64()).unwrap_or(f64::NAN),
         match (last_bind, last_run) {
             (Some(b), Some(r)) => r.saturating_duration_since(b).as_secs_f64() * 1000.0,

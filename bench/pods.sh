@@ -36,6 +36,11 @@ while IFS= read -r line <&"${BENCH[0]}"; do
   fi
 done
 wait "$BENCH_CHILD" 2>/dev/null || true
+# The agent's own breakdown (krustlet_pod_start_phase_seconds), mean per phase over every
+# start of the run; per-pod percentiles: bench/phases.py on the agent log (see there).
+kubectl get --raw "/api/v1/nodes/$NAME/proxy/metrics" 2>/dev/null |
+  awk -F'[{}" ]+' '/^krustlet_pod_start_phase_seconds_sum/ {s[$3]=$4} /^krustlet_pod_start_phase_seconds_count/ {c[$3]=$4}
+    END {for (p in s) if (c[p]) printf "start phase %-9s mean %.2f ms over %d starts\n", p, s[p] / c[p] * 1000, c[p]}' | sort || true
 sleep 5
 AFTER_KB=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
 echo "agent RSS after deleting every pod: $AFTER_KB kB (anonymous $(awk '/RssAnon/ {print $2, $3}' /proc/$PID/status)), $(awk -v a="$AFTER_KB" -v w="${WARM_KB:-0}" 'BEGIN {if (w) printf "%.2f", a / w; else print "?"}')x the warm agent"

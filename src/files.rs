@@ -1,5 +1,6 @@
-//! Small file helpers whose errors name the path: durable atomic writes with a mode, reads,
-//! owner-only directories, removal, and the sweep of temporary files a crash left behind.
+//! Small file helpers whose errors name the path: atomic writes with a mode (durable, or
+//! only safe from the agent's own crash), reads, owner-only directories, removal, and the
+//! sweep of temporary files a crash left behind.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -42,6 +43,19 @@ pub fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
 /// this returns, a crash or power loss leaves the new file (before, the old one). Parent
 /// directories are created (mode 0700: they hold keys).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    write_replacing(path, bytes, mode, true)
+}
+
+/// Like [`write_atomic`] without the flushes to disk: a reader never sees half a file, and
+/// the agent's own crash leaves the old or the new one (the kernel keeps both), but a power
+/// loss may leave either. For what only matters across a crash of the agent or until its
+/// next report (a pod's crash journal and its local status view), where two flushes would
+/// cost milliseconds on every pod start.
+pub fn write_volatile(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    write_replacing(path, bytes, mode, false)
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<(), FileError> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let err = |source| FileError::Write { path: path.into(), source };
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -55,13 +69,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileErro
         // The mode given to open() is filtered by the umask; set it exactly.
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(err)?;
+    if !durable {
+        return Ok(());
+    }
     // The rename is durable only once the directory entry is.
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)
 }

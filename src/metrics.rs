@@ -1,5 +1,5 @@
 //! Node metrics in the Prometheus text format (`/metrics`): container starts, start
-//! latency, image pull duration, exits by reason, log bytes written, refused network use.
+//! latency and its phases, image pull duration, exits by reason, log bytes written, refused network use.
 //! Lock-free counters that pod workers and socket checks bump; the server renders them
 //! with the current pod counts.
 
@@ -17,19 +17,40 @@ use tokio::io::AsyncWrite;
 /// Upper bounds (seconds) of the latency histograms.
 const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-/// A Prometheus histogram with fixed buckets.
-#[derive(Default)]
+/// Upper bounds (seconds) of the start phase histograms: a phase of a start takes from
+/// about 0.1 ms (admission) to tens of ms (a status report under load).
+const PHASE_BUCKETS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.05, 0.1, 0.3, 1.0, 10.0];
+
+/// A Prometheus histogram with fixed buckets ([`BUCKETS`] unless made with others).
 pub struct Histogram {
-    counts: [AtomicU64; BUCKETS.len()],
+    bounds: &'static [f64],
+    counts: Box<[AtomicU64]>,
     count: AtomicU64,
     /// Sum in microseconds.
     sum_us: AtomicU64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::with_buckets(&BUCKETS)
+    }
+}
+
 impl Histogram {
+    /// A histogram with these upper bounds (seconds, ascending).
+    pub fn with_buckets(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
     pub fn observe(&self, d: Duration) {
         let s = d.as_secs_f64();
-        for (i, le) in BUCKETS.iter().enumerate() {
+        for (i, le) in self.bounds.iter().enumerate() {
             if s <= *le {
                 self.counts[i].fetch_add(1, Ordering::Relaxed);
             }
@@ -40,12 +61,21 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (i, le) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", self.counts[i].load(Ordering::Relaxed));
+        self.render_series(out, name, "");
+    }
+
+    /// The series of one histogram of a family: `labels` (`a="b",`) before `le`.
+    fn render_series(&self, out: &mut String, name: &str, labels: &str) {
+        for (i, le) in self.bounds.iter().enumerate() {
+            let n = self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {n}");
         }
         let count = self.count.load(Ordering::Relaxed);
         let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}");
+        let braces =
+            |l: &str| if l.is_empty() { String::new() } else { format!("{{{}}}", l.trim_end_matches(',')) };
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{} {sum}\n{name}_count{} {count}", braces(labels), braces(labels));
     }
 }
 
@@ -121,6 +151,8 @@ pub struct Metrics {
     /// From the pod being seen to its container running (first run only).
     pub start_latency: Histogram,
     pub image_pull: Histogram,
+    /// Each phase of pods' starts (see `pods::worker::trace`), by the phase's label.
+    start_phases: Mutex<BTreeMap<&'static str, Histogram>>,
     pub log_bytes: AtomicU64,
     exits: Mutex<BTreeMap<&'static str, u64>>,
     /// Refused network uses, by the index of their pair in [`REFUSALS`].
@@ -146,6 +178,23 @@ impl Metrics {
                 out,
                 "krustlet_network_refused_total{{direction=\"{direction}\",reason=\"{reason}\"}} {n}"
             );
+        }
+    }
+
+    /// One phase of a pod's start took `d`.
+    pub fn start_phase(&self, phase: &'static str, d: Duration) {
+        let mut phases = self.start_phases.lock().unwrap_or_else(|p| p.into_inner());
+        phases.entry(phase).or_insert_with(|| Histogram::with_buckets(&PHASE_BUCKETS)).observe(d);
+    }
+
+    fn render_start_phases(&self, out: &mut String) {
+        let name = "krustlet_pod_start_phase_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Where pods' starts spend their time, from the watch event to the API server's answer to the first Running status: admission (the node's checks), queue (the worker's set-up), volumes (directories, mounts, files, and the token and reads within), token (TokenRequests), reads (ConfigMap and Secret GETs), image (module lookup; a pull and compile when new), create (env, mounts, log, the runtime's start), status (the Running status report), total. Volumes and image run at once.\n# TYPE {name} histogram"
+        );
+        for (phase, h) in self.start_phases.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            h.render_series(out, name, &format!("phase=\"{phase}\","));
         }
     }
 
@@ -232,6 +281,7 @@ impl Metrics {
             "Pod seen to first container running.",
         );
         self.image_pull.render(&mut out, "krustlet_image_pull_seconds", "Image pull (and compile) duration.");
+        self.render_start_phases(&mut out);
         let _ = writeln!(
             out,
             "# HELP krustlet_container_exits_total Container runs ended, by reason.\n# TYPE krustlet_container_exits_total counter"
@@ -302,6 +352,16 @@ mod tests {
         assert!(text.contains("krustlet_pod_start_seconds_count 1\n"));
         assert!(text.contains("krustlet_container_exits_total{reason=\"Completed\"} 2\n"));
         assert!(text.contains("krustlet_container_exits_total{reason=\"OOMKilled\"} 1\n"));
+        assert!(!text.contains("krustlet_pod_start_phase_seconds_count"), "no start, no series");
+        m.start_phase("status", Duration::from_micros(1500));
+        m.start_phase("status", Duration::from_millis(30));
+        let text = m.render(0, 0);
+        let series = "krustlet_pod_start_phase_seconds";
+        assert!(text.contains(&format!("{series}_bucket{{phase=\"status\",le=\"0.001\"}} 0\n")), "{text}");
+        assert!(text.contains(&format!("{series}_bucket{{phase=\"status\",le=\"0.002\"}} 1\n")));
+        assert!(text.contains(&format!("{series}_bucket{{phase=\"status\",le=\"+Inf\"}} 2\n")));
+        assert!(text.contains(&format!("{series}_count{{phase=\"status\"}} 2\n")));
+        assert!(text.contains(&format!("{series}_sum{{phase=\"status\"}} 0.0315\n")));
 
         let key = ServerKey { namespace: "ns".into(), pod: "web".into(), container: "c".into() };
         let counters =

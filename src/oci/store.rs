@@ -94,8 +94,17 @@ impl Store {
         };
         let key = reference::index_key(&reference);
         let _no_gc = self.gc.read().await;
+        // An image present is read without the pull lock (entries are replaced whole, by a
+        // rename): a hundred pods of one image start at once, not one after another.
+        if policy != PullPolicy::Always
+            && let Some(pulled) = self.load(&key, image).await
+        {
+            tracing::debug!(image, policy = ?policy, "image present in store");
+            return Ok(pulled);
+        }
         let lock = self.lock_for(&key);
         let _guard = lock.lock().await;
+        // Pulled meanwhile by the holder of the lock?
         if policy != PullPolicy::Always
             && let Some(pulled) = self.load(&key, image).await
         {

@@ -4,7 +4,9 @@
 //! with it, once. Reads made to start a pod are always fresh (and fill the cache), as the
 //! kubelet's cache-based manager refreshes a pod's objects when the pod is registered.
 //! A cached answer is at most one period old, so a change reaches running pods within two
-//! periods at worst. Tokens are not cached: each pod's are its own.
+//! periods at worst. A fresh read joins a read of the same object already in flight (it
+//! began at most one round trip earlier): a hundred pods that start at once read their
+//! namespace's `kube-root-ca.crt` once. Tokens are not cached: each pod's are its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::objects::ObjectSource;
@@ -22,11 +25,13 @@ struct Entries<T> {
     map: HashMap<(String, String), (Instant, Option<T>)>,
     /// Stale entries are swept when the map grows past this.
     sweep_at: usize,
+    /// The reads in flight: told when each has put its answer in `map` (or failed).
+    reading: HashMap<(String, String), watch::Sender<bool>>,
 }
 
 impl<T> Default for Entries<T> {
     fn default() -> Self {
-        Entries { map: HashMap::new(), sweep_at: 64 }
+        Entries { map: HashMap::new(), sweep_at: 64, reading: HashMap::new() }
     }
 }
 
@@ -84,14 +89,57 @@ async fn read<T: Clone>(
     (ns, name): (&str, &str),
     fetch: impl Future<Output = Result<Option<T>, kube::Error>>,
 ) -> Result<Option<T>, kube::Error> {
-    if !fresh && let Some(hit) = entries.lock().ok().and_then(|e| e.get(ns, name, ttl)) {
-        return Ok(hit);
+    let key = (ns.to_string(), name.to_string());
+    let lock = || entries.lock().unwrap_or_else(|p| p.into_inner());
+    let joined = {
+        let mut e = lock();
+        if !fresh && let Some(hit) = e.get(ns, name, ttl) {
+            return Ok(hit);
+        }
+        match e.reading.get(&key) {
+            Some(reading) => Some(reading.subscribe()),
+            None => {
+                e.reading.insert(key.clone(), watch::channel(false).0);
+                None
+            }
+        }
+    };
+    if let Some(mut done) = joined {
+        // The answer of the read in flight, once in the map; if that read failed, read anew.
+        if done.changed().await.is_ok()
+            && *done.borrow()
+            && let Some((_, hit)) = lock().map.get(&key)
+        {
+            return Ok(hit.clone());
+        }
+        return fetch.await;
     }
-    let got = fetch.await?;
-    if let Ok(mut e) = entries.lock() {
-        e.put(ns, name, got.clone(), ttl);
+    // This read is the one others join: they are told when it ends, however it ends.
+    let mut reading = Reading { entries, key: &key, answered: false };
+    let got = fetch.await;
+    if let Ok(got) = &got {
+        lock().put(ns, name, got.clone(), ttl);
+        reading.answered = true;
     }
-    Ok(got)
+    drop(reading);
+    got
+}
+
+/// A read in flight that others may join: ended when dropped, telling them whether its
+/// answer is in the map (else they read themselves).
+struct Reading<'a, T> {
+    entries: &'a Mutex<Entries<T>>,
+    key: &'a (String, String),
+    answered: bool,
+}
+
+impl<T> Drop for Reading<'_, T> {
+    fn drop(&mut self) {
+        let sender = self.entries.lock().unwrap_or_else(|p| p.into_inner()).reading.remove(self.key);
+        if let Some(sender) = sender.filter(|_| self.answered) {
+            let _ = sender.send(true);
+        }
+    }
 }
 
 impl<S: ObjectSource> ObjectSource for Cached<S> {
@@ -152,6 +200,20 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         c.config_map("ns", "ca").await.unwrap();
         assert_eq!(calls(&c.source), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn starts_at_once_share_the_read_in_flight() {
+        let cache = Arc::new(ObjectCache::new(Duration::from_secs(60)));
+        let src = FakeSource::default().with_config_map("ns", "ca", &[("ca.crt", "x")]);
+        let start = Cached { source: src.slow(Duration::from_millis(5)), cache: cache.clone(), fresh: true };
+        let reads = (0..100).map(|_| start.config_map("ns", "ca"));
+        let answers = futures::future::join_all(reads).await;
+        assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|cm| cm.is_some())));
+        assert_eq!(calls(&start.source), 1, "a hundred starts at once, one GET");
+        // A start after that read ended reads afresh.
+        start.config_map("ns", "ca").await.unwrap();
+        assert_eq!(calls(&start.source), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -57,6 +57,7 @@ struct Controller<R> {
 impl<R: ContainerRuntime> Controller<R> {
     /// A pod appeared or changed: hand it to its worker, or admit it and start one.
     async fn apply(&mut self, pod: Pod) {
+        let trace = worker::StartTrace::new(std::time::Instant::now());
         let uid = pod.uid().unwrap_or_default();
         self.workers.retain(|_, slot| !slot.is_closed());
         let workers = &self.workers;
@@ -86,7 +87,8 @@ impl<R: ContainerRuntime> Controller<R> {
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(worker::run(self.handles.clone(), Arc::new(pod), rx));
+        trace.mark(worker::Phase::Admission);
+        tokio::spawn(worker::run(self.handles.clone(), Arc::new(pod), rx, trace));
         if !finished {
             self.active.insert(uid.clone());
         }

@@ -27,6 +27,8 @@ pub(crate) struct FakeSource {
     pub calls: Mutex<Vec<String>>,
     /// Every TokenRequest received.
     pub token_requests: Mutex<Vec<TokenRequest>>,
+    /// How long each read takes (none by default).
+    pub latency: Option<std::time::Duration>,
 }
 
 impl FakeSource {
@@ -58,6 +60,17 @@ impl FakeSource {
         self
     }
 
+    /// Each read takes `latency` (on tokio's clock).
+    pub(crate) fn slow(self, latency: std::time::Duration) -> Self {
+        FakeSource { latency: Some(latency), ..self }
+    }
+
+    async fn wait(&self) {
+        if let Some(latency) = self.latency {
+            tokio::time::sleep(latency).await;
+        }
+    }
+
     pub(crate) fn calls(&self) -> Vec<String> {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }
@@ -78,11 +91,13 @@ impl FakeSource {
 impl ObjectSource for FakeSource {
     async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, kube::Error> {
         self.record(format!("configmap {ns}/{name}"))?;
+        self.wait().await;
         Ok(self.config_maps.get(&format!("{ns}/{name}")).cloned())
     }
 
     async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, kube::Error> {
         self.record(format!("secret {ns}/{name}"))?;
+        self.wait().await;
         Ok(self.secrets.get(&format!("{ns}/{name}")).cloned())
     }
 }

@@ -70,7 +70,8 @@ pub(crate) async fn for_volume<S: VolumeSource>(
 
 /// All sources of a projected volume merged (a later source wins a path), each file with
 /// its item's `mode` or the volume's `defaultMode`, by default 0644, or 0600 when the
-/// volume holds a secret or a token.
+/// volume holds a secret or a token. Its TokenRequests and its ConfigMap and Secret reads
+/// go to the API server at the same time (every pod's default volume has one of each).
 async fn projected<S: VolumeSource>(
     src: &S,
     lookup: &mut Lookup<'_, S>,
@@ -80,21 +81,39 @@ async fn projected<S: VolumeSource>(
     tokens: &mut Tokens,
 ) -> Result<Payload, VolumeError> {
     let mode = p.default_mode.unwrap_or(projected_default_mode(p));
+    let sources: Vec<&VolumeProjection> = p.sources.iter().flatten().collect();
+    let requested = async {
+        let mut out = HashMap::new();
+        for (index, t) in
+            sources.iter().enumerate().filter_map(|(i, s)| Some((i, s.service_account_token.as_ref()?)))
+        {
+            out.insert(index, service_account_token(src, ctx, volume, index, t, tokens).await?);
+        }
+        Ok::<_, VolumeError>(out)
+    };
+    let read = async {
+        let mut out: HashMap<usize, Payload> = HashMap::new();
+        for (index, source) in sources.iter().enumerate() {
+            if let Some(cm) = &source.config_map {
+                let r = ObjectRef::new(ConfigKind::ConfigMap, &cm.name, cm.items.as_deref(), cm.optional);
+                out.entry(index).or_default().extend(object(lookup, volume, &r, mode).await?);
+            }
+            if let Some(s) = &source.secret {
+                let r = ObjectRef::new(ConfigKind::Secret, &s.name, s.items.as_deref(), s.optional);
+                out.entry(index).or_default().extend(object(lookup, volume, &r, mode).await?);
+            }
+        }
+        Ok::<_, VolumeError>(out)
+    };
+    let (requested, read) = futures::join!(requested, read);
+    let (mut requested, mut read) = (requested?, read?);
     let mut files = Payload::new();
-    for (index, source) in p.sources.iter().flatten().enumerate() {
-        if let Some(cm) = &source.config_map {
-            let r = ObjectRef::new(ConfigKind::ConfigMap, &cm.name, cm.items.as_deref(), cm.optional);
-            files.extend(object(lookup, volume, &r, mode).await?);
-        }
-        if let Some(s) = &source.secret {
-            let r = ObjectRef::new(ConfigKind::Secret, &s.name, s.items.as_deref(), s.optional);
-            files.extend(object(lookup, volume, &r, mode).await?);
-        }
+    for (index, source) in sources.iter().enumerate() {
+        files.extend(read.remove(&index).unwrap_or_default());
         if let Some(d) = &source.downward_api {
             files.extend(downward_items(ctx, volume, d.items.as_deref().unwrap_or_default(), mode)?);
         }
-        if let Some(t) = &source.service_account_token {
-            let (path, token) = service_account_token(src, ctx, volume, index, t, tokens).await?;
+        if let Some((path, token)) = requested.remove(&index) {
             files.insert(path, FileData { bytes: token.into_bytes(), mode: mode_bits(mode) });
         }
     }

@@ -16,6 +16,7 @@ use tracing::Instrument;
 use super::effects::{Effect, Failure, Input, Slot};
 use super::prepare::{self, PreparedPod, Preparer};
 use super::start::{self, StartError, StartRequest, Started};
+use super::trace::{Phase, StartTrace};
 use crate::events::Kind;
 use crate::pods::Handles;
 use crate::pods::probes::ProbeHandle;
@@ -25,9 +26,19 @@ use crate::volumes::{PodVolumes, VolumeLayout};
 /// An effect's outcome, before it becomes an input.
 enum Done<I> {
     Prepared(Result<(PreparedPod<I>, super::effects::Prepared), Failure>),
-    Started { slot: Slot, run: u32, result: Result<Started, StartError> },
-    Exited { slot: Slot, run: u32, exit: Exit },
+    Started {
+        slot: Slot,
+        run: u32,
+        result: Result<Started, StartError>,
+    },
+    Exited {
+        slot: Slot,
+        run: u32,
+        exit: Exit,
+    },
     Input(Input),
+    /// A status report ended (events held for it go out now).
+    Reported(Input),
     Refreshed(PodVolumes),
 }
 
@@ -44,6 +55,12 @@ pub struct Executor<R: ContainerRuntime> {
     pod: Arc<Pod>,
     /// When the worker first saw the pod (start latency is measured from here).
     seen: Instant,
+    /// Where the pod's start spends its time (`trace.rs`).
+    trace: StartTrace,
+    /// A preparation was asked for before.
+    prepared_before: bool,
+    /// Events held while the pod starts, until its first status report (`reporting.rs`).
+    held_events: reporting::HeldEvents,
     /// Once prepared: the images by reference, and where the volumes are.
     images: HashMap<String, PulledImage<R::Image>>,
     layout: Option<Arc<VolumeLayout>>,
@@ -72,7 +89,7 @@ pub struct Executor<R: ContainerRuntime> {
 }
 
 impl<R: ContainerRuntime> Executor<R> {
-    pub fn new(handles: Arc<Handles<R>>, pod: Arc<Pod>) -> Self {
+    pub fn new(handles: Arc<Handles<R>>, pod: Arc<Pod>, trace: StartTrace) -> Self {
         let last_status =
             pod.status.as_ref().and_then(|s| serde_json::to_value(s).ok()).unwrap_or(Value::Null);
         let uid = pod.uid().unwrap_or_default();
@@ -82,6 +99,9 @@ impl<R: ContainerRuntime> Executor<R> {
             handles,
             pod,
             seen: Instant::now(),
+            trace,
+            held_events: Default::default(),
+            prepared_before: false,
             images: HashMap::new(),
             layout: None,
             volumes: None,
@@ -134,6 +154,10 @@ impl<R: ContainerRuntime> Executor<R> {
         if matches!(done, Done::Prepared(_) | Done::Started { .. }) {
             self.journal.end();
         }
+        if matches!(done, Done::Prepared(Err(_)) | Done::Started { result: Err(_), .. }) {
+            // A failure's events say why the pod does not start: not held.
+            self.release_events();
+        }
         match done {
             Done::Prepared(Ok((prepared, info))) => {
                 for (_, secs) in &info.pulls {
@@ -169,6 +193,10 @@ impl<R: ContainerRuntime> Executor<R> {
                 Some(Input::Refreshed { token_due })
             }
             Done::Input(input) => Some(input),
+            Done::Reported(input) => {
+                self.release_events();
+                Some(input)
+            }
         }
     }
 
@@ -197,6 +225,7 @@ impl<R: ContainerRuntime> Executor<R> {
         metrics.container_starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if run == 0 && matches!(slot, Slot::Main(_)) {
             metrics.start_latency.observe(self.seen.elapsed());
+            self.trace.started();
         }
         self.tasks.push(Box::pin(async move {
             let exit = running.wait().await;
@@ -231,8 +260,14 @@ impl<R: ContainerRuntime> Executor<R> {
             Effect::Event { slot, kind, reason, message } => self.event(slot, kind, reason, message),
             Effect::Publish { status } => self.publish(status),
             Effect::RefreshVolumes => self.refresh(),
-            Effect::Delete => self.delete(),
-            Effect::Forget => self.forget(),
+            Effect::Delete => {
+                self.release_events();
+                self.delete()
+            }
+            Effect::Forget => {
+                self.release_events();
+                self.forget()
+            }
             Effect::CheckDisk => self.check_disk(),
         }
     }
@@ -246,16 +281,24 @@ impl<R: ContainerRuntime> Executor<R> {
             network: h.network.clone(),
         };
         let (pod, pod_dir) = (self.pod.clone(), self.pod_dir());
-        let (recorder, pod_ref) = (h.api.recorder.clone(), self.object_ref(None));
+        self.hold_events();
+        let (recorder, pod_ref, held) =
+            (self.handles.api.recorder.clone(), self.object_ref(None), self.held_events.clone());
         let on_pull = move |image: &str| {
-            let (r, o, m) = (recorder.clone(), pod_ref.clone(), format!("Pulling image {image:?}"));
-            tokio::spawn(async move { r.publish(&o, Kind::Normal, "Pulling", &m).await });
+            let message = format!("Pulling image {image:?}");
+            reporting::send_event(&held, &recorder, pod_ref.clone(), Kind::Normal, "Pulling", message);
         };
         self.journal.begin("prepare");
+        // After a failed preparation, images wait for the volumes (see `prepare.rs`).
+        let at_once = !std::mem::replace(&mut self.prepared_before, true);
         let span = tracing::debug_span!("prepare");
+        let trace = self.trace.clone();
         self.preparing = Some(Box::pin(
-            async move { Done::Prepared(prepare::prepare(with, pod, pod_dir, on_pull).await) }
-                .instrument(span),
+            async move {
+                trace.mark(Phase::Queue);
+                Done::Prepared(prepare::prepare(with, pod, pod_dir, (on_pull, at_once), &trace).await)
+            }
+            .instrument(span),
         ));
     }
 
@@ -285,6 +328,7 @@ impl<R: ContainerRuntime> Executor<R> {
                 log_dir,
                 number: run,
                 group,
+                trace: self.trace.clone(),
             })
         })();
         if let Some(c) = self.container(slot) {
@@ -293,8 +337,12 @@ impl<R: ContainerRuntime> Executor<R> {
         let span = tracing::debug_span!("start", ?slot, run);
         self.tasks.push(match request {
             Some(request) => Box::pin(
-                async move { Done::Started { slot, run, result: start::start(request).await } }
-                    .instrument(span),
+                async move {
+                    let trace = request.trace.clone();
+                    let result = trace.time(Phase::Create, start::start(request)).await;
+                    Done::Started { slot, run, result }
+                }
+                .instrument(span),
             ),
             None => Box::pin(std::future::ready(failed("the container's image or volumes are not prepared"))),
         });

@@ -40,7 +40,9 @@ impl Journal {
         if let Some(dir) = self.path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Err(e) = crate::files::write_atomic(&self.path, &bytes, 0o600) {
+        // A crash of the agent is what the journal is for, and the kernel keeps its writes
+        // across one: no flush to disk on the start path (see `write_volatile`).
+        if let Err(e) = crate::files::write_volatile(&self.path, &bytes, 0o600) {
             tracing::warn!(error = %e, "writing the pod's crash journal failed");
         }
     }

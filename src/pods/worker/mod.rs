@@ -8,6 +8,7 @@ mod journal;
 mod machine;
 mod prepare;
 mod start;
+mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use crate::runtime::ContainerRuntime;
 use effects::Input;
 use executor::Executor;
 pub use machine::{Machine, PodState, Settings};
+pub use trace::{Phase, StartTrace};
 
 /// What the controller tells a worker.
 #[derive(Debug)]
@@ -38,11 +40,13 @@ pub enum Msg {
 }
 
 /// Runs the worker of `pod` until the pod is gone (deleted by us or by someone else) or
-/// the controller goes away (the agent is shutting down: the pod's files stay).
+/// the controller goes away (the agent is shutting down: the pod's files stay). `trace`
+/// times the pod's start, from its watch event on.
 pub async fn run<R: ContainerRuntime>(
     handles: Arc<Handles<R>>,
     pod: Arc<Pod>,
     mut rx: mpsc::UnboundedReceiver<Msg>,
+    trace: StartTrace,
 ) {
     let span = info_span!("pod", ns = pod.namespace().unwrap_or_default(), pod = pod.name_any());
     async move {
@@ -56,7 +60,7 @@ pub async fn run<R: ContainerRuntime>(
             .map(|t| crate::base::time::rfc3339(&t.0))
             .unwrap_or_else(crate::base::time::now_rfc3339);
         let mut machine = Machine::new(pod.clone(), settings, start_time);
-        let mut executor = Executor::new(handles, pod.clone());
+        let mut executor = Executor::new(handles, pod.clone(), trace);
         executor.pod_changed(pod);
         let crashed = executor.unfinished_step();
         executor.run(machine.begin(Instant::now(), crashed));

@@ -12,6 +12,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, debug, debug_span};
 
 use super::effects::{Failure, Prepared};
+use super::trace::{Phase, StartTrace, Timed};
 use crate::base::error::chain;
 use crate::network::Network;
 use crate::oci::{FileImages, PullPolicy, RegistryAuth};
@@ -36,27 +37,61 @@ pub struct Preparer<R> {
     pub network: Network,
 }
 
-/// Prepares volumes, then pulls the images of all containers (init first). `on_pull` is
-/// told of each image as its pull starts.
+/// Prepares the volumes, and pulls the images of all containers (init first). A pod's
+/// first preparation does both at once: neither needs the other, and the start waits for
+/// both. Once one failed (`at_once` false) the images wait for the volumes, as the
+/// kubelet's pulls wait for its mounts: a pod whose ConfigMap is missing is retried soon
+/// (`CONFIG_RETRY_INITIAL`), and those retries do not ask the registry each time. A
+/// volume failure is reported before an image's. `on_pull` is told of each image as its
+/// pull starts; `trace` times each step.
 pub async fn prepare<R: ContainerRuntime>(
     with: Preparer<R>,
     pod: Arc<Pod>,
     pod_dir: PathBuf,
-    on_pull: impl Fn(&str) + Send,
+    (on_pull, at_once): (impl Fn(&str) + Send, bool),
+    trace: &StartTrace,
 ) -> Result<(PreparedPod<R::Image>, Prepared), Failure> {
     let ctx = with.host.context(&pod);
-    let began = Instant::now();
-    let volumes = PodVolumes::prepare(&with.objects.source(), &ctx, &pod_dir, with.host.memory_medium)
-        .instrument(debug_span!("volumes"))
-        .await
-        .map_err(volume_failure)?;
-    debug!(ms = began.elapsed().as_secs_f64() * 1e3, "volumes ready");
+    let source = Timed { source: with.objects.source(), trace };
+    let volumes = async {
+        let began = Instant::now();
+        let volumes = PodVolumes::prepare(&source, &ctx, &pod_dir, with.host.memory_medium)
+            .instrument(debug_span!("volumes"));
+        let volumes = trace.time(Phase::Volumes, volumes).await;
+        debug!(ms = began.elapsed().as_secs_f64() * 1e3, "volumes ready");
+        volumes
+    };
+    let pulls = images(&with, &pod, on_pull, trace);
+    let (volumes, images) = match at_once {
+        true => tokio::join!(volumes, pulls),
+        false => {
+            let volumes = volumes.await.map_err(volume_failure)?;
+            (Ok(volumes), pulls.await)
+        }
+    };
+    let volumes = volumes.map_err(volume_failure)?;
+    let (images, mut done) = images?;
+    reserve_http_default(&with.network, &pod, &images);
+    done.token_due = token_due(&volumes);
+    done.watch_disk = volumes.layout().has_size_limits();
+    done.refreshes = volumes.layout().refreshes();
+    Ok((PreparedPod { volumes, images }, done))
+}
+
+/// Pulls each image of the pod's containers once (init first), with the credentials of
+/// its `imagePullSecrets`.
+async fn images<R: ContainerRuntime>(
+    with: &Preparer<R>,
+    pod: &Pod,
+    on_pull: impl Fn(&str) + Send,
+    trace: &StartTrace,
+) -> Result<(HashMap<String, PulledImage<R::Image>>, Prepared), Failure> {
     let containers: Vec<Container> = match pod.spec.as_ref() {
         Some(s) => s.init_containers.iter().flatten().chain(&s.containers).cloned().collect(),
         None => Vec::new(),
     };
     let auth = match &with.objects.client {
-        Some(client) => pull_secrets(client, &pod).await,
+        Some(client) => trace.time(Phase::Reads, pull_secrets(client, pod)).await,
         None => RegistryAuth::anonymous(),
     };
     let mut images = HashMap::new();
@@ -72,9 +107,10 @@ pub async fn prepare<R: ContainerRuntime>(
         on_pull(&image);
         let started = Instant::now();
         let pull_policy = PullPolicy::from_k8s(c.image_pull_policy.as_deref(), &image);
-        let file_images = if report::is_static(&pod) { FileImages::Allowed } else { FileImages::Refused };
+        let file_images = if report::is_static(pod) { FileImages::Allowed } else { FileImages::Refused };
         let request = ImageRequest { image: image.clone(), pull_policy, auth: auth.clone(), file_images };
-        let pulled = with.runtime.prepare(request).instrument(debug_span!("image", %image)).await;
+        let pulled = with.runtime.prepare(request).instrument(debug_span!("image", %image));
+        let pulled = trace.time(Phase::Image, pulled).await;
         match pulled {
             Ok(p) => {
                 debug!(%image, ms = started.elapsed().as_secs_f64() * 1e3, "image ready");
@@ -85,11 +121,7 @@ pub async fn prepare<R: ContainerRuntime>(
             Err(e) => return Err(Failure::Pull { image, reason: e.reason, message: chain(&e) }),
         }
     }
-    reserve_http_default(&with.network, &pod, &images);
-    done.token_due = token_due(&volumes);
-    done.watch_disk = volumes.layout().has_size_limits();
-    done.refreshes = volumes.layout().refreshes();
-    Ok((PreparedPod { volumes, images }, done))
+    Ok((images, done))
 }
 
 /// A `wasi:http` component with no TCP `containerPort` is served on the default port:

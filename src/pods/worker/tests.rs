@@ -114,6 +114,7 @@ struct Harness {
     pod: Pod,
     slot: mpsc::UnboundedSender<Msg>,
     worker: tokio::task::JoinHandle<()>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A pod whose containers are `(name, [plan per run])`, with the image `image`.
@@ -175,8 +176,10 @@ impl Harness {
             wakes: Wakes::default(),
         });
         let (slot, rx) = mpsc::unbounded_channel();
-        let worker = tokio::spawn(super::run(handles, Arc::new(pod.clone()), rx));
-        Harness { _dir: dir, data, seen, pod, slot, worker }
+        let trace = super::StartTrace::new(std::time::Instant::now());
+        let metrics = handles.metrics.clone();
+        let worker = tokio::spawn(super::run(handles, Arc::new(pod.clone()), rx, trace));
+        Harness { _dir: dir, data, seen, pod, slot, worker, metrics }
     }
 
     /// The next thing the fake saw (time moves on until it happens).
@@ -358,4 +361,20 @@ async fn a_static_pod_reports_anew_a_second_after_its_mirror_went() {
     assert_eq!(inode(), before, "reported again before the delay");
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_ne!(inode(), before, "not reported again after the delay");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_shows_in_each_phase_of_the_start_histogram_once_restarts_not_at_all() {
+    let mut h = Harness::start(pod("Always", &[], &[("main", &["0@1"])], "img"));
+    let text = h.metrics.render(0, 0);
+    assert!(!text.contains("krustlet_pod_start_phase_seconds_count"), "traced before the start: {text}");
+    // The first run, then a restart a second later.
+    h.starts(2, Instant::now()).await;
+    h.wait(1).await;
+    let text = h.metrics.render(0, 0);
+    for phase in super::Phase::ALL {
+        let count = format!("krustlet_pod_start_phase_seconds_count{{phase=\"{}\"}} 1\n", phase.label());
+        assert!(text.contains(&count), "{count} missing from:\n{text}");
+    }
+    assert!(text.contains("krustlet_pod_start_phase_seconds_bucket{phase=\"total\",le=\"+Inf\"} 1\n"));
 }

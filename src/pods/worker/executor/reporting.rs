@@ -1,6 +1,8 @@
 //! What the executor tells the API about the pod: its status (written to the pod's
 //! directory too) and its events.
 
+use std::sync::{Arc, Mutex};
+
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -10,16 +12,55 @@ use tracing::{Instrument, debug, info, warn};
 use super::{Done, Executor};
 use crate::base::error::chain;
 use crate::config::PUBLISH_RETRY;
-use crate::events::Kind;
+use crate::events::{Kind, Recorder};
 use crate::pods::status::report::{self, Reported};
 use crate::pods::worker::effects::{Input, Slot};
 use crate::runtime::ContainerRuntime;
 
+/// Events of a pod that starts, held until its first status report is answered: `None`
+/// when not holding. See [`Executor::hold_events`].
+pub(super) type HeldEvents = Arc<Mutex<Option<Vec<(ObjectReference, Kind, &'static str, String)>>>>;
+
+/// Publishes an event without waiting, or holds it while `held` holds.
+pub(super) fn send_event(
+    held: &HeldEvents,
+    recorder: &Recorder,
+    object: ObjectReference,
+    kind: Kind,
+    reason: &'static str,
+    message: String,
+) {
+    if let Some(held) = held.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        return held.push((object, kind, reason, message));
+    }
+    let recorder = recorder.clone();
+    tokio::spawn(async move { recorder.publish(&object, kind, reason, &message).await });
+}
+
 impl<R: ContainerRuntime> Executor<R> {
-    /// Publishes an event about the pod (or one of its containers) without waiting.
+    /// Publishes an event about the pod (or one of its containers) without waiting (held
+    /// while the pod starts, see [`Executor::hold_events`]).
     pub(super) fn event(&self, slot: Option<Slot>, kind: Kind, reason: &'static str, message: String) {
-        let (recorder, object) = (self.handles.api.recorder.clone(), self.object_ref(slot));
-        tokio::spawn(async move { recorder.publish(&object, kind, reason, &message).await });
+        let object = self.object_ref(slot);
+        send_event(&self.held_events, &self.handles.api.recorder, object, kind, reason, message);
+    }
+
+    /// From the first preparation of a pod to its first status report, its events wait:
+    /// they are notices (`Pulling`, `Pulled`, `Created`, `Started`), and sent at once they
+    /// compete with the start's own requests and its Running report for the API server.
+    /// A failure to prepare or start, and the pod going away, send them at once.
+    pub(super) fn hold_events(&mut self) {
+        if self.handles.api.client.is_some() && !self.trace.is_over() {
+            self.held_events.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(Vec::new);
+        }
+    }
+
+    /// Sends the events held, and holds no more.
+    pub(super) fn release_events(&mut self) {
+        let held = self.held_events.lock().unwrap_or_else(|p| p.into_inner()).take();
+        for (object, kind, reason, message) in held.unwrap_or_default() {
+            send_event(&self.held_events, &self.handles.api.recorder, object, kind, reason, message);
+        }
     }
 
     /// Writes the status file, then reports the status to the API (or the mirror pod).
@@ -27,7 +68,13 @@ impl<R: ContainerRuntime> Executor<R> {
         report::keep_transition_times(&mut status, &self.last_status);
         self.write_status_file(&status);
         self.last_status = status.clone();
+        // The first Running status ends the pod's start trace once the API has it.
+        let trace = (self.trace.awaits_report() && status["phase"] == "Running").then(|| self.trace.clone());
+        let metrics = self.handles.metrics.clone();
         let Some(client) = self.handles.api.client.clone() else {
+            if let Some(trace) = trace {
+                trace.reported(&metrics);
+            }
             return self.tasks.push(Box::pin(std::future::ready(Done::Input(Input::Published { ok: true }))));
         };
         let pod = self.pod.clone();
@@ -43,8 +90,13 @@ impl<R: ContainerRuntime> Executor<R> {
                     false => report::patch_status(client, &pod, &status).await,
                 };
                 debug!(ms = began.elapsed().as_secs_f64() * 1e3, "status reported");
-                Done::Input(match result {
-                    Ok(Reported::Done) => Input::Published { ok: true },
+                Done::Reported(match result {
+                    Ok(Reported::Done) => {
+                        if let Some(trace) = trace {
+                            trace.reported(&metrics);
+                        }
+                        Input::Published { ok: true }
+                    }
                     Ok(Reported::Gone) => {
                         info!("the pod is no longer in the API");
                         Input::Gone
@@ -67,7 +119,10 @@ impl<R: ContainerRuntime> Executor<R> {
             "static": report::is_static(&self.pod), "status": status,
         });
         let path = self.pod_dir().join("status.json");
-        if let Err(e) = crate::files::write_atomic(&path, doc.to_string().as_bytes(), 0o644) {
+        // Not flushed to disk (two flushes a report, milliseconds on each start): a local
+        // view for `krustlet-wasi pods`, kept by the kernel across an agent crash; after a
+        // power loss every guest is gone anyway, and the next agent reports each pod anew.
+        if let Err(e) = crate::files::write_volatile(&path, doc.to_string().as_bytes(), 0o644) {
             warn!(error = %e, "writing the local pod status failed");
         }
     }

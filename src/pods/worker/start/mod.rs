@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::network::Network;
 use crate::pods::directory::{ContainerEntry, ExecFn};
 use crate::pods::env;
+use crate::pods::worker::trace::{StartTrace, Timed};
 use crate::pods::{Host, Logs, Objects};
 use crate::runtime::{
     ContainerNetwork, ContainerRun, ContainerRuntime, CountersFn, Group, PulledImage, Running,
@@ -47,6 +48,8 @@ pub struct StartRequest<R: ContainerRuntime> {
     pub number: u32,
     /// The container's resource group (see `executor/runs.rs`), if the runtime makes them.
     pub group: Option<Group>,
+    /// The pod's start trace: env reads are timed in it.
+    pub trace: StartTrace,
 }
 
 /// An Event about a container's first start: what the node chose for it.
@@ -78,10 +81,12 @@ pub async fn start<R: ContainerRuntime>(req: StartRequest<R>) -> Result<Started,
         log_dir,
         number,
         group,
+        trace,
     } = req;
     let ctx = host.context(&pod);
     let began = std::time::Instant::now();
-    let env = env::resolve_env(&objects.source(), &ctx, &container)
+    let source = Timed { source: objects.source(), trace: &trace };
+    let env = env::resolve_env(&source, &ctx, &container)
         .instrument(debug_span!("env"))
         .await
         .map_err(|e| ("CreateContainerConfigError", config_message(objects.client.is_some(), chain(&e))))?;
