@@ -26,7 +26,9 @@ impl<R: ContainerRuntime> Executor<R> {
     pub(super) fn publish(&mut self, mut status: Value) {
         report::keep_transition_times(&mut status, &self.last_status);
         self.write_status_file(&status);
-        self.last_status = status.clone();
+        // Only the conditions are looked at again (their transition times); the rest of
+        // the tree would be kilobytes held by every pod.
+        self.last_status = json!({"conditions": status["conditions"].clone()});
         let Some(client) = self.handles.api.client.clone() else {
             return self.tasks.push(Box::pin(std::future::ready(Done::Input(Input::Published { ok: true }))));
         };
