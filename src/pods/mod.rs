@@ -52,6 +52,8 @@ struct Controller<R> {
     from_api: HashSet<String>,
     /// `--max-pods`, RuntimeClasses, resources and node ports (`admission/`).
     admission: admission::Admission,
+    /// How many workers were left at the last [`Controller::prune`].
+    pruned_len: usize,
 }
 
 impl<R: ContainerRuntime> Controller<R> {
@@ -59,9 +61,14 @@ impl<R: ContainerRuntime> Controller<R> {
     async fn apply(&mut self, pod: Pod) {
         let trace = worker::StartTrace::new(std::time::Instant::now());
         let uid = pod.uid().unwrap_or_default();
-        self.workers.retain(|_, slot| !slot.is_closed());
-        let workers = &self.workers;
-        self.active.retain(|u| workers.contains_key(u));
+        // Forgetting the workers that ended walks them all: done when admission needs the
+        // exact count of active pods, else once the map doubled since the last time (a burst
+        // of 10,000 new pods costs O(N), not O(N²)).
+        if self.workers.len() >= 2 * self.pruned_len.max(64)
+            || self.admission.needs_exact(&pod, self.active.len())
+        {
+            self.prune();
+        }
         let finished =
             matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
         if finished {
@@ -69,7 +76,8 @@ impl<R: ContainerRuntime> Controller<R> {
             self.active.remove(&uid);
             self.handles.network.pod_stopped(&uid);
         }
-        if let Some(slot) = self.workers.get(&uid) {
+        // A worker that ended is not this pod's any more: a new one starts.
+        if let Some(slot) = self.workers.get(&uid).filter(|s| !s.is_closed()) {
             let _ = slot.send(worker::Msg::Update(Arc::new(pod)));
             return;
         }
@@ -93,6 +101,14 @@ impl<R: ContainerRuntime> Controller<R> {
             self.active.insert(uid.clone());
         }
         self.workers.insert(uid, tx);
+    }
+
+    /// Forgets the workers that ended, and their pods as active ones.
+    fn prune(&mut self) {
+        self.workers.retain(|_, slot| !slot.is_closed());
+        let workers = &self.workers;
+        self.active.retain(|u| workers.contains_key(u));
+        self.pruned_len = self.workers.len();
     }
 
     /// A mirror pod as the API shows it. One being deleted (`kubectl delete`) is removed at
@@ -142,7 +158,8 @@ impl<R: ContainerRuntime> Controller<R> {
 
     /// Removes the files of pods gone while the agent was down (see `sweep.rs`).
     fn sweep(&self) {
-        let known: HashSet<String> = self.workers.keys().cloned().collect();
+        let known: HashSet<String> =
+            self.workers.iter().filter(|(_, s)| !s.is_closed()).map(|(u, _)| u.clone()).collect();
         let removed = sweep::sweep(&self.handles.host.data_dir, &known);
         info!(removed, "swept the files of pods gone while the agent was down");
     }
@@ -182,6 +199,7 @@ pub async fn run<R: ContainerRuntime>(
         active: HashSet::new(),
         from_api: HashSet::new(),
         admission: admission::Admission::new(max_pods),
+        pruned_len: 0,
     };
     let h = &ctl.handles;
     let mut evictions = eviction::start(

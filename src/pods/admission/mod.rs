@@ -42,6 +42,14 @@ impl Admission {
         Admission { max_pods, runtime_classes: Default::default(), ledger: Default::default() }
     }
 
+    /// Whether admitting `pod` needs the set of active pods exact (those whose workers
+    /// ended forgotten): once `active` pods reach `--max-pods`, or when `pod` requests
+    /// resources (summed over the active pods). A pod that requests nothing below the cap
+    /// is admitted whatever finished pods the set still holds.
+    pub fn needs_exact(&self, pod: &Pod, active: usize) -> bool {
+        active >= self.max_pods as usize || crate::pods::resources::pod_requests(pod) != Amounts::default()
+    }
+
     /// Admits `pod` beside the pods of `active` (those that count against `--max-pods`),
     /// reserving its requests and its node ports; otherwise why not.
     pub async fn admit(

@@ -77,8 +77,7 @@ async fn run(
             _ = tick.tick() => {}
             _ = shutdown.recv() => break,
         }
-        let entries = directory.entries();
-        let shortages = observe(&host, &entries);
+        let shortages = observe(&host, &directory);
         streak.retain(|s, _| shortages.iter().any(|x| x.starved == *s));
         if !shortages.iter().any(|s| s.starved != Starved::Memory) {
             images_collected = false;
@@ -98,6 +97,9 @@ async fn run(
             image_gc.notify_one();
             continue;
         }
+        // Copied only now: a scan every second of 10,000 pods' entries is what an idle
+        // node would spend its CPU on.
+        let entries = directory.entries();
         evicted.retain(|uid| entries.iter().any(|e| e.pod.metadata.uid.as_deref() == Some(uid)));
         let candidates = candidates(&host, &entries, short.starved, &evicted).await;
         let Some(pod) = rank::first(&candidates) else {
@@ -129,7 +131,7 @@ fn starved_by(signal: Signal) -> Option<Starved> {
 
 /// The resources short now: the thresholds the machine crosses, and the guests' budget's
 /// headroom against the `memory.available` threshold.
-fn observe(host: &Host, entries: &[PodEntry]) -> Vec<Shortage> {
+fn observe(host: &Host, directory: &Directory) -> Vec<Shortage> {
     let hard = &host.resources.eviction_hard;
     let usage = host::memory_and_disk(&host.data_dir);
     let mut out: Vec<Shortage> = hard
@@ -140,7 +142,7 @@ fn observe(host: &Host, entries: &[PodEntry]) -> Vec<Shortage> {
         })
         .collect();
     if let (Some(budget), Some(t)) = (host.resources.memory_budget, hard.of(Signal::MemoryAvailable)) {
-        let held: u64 = entries.iter().map(pod_memory).sum();
+        let held: u64 = directory.sum(pod_memory);
         let (threshold, available) = (t.amount(usage.memory_total_bytes), budget.saturating_sub(held));
         if available < threshold {
             out.push(Shortage { starved: Starved::Memory, threshold, available });

@@ -83,9 +83,10 @@ pub struct Executor<R: ContainerRuntime> {
     journal: super::journal::Journal,
     /// The probes of each slot's current run (dropping one stops them).
     probes: HashMap<Slot, ProbeHandle>,
-    /// Their verdicts, as inputs.
-    probe_tx: tokio::sync::mpsc::UnboundedSender<Input>,
-    probe_rx: tokio::sync::mpsc::UnboundedReceiver<Input>,
+    /// Their verdicts, as inputs: made at the first probe (a channel's first block of
+    /// messages is several KB, and most pods have no probes).
+    probe_tx: Option<tokio::sync::mpsc::UnboundedSender<Input>>,
+    probe_rx: Option<tokio::sync::mpsc::UnboundedReceiver<Input>>,
 }
 
 impl<R: ContainerRuntime> Executor<R> {
@@ -94,7 +95,6 @@ impl<R: ContainerRuntime> Executor<R> {
             pod.status.as_ref().and_then(|s| serde_json::to_value(s).ok()).unwrap_or(Value::Null);
         let uid = pod.uid().unwrap_or_default();
         let journal = super::journal::Journal::new(&handles.host.pod_dir(&uid));
-        let (probe_tx, probe_rx) = tokio::sync::mpsc::unbounded_channel();
         Executor {
             handles,
             pod,
@@ -115,8 +115,8 @@ impl<R: ContainerRuntime> Executor<R> {
             last_status,
             journal,
             probes: HashMap::new(),
-            probe_tx,
-            probe_rx,
+            probe_tx: None,
+            probe_rx: None,
         }
     }
 
@@ -140,7 +140,7 @@ impl<R: ContainerRuntime> Executor<R> {
                     done
                 }
                 Some(done) = self.tasks.next(), if !self.tasks.is_empty() => done,
-                Some(input) = self.probe_rx.recv() => Done::Input(input),
+                Some(input) = recv_opt(&mut self.probe_rx) => Done::Input(input),
                 else => std::future::pending().await,
             };
             if let Some(input) = self.outcome(done) {
@@ -348,6 +348,18 @@ impl<R: ContainerRuntime> Executor<R> {
         });
     }
 
+    /// Where the probes report their verdicts (the channel made at the first use).
+    fn probe_sender(&mut self) -> tokio::sync::mpsc::UnboundedSender<Input> {
+        match &self.probe_tx {
+            Some(tx) => tx.clone(),
+            None => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                (self.probe_tx, self.probe_rx) = (Some(tx.clone()), Some(rx));
+                tx
+            }
+        }
+    }
+
     fn container(&self, slot: Slot) -> Option<&Container> {
         slot.container(&self.pod)
     }
@@ -367,6 +379,14 @@ impl<R: ContainerRuntime> Executor<R> {
             name.unwrap_or_default(),
             uid.unwrap_or_default(),
         )
+    }
+}
+
+/// Receives from an optional channel; pending forever when there is none.
+async fn recv_opt<T>(rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx.as_mut() {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt;
-use serde_json::Value;
 use tokio::time::Instant;
 
 #[cfg(doc)]
@@ -42,10 +41,11 @@ pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 /// Status publication: what was reported, what is in flight, when to retry.
 #[derive(Debug, Default)]
 struct Publication {
-    /// The last status reported, without timestamps.
-    reported: Option<Value>,
-    /// The status handed to [`Effect::Publish`] and not yet answered.
-    in_flight: Option<Value>,
+    /// The last status reported, without timestamps, serialized: a pod holds it as long as
+    /// it lives, and the text is a fifth of the size of a `serde_json::Value` tree.
+    reported: Option<String>,
+    /// The status handed to [`Effect::Publish`] and not yet answered (as `reported`).
+    in_flight: Option<String>,
     retry_at: Option<Instant>,
     /// A static pod whose mirror was deleted reports anew (making a new mirror) then.
     mirror_again_at: Option<Instant>,

@@ -67,7 +67,9 @@ impl<R: ContainerRuntime> Executor<R> {
     pub(super) fn publish(&mut self, mut status: Value) {
         report::keep_transition_times(&mut status, &self.last_status);
         self.write_status_file(&status);
-        self.last_status = status.clone();
+        // Only the conditions are looked at again (their transition times); the rest of
+        // the tree would be kilobytes held by every pod.
+        self.last_status = json!({"conditions": status["conditions"].clone()});
         // The first Running status ends the pod's start trace once the API has it.
         let trace = (self.trace.awaits_report() && status["phase"] == "Running").then(|| self.trace.clone());
         let metrics = self.handles.metrics.clone();

@@ -49,7 +49,7 @@ impl<R: ContainerRuntime> Executor<R> {
                 self.event(Some(slot), Kind::Warning, "ProbeNotSupported", message);
             }
         }
-        let tx = self.probe_tx.clone();
+        let tx = self.probe_sender();
         let (recorder, object) = (self.handles.api.recorder.clone(), self.object_ref(Some(slot)));
         let registration = Registration {
             probes: specs,

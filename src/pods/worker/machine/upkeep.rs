@@ -68,7 +68,7 @@ impl Machine {
         {
             return;
         }
-        let comparable = status_json(&self.view, "");
+        let comparable = status_json(&self.view, "").to_string();
         if p.reported.as_ref() == Some(&comparable) {
             return;
         }
