@@ -19,6 +19,11 @@ use anyhow::{Context, Result, bail};
 use krustlet_wasi_provider::{HttpLimits, RunSpec, Runtime};
 
 fn main() -> Result<()> {
+    // As the agent's main does (logging::default_lib_backtrace): no backtrace per request.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     let args: Vec<String> = std::env::args().collect();
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.get(1).map(String::as_str) {

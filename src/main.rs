@@ -11,6 +11,7 @@ use krustlet_wasi::config::{Config, Flags};
 use krustlet_wasi::{agent, cli};
 
 fn main() -> ExitCode {
+    krustlet_wasi::logging::default_lib_backtrace();
     let flags = match Flags::try_parse() {
         Ok(flags) => flags,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {

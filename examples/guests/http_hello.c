@@ -6,6 +6,9 @@
 //   /spin              loops forever (the request timeout ends it)
 //   /trap              traps (`unreachable`)
 //   /grow?mb=N         allocates and touches N MiB, then answers `grew N MiB`
+//   /count             adds one to a counter that starts at 41 (in the memory image's data)
+//                      and answers it, then ` dirty` if 64 KiB of zero-initialised memory
+//                      was not all zeros, and fills it: `42` from every fresh instance
 //   /env/NAME          the environment variable NAME (404 if unset)
 //   /file/PATH         the file /PATH, e.g. from a preopened volume (404 if unreadable)
 //   /fetch/HOST:PORT/P an outgoing GET http://HOST:PORT/P: `STATUS BODY`, or 502 and why
@@ -220,6 +223,15 @@ void exports_wasi_http_incoming_handler_handle(exports_wasi_http_incoming_handle
     __builtin_trap();
   } else if (strncmp(path, "/grow", 5) == 0) {
     grow(out, path);
+  } else if (strcmp(path, "/count") == 0) {
+    static unsigned long count = 41;
+    static char zeroed[65536];
+    int dirty = 0;
+    for (size_t i = 0; i < sizeof zeroed; i++) dirty |= zeroed[i];
+    memset(zeroed, 1, sizeof zeroed);
+    char text[32];
+    snprintf(text, sizeof text, dirty ? "%lu dirty\n" : "%lu\n", ++count);
+    respond_text(out, 200, text);
   } else if (strncmp(path, "/env/", 5) == 0) {
     env(out, path + 5);
   } else if (strncmp(path, "/file/", 6) == 0) {

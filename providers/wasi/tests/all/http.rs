@@ -287,6 +287,19 @@ async fn self_signed_tls_server() -> std::net::SocketAddr {
 }
 
 #[tokio::test]
+async fn every_request_starts_from_the_components_image_also_on_a_reused_pool_slot() {
+    // A pool of one slot: every request runs in the memory the one before wrote to (its
+    // counter in the image's data, 24 MiB of heap), which the pool may keep resident.
+    let pooled = krustlet_wasi_provider::Runtime::builder().http_pool(1).build().unwrap();
+    let (handle, addr) = serve(&pooled, &hello(&pooled), RunSpec::new());
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/count").await.body, "42\n");
+        assert_eq!(get(addr, "/grow?mb=24").await.body, "grew 24 MiB\n");
+    }
+    assert_eq!(handle.http_stats().unwrap().snapshot().instantiated, 6);
+}
+
+#[tokio::test]
 async fn a_full_instance_pool_is_a_503_and_no_pool_still_serves() {
     let pooled = krustlet_wasi_provider::Runtime::builder().http_pool(1).build().unwrap();
     let (handle, addr) = serve(&pooled, &hello(&pooled), RunSpec::new());
