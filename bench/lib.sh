@@ -19,7 +19,8 @@ standalone_setup() {
   WASM=$(examples/build.sh 2>/dev/null | tail -n 1)
   DIR=$(mktemp -d)
   PID=
-  trap 'kill $PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
+  # The agent is waited for before its directory goes: it writes there until it exits.
+  trap 'if [ -n "$PID" ]; then kill $PID 2>/dev/null; wait $PID 2>/dev/null; fi; rm -rf "$DIR"' EXIT
   TICKS=$(getconf CLK_TCK)
 }
 
