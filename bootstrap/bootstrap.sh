@@ -175,7 +175,10 @@ guess_node_ip() {
 main() {
   check_prereqs
   read_cluster_info
-  apply_rbac
+  # Two bootstraps at once against a cluster without the RBAC yet (parallel tests, two
+  # nodes joining together) may both try to create an object: the loser's apply fails
+  # with AlreadyExists, and applying again finds the object and succeeds.
+  apply_rbac || { sleep 1; apply_rbac; }
   create_token
   write_bootstrap_kubeconfig
   local ip
