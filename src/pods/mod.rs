@@ -59,7 +59,9 @@ struct Controller<R> {
 impl<R: ContainerRuntime> Controller<R> {
     /// A pod appeared or changed: hand it to its worker, or admit it and start one.
     async fn apply(&mut self, pod: Pod) {
-        let trace = worker::StartTrace::new(std::time::Instant::now());
+        // When the watch event arrived; a trace is made only for a pod that gets a worker
+        // (most events are updates of pods that have one).
+        let seen = std::time::Instant::now();
         let uid = pod.uid().unwrap_or_default();
         // Forgetting the workers that ended walks them all: done when admission needs the
         // exact count of active pods, else once the map doubled since the last time (a burst
@@ -95,6 +97,7 @@ impl<R: ContainerRuntime> Controller<R> {
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        let trace = worker::StartTrace::new(seen);
         trace.mark(worker::Phase::Admission);
         tokio::spawn(worker::run(self.handles.clone(), Arc::new(pod), rx, trace));
         if !finished {
