@@ -34,6 +34,7 @@ impl Machine {
                     fx.push(Effect::Event { slot: None, kind: Kind::Normal, reason: "Pulled", message });
                 }
                 self.image_ids = p.image_ids;
+                self.publication.hold_until = first_report_at;
                 let mut upkeep = Upkeep::new(p.refreshes, p.watch_disk.then_some(now + DISK_CHECK_PERIOD));
                 upkeep.schedule_refresh(now, p.token_due, self.settings.sync_frequency, &self.uid());
                 self.begin_containers(upkeep, fx);

@@ -122,6 +122,9 @@ impl Machine {
         if self.publication.retry_at.is_some_and(|t| t <= now) {
             self.publication.retry_at = None;
         }
+        if self.publication.hold_until.is_some_and(|t| t <= now) {
+            self.publication.hold_until = None;
+        }
         if let Some(upkeep) = self.state.upkeep_mut() {
             upkeep.timer(now, fx);
         }
@@ -166,7 +169,10 @@ impl Machine {
         };
         let upkeep = self.state.upkeep().and_then(Upkeep::next_deadline);
         let (p, first) = (&self.publication, self.state.first_report_at());
-        [state, p.retry_at, p.mirror_again_at, upkeep, first].into_iter().flatten().min()
+        [state, p.retry_at, p.mirror_again_at, upkeep, first, self.held_while_starting()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub(super) fn runs_containers(&self) -> bool {

@@ -134,18 +134,38 @@ fn a_new_pod_prepares_then_starts_its_containers_and_reports_each_change() {
     let fx = t.step(prepared());
     assert_eq!(reasons(&fx), ["Pulled"]);
     assert_eq!(starts(&fx), [(Slot::Main(0), 0), (Slot::Main(1), 0)]);
-    assert_eq!(published(&fx).expect("reported once prepared")["phase"], "Pending");
+    assert!(published(&fx).is_none(), "not reported while its containers start");
     let fx = t.step(Input::Started { slot: Slot::Main(0), run: 0 });
     assert_eq!(reasons(&fx), ["Created", "Started"]);
-    assert!(published(&fx).is_none(), "one report in flight at a time");
-    t.step(Input::Started { slot: Slot::Main(1), run: 0 });
-    let fx = t.step(Input::Published { ok: true });
-    let status = published(&fx).expect("the changes since are reported");
+    assert!(published(&fx).is_none(), "one container is still being started");
+    let fx = t.step(Input::Started { slot: Slot::Main(1), run: 0 });
+    let status = published(&fx).expect("reported once, Running");
     assert_eq!(status["phase"], "Running");
     assert_eq!(status["containerStatuses"][0]["containerID"], "fake://u-1/a/0");
     assert_eq!(status["containerStatuses"][0]["imageID"], "img@sha256:1");
     assert!(matches!(t.m.state, PodState::Running { .. }));
+    let fx = t.step(Input::Exited { slot: Slot::Main(0), run: 0, exit: Exit::from_code(1, None) });
+    assert!(published(&fx).is_none(), "one report in flight at a time");
+    let fx = t.step(Input::Published { ok: true });
+    assert!(published(&fx).is_some(), "the changes since are reported");
     assert!(published(&t.step(Input::Published { ok: true })).is_none(), "nothing changed");
+}
+
+#[test]
+fn a_start_still_in_flight_when_the_first_report_is_due_is_reported_pending() {
+    let (mut t, _) = T::new(pod("Always", &[], &["a"]));
+    t.now += Duration::from_millis(300);
+    let fx = t.step(prepared());
+    assert_eq!(starts(&fx), [(Slot::Main(0), 0)]);
+    assert!(published(&fx).is_none());
+    let (waited, fx) = t.timer();
+    assert_eq!(waited, Duration::from_millis(200), "half a second after the pod was seen");
+    assert_eq!(published(&fx).expect("reported while starting")["phase"], "Pending");
+    t.step(Input::Published { ok: true });
+    assert_eq!(
+        published(&t.step(Input::Started { slot: Slot::Main(0), run: 0 })).unwrap()["phase"],
+        "Running"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use tokio::time::Instant;
 
-use super::{Machine, PodState};
+use super::{Machine, PodState, RunState};
 use crate::events::Kind;
 use crate::pods::status::status_json;
 use crate::pods::worker::effects::Effect;
@@ -45,6 +45,13 @@ impl Machine {
         self.state = PodState::Done { adopted: false };
     }
 
+    /// Until when the first report waits for the first runs being started (see
+    /// `Publication::hold_until`): `None` once no run is being started.
+    pub(super) fn held_while_starting(&self) -> Option<Instant> {
+        let starting = self.init.iter().chain(&self.main).any(|t| matches!(t.run, RunState::Starting { .. }));
+        self.publication.hold_until.filter(|_| starting)
+    }
+
     /// Asks for the status to be reported when it changed since the last report (one
     /// report in flight at a time; a failed one is retried after [`PUBLISH_RETRY`]).
     pub(super) fn publish(&mut self, now: Instant, fx: &mut Vec<Effect>) {
@@ -55,7 +62,7 @@ impl Machine {
                 | PodState::Deleting
                 | PodState::Finished
         );
-        let first_pending = self.state.first_report_at();
+        let first_pending = self.state.first_report_at().or_else(|| self.held_while_starting());
         // An evicted pod's containers are being stopped: its Failed phase is reported with
         // their terminated states, once they have exited, never beside a running one.
         let stopping = matches!(self.state, PodState::Done { .. }) && self.running() > 0;
@@ -74,6 +81,7 @@ impl Machine {
         }
         fx.push(Effect::Publish { status: status_json(&self.view, &crate::base::time::now_rfc3339()) });
         self.publication.in_flight = Some(comparable);
+        self.publication.hold_until = None;
         if let PodState::Preparing { first_report_at, .. } | PodState::Retrying { first_report_at, .. } =
             &mut self.state
         {

@@ -27,7 +27,8 @@ fn a_static_pod_reports_anew_a_second_after_its_mirror_went() {
 fn volumes_are_refreshed_every_sync_period_or_when_a_token_falls_due() {
     let (mut t, _) = T::new(pod("Always", &[], &["a"]));
     let token_due = Some(Duration::from_secs(5));
-    t.step(Input::Prepared(Ok(Prepared { token_due, refreshes: true, ..Prepared::default() })));
+    let fx = t.step(Input::Prepared(Ok(Prepared { token_due, refreshes: true, ..Prepared::default() })));
+    t.step(Input::Started { slot: starts(&fx)[0].0, run: 0 });
     let (waited, fx) = t.timer();
     assert_eq!((waited, fx.contains(&Effect::RefreshVolumes)), (Duration::from_secs(5), true));
     t.step(Input::Refreshed { token_due: None });
