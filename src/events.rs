@@ -3,15 +3,21 @@
 //! that repeats one already published (same object, type, reason and message) bumps that
 //! event's `count` and `lastTimestamp` instead of adding an object, as the kubelet's
 //! recorder does, so a crash loop is one `BackOff` event with a growing count.
+//! Events go out a few at a time behind the node's other requests
+//! ([`EVENTS_MAX_IN_FLIGHT`]), and past [`EVENTS_MAX_WAITING`] waiting they are dropped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use tokio::sync::Semaphore;
 use tracing::warn;
+
+use crate::config::{EVENTS_MAX_IN_FLIGHT, EVENTS_MAX_WAITING};
 
 /// How many distinct events are remembered for counting repeats (the kubelet's recorder
 /// keeps 4096 too); when full, the memory starts over.
@@ -36,16 +42,29 @@ pub struct Recorder {
     node_name: String,
     /// Published events by what makes them the same: (event name, count).
     published: Arc<Mutex<HashMap<EventKey, (String, i32)>>>,
+    /// The lanes events are sent through, and how many events wait for one.
+    lanes: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
 }
 
 impl Recorder {
     pub fn new(client: Client, node_name: &str) -> Self {
-        Recorder { client: Some(client), node_name: node_name.to_string(), published: Arc::default() }
+        Recorder::with_lanes(Some(client), node_name, EVENTS_MAX_IN_FLIGHT)
     }
 
     /// A recorder for a node without an API server: events go to the log only.
     pub fn local(node_name: &str) -> Self {
-        Recorder { client: None, node_name: node_name.to_string(), published: Arc::default() }
+        Recorder::with_lanes(None, node_name, EVENTS_MAX_IN_FLIGHT)
+    }
+
+    fn with_lanes(client: Option<Client>, node_name: &str, lanes: usize) -> Self {
+        Recorder {
+            client,
+            node_name: node_name.to_string(),
+            published: Arc::default(),
+            lanes: Arc::new(Semaphore::new(lanes)),
+            waiting: Arc::default(),
+        }
     }
 
     /// Publishes one event about `object`. Failing to publish is logged, never fatal:
@@ -73,6 +92,18 @@ impl Recorder {
             reason.to_string(),
             message.to_string(),
         );
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= EVENTS_MAX_WAITING {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            warn!(
+                reason,
+                object = object.name.as_deref().unwrap_or(""),
+                "too many events waiting; dropped one"
+            );
+            return;
+        }
+        let lane = self.lanes.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let Ok(_lane) = lane else { return };
         let now = k8s_openapi::jiff::Timestamp::now();
         let api: Api<Event> = Api::namespaced(client, &namespace);
         let repeat = {
@@ -169,6 +200,37 @@ mod tests {
             uid: Some(uid.into()),
             ..ObjectReference::default()
         }
+    }
+
+    /// A client whose API server never answers.
+    fn silent() -> Client {
+        let svc = tower::service_fn(|_req: http::Request<kube::client::Body>| async {
+            std::future::pending::<Result<http::Response<kube::client::Body>, std::convert::Infallible>>()
+                .await
+        });
+        Client::new(svc, "default")
+    }
+
+    #[tokio::test]
+    async fn events_take_a_few_lanes_and_past_the_waiting_cap_are_dropped() {
+        let recorder = Recorder::with_lanes(Some(silent()), "node-1", 2);
+        let mut sends = Vec::new();
+        for i in 0..2 + EVENTS_MAX_WAITING {
+            let r = recorder.clone();
+            sends.push(tokio::spawn(async move {
+                r.publish(&pod(&i.to_string()), Kind::Normal, "Started", "s").await
+            }));
+        }
+        while recorder.waiting.load(Ordering::Relaxed) < EVENTS_MAX_WAITING {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(recorder.lanes.available_permits(), 0, "two in flight, the rest wait");
+        let extra = pod("x");
+        let dropped = recorder.publish(&extra, Kind::Normal, "Started", "s");
+        let dropped = tokio::time::timeout(std::time::Duration::from_secs(5), dropped);
+        assert!(dropped.await.is_ok(), "one more is dropped at once, not queued");
+        assert_eq!(recorder.waiting.load(Ordering::Relaxed), EVENTS_MAX_WAITING);
+        sends.iter().for_each(|s| s.abort());
     }
 
     #[tokio::test]

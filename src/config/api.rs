@@ -42,6 +42,16 @@ pub const DEFAULT_API_MAX_ANONYMOUS_CONNECTIONS: u32 = 100;
 /// on a small control plane (requests past it wait their turn, as the kubelet's client
 /// throttles its own); status reports, events and token requests of a burst still flow.
 pub const API_CLIENT_MAX_IN_FLIGHT: usize = 32;
+/// Of those, how many may be Events at once. Events are notices: a burst of pod starts
+/// makes four each (`Pulled`, `Created`, `Started`, …), and sent as they come they took
+/// most of the 32 and the API server's time from the starts' own token requests and
+/// status reports. Four lanes keep them flowing, behind the work they report; the
+/// kubelet throttles its events harder (5 a second, bursts of 10).
+pub const EVENTS_MAX_IN_FLIGHT: usize = 4;
+/// Events waiting for a lane beyond this many are dropped (with a warning): what one
+/// waiting event holds is small, but a node starting thousands of pods at once must not
+/// queue without bound. The kubelet's recorder drops past 1,000 queued too.
+pub const EVENTS_MAX_WAITING: usize = 1024;
 /// Default `--port-forward-max-connections`: 128 forwarded connections at once per
 /// `kubectl port-forward` session (the kubelet sets no cap). A browser opens about six
 /// connections to a site and a load generator as many as its concurrency, so 128 leaves
