@@ -3,6 +3,8 @@
 # hello and sleep guests, then runs bench/pods.rs (bind -> Running p50/p99, a burst of pods
 # at once, idle guests) and reads the agent's RSS with the idle guests running.
 # Usage: bench/pods.sh [SEQ=30] [BURST=100] [IDLE=500]. Prints numbers; asserts nothing.
+# SPINNERS=N: N pods of a guest that spins (examples/guests/spin.c) run on the node for the
+# whole measurement (the issue's "busy neighbour" is SPINNERS=2).
 # BENCH_AGENT_FLAGS: extra agent flags, e.g. `--image-gc-high-threshold 100` on a disk
 # fuller than 85%, where image GC removes the image between sequential pods (each then
 # pulls it again, as the kubelet would).
@@ -11,12 +13,29 @@ cd "$(dirname "$0")/.."
 SEQ=${1:-30} BURST=${2:-100} IDLE=${3:-500}
 . bench/lib.sh
 bench_setup --example bench-pods
-trap 'kubectl delete pods -l bench=krustlet --grace-period=0 --force >/dev/null 2>&1 || true; stop_node' EXIT
+trap 'kubectl delete pods -l "bench in (krustlet,krustlet-spin)" --grace-period=0 --force >/dev/null 2>&1 || true; stop_node' EXIT
 publish hello
 publish sleep
+SPINNERS=${SPINNERS:-0}
+[ "$SPINNERS" -gt 0 ] && publish spin
 # shellcheck disable=SC2086
 start_node "kw-bench-pods-$$" 10298 --max-pods $(( (IDLE > BURST ? IDLE : BURST) + 50 )) ${BENCH_AGENT_FLAGS:-}
 echo "agent idle RSS before pods: $(awk '/VmRSS/ {print $2, $3}' /proc/$PID/status)"
+for i in $(seq "$SPINNERS"); do
+  kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: bench-spin-$i, labels: {bench: krustlet-spin}}
+spec:
+  nodeSelector: {kubernetes.io/hostname: $NAME}
+  tolerations: [{key: kubernetes.io/arch, operator: Exists}]
+  containers: [{name: spin, image: $KRUSTLET_TEST_REGISTRY/bench/spin:v1}]
+YAML
+done
+if [ "$SPINNERS" -gt 0 ]; then
+  kubectl wait --for=condition=Ready pod -l bench=krustlet-spin --timeout=60s >/dev/null
+  echo "$SPINNERS spinning guests running beside the measured pods"
+fi
 coproc BENCH { target/release/examples/bench-pods "$NAME" "$KRUSTLET_TEST_REGISTRY/bench/hello:v1" "$KRUSTLET_TEST_REGISTRY/bench/sleep:v1" "$SEQ" "$BURST" "$IDLE" 2>&1; }
 BENCH_CHILD=$BENCH_PID
 while IFS= read -r line <&"${BENCH[0]}"; do
