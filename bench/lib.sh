@@ -1,11 +1,13 @@
 # Shared by the bench scripts: a release-build node joined to the local control plane.
 # After start_node: $PID (agent), $NAME (node), $DIR (temp dir), $BIN, registry env.
+# BENCH_BIN=PATH runs that agent binary instead of the fresh release build (to compare two
+# builds in one session: copy one aside, rebuild, run both).
 
 bench_setup() {
   bash bootstrap/cluster.sh up >/dev/null
   eval "$(bash bootstrap/cluster.sh env)"
   cargo build --release --quiet --bin krustlet-wasi "$@"
-  BIN=target/release/krustlet-wasi
+  BIN=${BENCH_BIN:-target/release/krustlet-wasi}
   DIR=$(mktemp -d)
   mkdir -p target/guests
 }
@@ -15,7 +17,7 @@ bench_setup() {
 # ($PID, once started) stopped, and the clock rate of /proc's CPU figures ($TICKS).
 standalone_setup() {
   cargo build --release --quiet --bin krustlet-wasi
-  BIN=target/release/krustlet-wasi
+  BIN=${BENCH_BIN:-target/release/krustlet-wasi}
   WASM=$(examples/build.sh 2>/dev/null | tail -n 1)
   DIR=$(mktemp -d)
   PID=
