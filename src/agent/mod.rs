@@ -57,6 +57,8 @@ pub enum AgentError {
 /// Waiting for a CSR approval or for registration is interrupted by `shutdown` too.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let started = Instant::now();
+    // Beside the start-up: the first pull's reference parse would otherwise build it.
+    oci::warm_parser();
     tokio::pin!(shutdown);
     let prepared = prepare_host(&cfg)?;
     let Some(cluster) = until(&mut shutdown, join_or_standalone(&cfg)).await.transpose()? else {

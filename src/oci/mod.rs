@@ -36,6 +36,7 @@ pub use auth::RegistryAuth;
 pub use gc::GcReport;
 pub use limits::{Limit, MAX_MANIFEST_SIZE};
 pub use push::{PushFormat, push};
+pub use reference::warm_parser;
 pub use store::Store;
 
 /// Whether to ask the registry, as Kubernetes' `imagePullPolicy` says.
