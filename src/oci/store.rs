@@ -86,6 +86,18 @@ impl Store {
         auth: &RegistryAuth,
         files: FileImages,
     ) -> Result<Pulled, OciError> {
+        // An image written in its normalized form (`host/repo:tag`, as most pod specs on a
+        // private registry are) is looked up before it is parsed: the parser builds a large
+        // regular expression on its first use, tens of milliseconds of a cached pod's start
+        // after an agent restart. An entry is only ever stored under a parsed reference's
+        // normalized form, so a hit is the image the parse would have found.
+        if policy != PullPolicy::Always && !image.starts_with("file://") {
+            let _no_gc = self.gc.read().await;
+            if let Some(pulled) = self.load(image, image).await {
+                tracing::debug!(image, policy = ?policy, "image present in store");
+                return Ok(pulled);
+            }
+        }
         let reference = match reference::parse(image)? {
             ImageRef::LocalFile(path) => {
                 return super::local::pull(&self.blobs, image, &path, files, self.max_image_size).await;
@@ -315,5 +327,40 @@ impl Store {
         let (path, written) = reg.blob(desc, writer).await?;
         budget.spend(written);
         Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_present_image_is_found_as_written_and_in_its_short_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().to_path_buf(), Vec::new());
+        let (wasm_digest, wasm_path) = store.blobs.put(b"\0asm\x01\0\0\0").await.unwrap();
+        let pulled = Pulled {
+            image: "127.0.0.1:9/team/app:latest".into(),
+            image_id: "127.0.0.1:9/team/app@sha256:1".into(),
+            wasm_digest,
+            wasm_path,
+            entrypoint: Vec::new(),
+            cmd: Vec::new(),
+            format: ArtifactFormat::CncfWasm,
+        };
+        store.save("127.0.0.1:9/team/app:latest", "sha256:1", &pulled).await.unwrap();
+        let auth = RegistryAuth::anonymous();
+        // Nothing listens on port 9: a pull attempt would fail.
+        for image in ["127.0.0.1:9/team/app:latest", "127.0.0.1:9/team/app"] {
+            let got = store.pull(image, PullPolicy::IfNotPresent, &auth, FileImages::Refused).await;
+            let got = got.unwrap_or_else(|e| panic!("{image}: {e}"));
+            assert_eq!((got.image.as_str(), got.image_id.as_str()), (image, "127.0.0.1:9/team/app@sha256:1"));
+        }
+        let other =
+            store.pull("127.0.0.1:9/team/other:v1", PullPolicy::Never, &auth, FileImages::Refused).await;
+        assert!(matches!(other, Err(OciError::NotPresent { .. })), "{other:?}");
+        let bad =
+            store.pull("127.0.0.1:9/Team/App:v1", PullPolicy::IfNotPresent, &auth, FileImages::Refused).await;
+        assert!(matches!(bad, Err(OciError::BadReference { .. })), "still parsed: {bad:?}");
     }
 }
