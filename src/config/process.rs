@@ -37,5 +37,6 @@ pub const RUNTIME_BLOCKING_THREADS: usize = 32;
 /// freed memory back to the system (`malloc_trim`): long enough that a mass delete or
 /// start is a trim every few seconds, not thousands. glibc's malloc keeps what deleted
 /// pods freed in its arenas; measured with `bench/density.sh`, 3,000 pods deleted left the
-/// agent at 179 MB without it, 39 MB with it (19 MB before any pod); TODO(measure start).
+/// agent at 179 MB without it, 39 MB with it (19 MB before any pod); 10,000 pods started
+/// at once, 670 MB without it, 572 MB once trimmed (the rest is in use).
 pub const MEMORY_TRIM_DELAY: Duration = Duration::from_secs(3);
