@@ -5,7 +5,8 @@
 #     and gone (the warm baseline: its module compiled, a pod's code paths paged in);
 #   - N manifests of a sleeping guest moved into --pod-manifest-path at once → all
 #     Running (their status.json files say so; counted every 250 ms);
-#   - with N idle pods: RSS, peak RSS, threads, and the agent's CPU over IDLE seconds;
+#   - with N idle pods: RSS, peak RSS, threads, and the agent's CPU over IDLE seconds,
+#     then RSS again (the agent's memory trim runs 3 s after the last pod started);
 #   - all manifests removed → every pod's state gone; RSS and CPU then (after the
 #     agent's memory trim, which runs 3 s after the last pod went).
 #
@@ -74,7 +75,7 @@ done
 echo "$N manifests moved in → all Running: $(($(now_ms) - t0)) ms"
 sleep 5
 echo "$N idle pods: RSS $(rss_mb) MB ($(( ($(rss_mb) - BASE) * 1024 / N )) KB per pod over the idle agent), anonymous $(anon_mb) MB, peak $(hwm_mb) MB, $(threads) threads"
-echo "$N idle pods: agent CPU over $IDLE s: $(cpu_percent "$IDLE") % of a core"
+echo "$N idle pods: agent CPU over $IDLE s: $(cpu_percent "$IDLE") % of a core; then RSS $(rss_mb) MB, anonymous $(anon_mb) MB, $(threads) threads"
 
 t0=$(now_ms)
 find "$M" -name '*.yaml' -delete

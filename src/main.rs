@@ -11,6 +11,8 @@ use krustlet_wasi::config::{Config, Flags};
 use krustlet_wasi::{agent, cli};
 
 fn main() -> ExitCode {
+    // Both before any thread exists.
+    krustlet_wasi::base::malloc::limit_arenas(krustlet_wasi::config::MALLOC_ARENAS);
     krustlet_wasi::logging::default_lib_backtrace();
     let flags = match Flags::try_parse() {
         Ok(flags) => flags,
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.event_interval(krustlet_wasi::config::RUNTIME_EVENT_INTERVAL);
+    builder.max_blocking_threads(krustlet_wasi::config::RUNTIME_BLOCKING_THREADS);
     let runtime = match async_runtime(builder) {
         Ok(rt) => rt,
         Err(code) => return code,

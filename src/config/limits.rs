@@ -37,21 +37,6 @@ pub const DEFAULT_IMAGE_GC_LOW: u8 = 80;
 /// also whenever a pod goes away.
 pub const IMAGE_GC_PERIOD: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// After a pod goes away, how long to wait before giving freed memory back to the
-/// system (`malloc_trim`): long enough that a mass delete is one trim, not thousands.
-/// glibc's malloc keeps what deleted pods freed in its arenas; measured with
-/// `bench/density.sh`, 3,000 pods deleted left the agent at 179 MB without it, 39 MB with
-/// it (19 MB before any pod).
-pub const MEMORY_TRIM_DELAY: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// How many tasks a worker thread of the agent's async runtime runs before it looks at
-/// timers and sockets again (tokio's `event_interval`, 61 by default). Busy guests yield
-/// only at epoch ticks (10 ms), so with tokio's default two busy guests could hold a
-/// sleeping guest's timer for 61 × 10 ms / 2 threads, about 300 ms; at 4 a timer is seen
-/// within about 40 ms / threads, for a few more `epoll_wait` calls while busy
-/// (`bench/fairness.sh`).
-pub const RUNTIME_EVENT_INTERVAL: u32 = 4;
-
 /// Per-pod limit flags (flattened into [`super::Flags`]).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct LimitFlags {

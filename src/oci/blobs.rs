@@ -35,6 +35,40 @@ fn temp_path(root: &Path, hint: &str) -> PathBuf {
     root.join("tmp").join(format!("{short}.{}.{n}", std::process::id()))
 }
 
+/// Why [`hash_within`] stopped.
+enum Stopped {
+    OverCap,
+    Read(std::io::Error),
+    Sink(std::io::Error),
+}
+
+/// Reads `reader` to its end, at most `cap` bytes, handing each chunk to `sink`; returns
+/// the `sha256:` digest of what was read.
+fn hash_within(
+    reader: &mut dyn Read,
+    cap: u64,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<String, Stopped> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Stopped::Read(e)),
+        };
+        total += n as u64;
+        if total > cap {
+            return Err(Stopped::OverCap);
+        }
+        hasher.update(&buf[..n]);
+        sink(&buf[..n]).map_err(Stopped::Sink)?;
+    }
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
 /// Writes `bytes` to `path` through a temp file in `<root>/tmp` and a rename, so readers
 /// never see a partial file.
 pub(crate) async fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> Result<(), OciError> {
@@ -86,6 +120,23 @@ impl Blobs {
         Ok((digest, path))
     }
 
+    /// The stored blob with the digest of what `reader` yields, if there is one; reads at
+    /// most `cap` bytes (beyond it: `too_large()`; a read error: `unreadable(error)`) and
+    /// writes nothing. Blocking: call it off the runtime.
+    pub(crate) fn find(
+        &self,
+        reader: &mut dyn Read,
+        cap: u64,
+        too_large: impl FnOnce() -> OciError,
+        unreadable: impl FnOnce(std::io::Error) -> OciError,
+    ) -> Result<Option<(String, PathBuf)>, OciError> {
+        let digest = hash_within(reader, cap, |_| Ok(())).map_err(|stopped| match stopped {
+            Stopped::OverCap => too_large(),
+            Stopped::Read(e) | Stopped::Sink(e) => unreadable(e),
+        })?;
+        Ok(self.path(&digest).filter(|p| p.is_file()).map(|p| (digest, p)))
+    }
+
     /// Stores what `reader` yields under its own digest, reading at most `cap` bytes
     /// (beyond it: `too_large()`, and nothing is stored). Blocking: call it off the runtime.
     pub(crate) fn ingest(
@@ -100,25 +151,13 @@ impl Blobs {
             std::fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
         }
         let mut file = std::fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut total = 0u64;
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_err("reading into", &tmp)(e)),
-            };
-            total += n as u64;
-            if total > cap {
-                return Err(too_large());
-            }
-            hasher.update(&buf[..n]);
-            file.write_all(&buf[..n]).map_err(io_err("writing", &tmp))?;
-        }
+        let digest =
+            hash_within(reader, cap, |chunk| file.write_all(chunk)).map_err(|stopped| match stopped {
+                Stopped::OverCap => too_large(),
+                Stopped::Read(e) => io_err("reading into", &tmp)(e),
+                Stopped::Sink(e) => io_err("writing", &tmp)(e),
+            })?;
         file.sync_all().map_err(io_err("syncing", &tmp))?;
-        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
         let target = self
             .path(&digest)
             .ok_or_else(|| io_err("naming", &tmp)(std::io::ErrorKind::InvalidData.into()))?;

@@ -6,6 +6,7 @@
 //! path leads to must be a regular file: it is checked before it is opened (so a device
 //! or FIFO is never opened) and again on the open handle (so a swap in between is caught).
 
+use std::io::Seek;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -92,6 +93,13 @@ fn store(blobs: &Blobs, image: &str, path: &Path, cap: u64) -> Result<(String, P
         return Err(io(std::io::Error::other("the file was replaced while it was being opened")));
     }
     // The file may grow while it is read: the cap holds on what is read, not on its size.
+    // Every pod of a static manifest pulls its file again: most find its content stored
+    // already, and then nothing is written (10,000 pods at once were 10,000 copies and
+    // fsyncs of the same module).
+    if let Some(stored) = blobs.find(&mut file, cap, || too_large(None), io)? {
+        return Ok(stored);
+    }
+    file.rewind().map_err(io)?;
     blobs.ingest(&mut file, cap, || too_large(None))
 }
 
@@ -153,5 +161,24 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("(1.0Mi) of image") && text.contains("--image-max-size=1Mi"), "{text}");
         assert_eq!(stored(dir.path()), 1, "only the module");
+    }
+
+    #[tokio::test]
+    async fn a_module_pulled_again_is_stored_once_and_a_changed_one_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = dir.path().join("m.wasm");
+        std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+        let first = pull_with(dir.path(), &module, FileImages::Allowed, 1 << 20).await.unwrap();
+        let inode = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        let stored_inode = inode(&first.wasm_path);
+        let again = pull_with(dir.path(), &module, FileImages::Allowed, 1 << 20).await.unwrap();
+        assert_eq!((&again.wasm_digest, &again.wasm_path), (&first.wasm_digest, &first.wasm_path));
+        assert_eq!(inode(&again.wasm_path), stored_inode, "the stored blob was not written again");
+
+        std::fs::write(&module, b"\0asm\x01\0\0\0\0").unwrap();
+        let changed = pull_with(dir.path(), &module, FileImages::Allowed, 1 << 20).await.unwrap();
+        assert_ne!(changed.wasm_digest, first.wasm_digest);
+        assert_eq!(std::fs::read(&changed.wasm_path).unwrap(), b"\0asm\x01\0\0\0\0");
+        assert_eq!(stored(dir.path()), 2);
     }
 }

@@ -98,7 +98,8 @@ impl Objects {
     }
 }
 
-/// Who is told when a pod goes away.
+/// Who is told when a pod goes away (and, for the memory trim, when a container first
+/// starts).
 #[derive(Clone, Default)]
 pub struct Wakes {
     /// Image garbage collection looks then.

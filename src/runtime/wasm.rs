@@ -22,6 +22,9 @@ use crate::oci::{OciError, Store};
 pub struct WasmRuntime {
     store: Store,
     wasm: Runtime,
+    /// One turn per digest being loaded: the pods of a new image wait here for its first
+    /// load, not on blocking-pool threads (see [`crate::config::RUNTIME_BLOCKING_THREADS`]).
+    loading: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Why the Wasmtime runtime could not be built.
@@ -40,22 +43,34 @@ pub fn build(
     if let Some(n) = compile_threads {
         builder = builder.compile_threads(n);
     }
-    Ok(WasmRuntime { store, wasm: builder.build()? })
+    Ok(WasmRuntime { store, wasm: builder.build()?, loading: Default::default() })
 }
 
 impl WasmRuntime {
     /// The compiled artifact of a pulled module: from memory, else from the disk cache,
-    /// else compiled now on the provider's compile threads (this blocking-pool thread only
-    /// waits; another pod of the same new image waits for the same compile).
+    /// else compiled now on the provider's compile threads (one blocking-pool thread
+    /// waits for it; the other pods of the same new image wait for their turn, then find
+    /// it in memory).
     async fn compile(&self, path: std::path::PathBuf, digest: String) -> Result<Artifact, RuntimeError> {
         if let Some(a) = self.wasm.cached(&digest) {
             return Ok(a);
         }
-        let wasm = self.wasm.clone();
+        let turn = {
+            let mut loading = self.loading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(loading.entry(digest.clone()).or_default())
+        };
+        let _turn = turn.lock().await;
+        if let Some(a) = self.wasm.cached(&digest) {
+            return Ok(a);
+        }
+        let (wasm, key) = (self.wasm.clone(), digest.clone());
         let compiled = tokio::task::spawn_blocking(move || {
             wasm.load_file(&path, &digest).map_err(|e| RuntimeError::new(CREATE, e))
         });
-        compiled.await.map_err(|e| RuntimeError::new(CREATE, e))?
+        let compiled = compiled.await.map_err(|e| RuntimeError::new(CREATE, e))?;
+        // Pods still waiting hold their turn's lock; each finds the artifact in memory.
+        self.loading.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+        compiled
     }
 }
 

@@ -206,6 +206,8 @@ impl<R: ContainerRuntime> Executor<R> {
             for (kind, reason, message) in notes {
                 self.event(Some(slot), kind, reason, message);
             }
+            // What preparing and starting the pod used is free now (see `crate::trim`).
+            self.handles.wakes.memory_trim.notify_one();
         }
         if let (Some(counters), Some(key)) = (counters, self.server_key(slot)) {
             self.handles.metrics.serving(key, counters);
