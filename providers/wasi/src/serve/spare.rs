@@ -50,6 +50,9 @@ struct State {
     ready: Option<Ready>,
     /// A task is making the next spare.
     making: bool,
+    /// A request waits for the spare being made (only one does: the others would wait
+    /// for an instance all but one of them do not get).
+    awaited: bool,
     /// A task drops the spare once it goes untaken for [`SPARE_IDLE`].
     reaping: bool,
     /// How many spares requests took so far.
@@ -65,18 +68,19 @@ pub(crate) struct Ready {
 }
 
 impl Spare {
-    /// The ready instance, if there is one; while one is being made, waits for it. A
-    /// request never instantiates beside a spare in the making, which could hold the pool
-    /// slot or the memory the request would need.
+    /// The ready instance, if there is one; while one is being made, the first request
+    /// to ask waits for it rather than instantiate beside it (the spare could hold the
+    /// pool slot or the memory that request needs); later ones make their own.
     pub(crate) async fn take(&self) -> Option<Ready> {
         let mut ended = {
             let mut state = lock(&self.state);
             if let Some(ready) = state.take() {
                 return Some(ready);
             }
-            if !state.making {
+            if !state.making || state.awaited {
                 return None;
             }
+            state.awaited = true;
             // Subscribed while `making` holds: the make ends (and counts) after this.
             self.made.subscribe()
         };
@@ -127,6 +131,7 @@ async fn make(server: Arc<Server>) {
     let reap = {
         let mut state = lock(&server.spare.state);
         state.making = false;
+        state.awaited = false;
         match made {
             Some(ready) if !server.draining.is_cancelled() => {
                 state.ready = Some(ready);
