@@ -10,6 +10,8 @@
 //!                                 instantiation time since the last line; end of stdin stops
 //!   bench-http idle WASM N        serves WASM N times on N loopback ports, idle, and
 //!                                 prints the RSS they add, per served artifact
+//!
+//! With BENCH_LOG set, the provider's warnings (a failed request and why) go to stderr.
 
 use std::io::BufRead;
 use std::net::TcpListener;
@@ -23,6 +25,10 @@ fn main() -> Result<()> {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         // SAFETY: no other thread exists yet.
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+    // BENCH_LOG=1: the provider's warnings (failed requests and why) on stderr.
+    if std::env::var_os("BENCH_LOG").is_some() {
+        tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(tracing::Level::WARN).init();
     }
     let args: Vec<String> = std::env::args().collect();
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -14,6 +14,10 @@
 #   PY=path/to/component.wasm bench/http.sh ...   also bench that component (any wasi:http
 #       proxy; examples/python/build.sh builds the Python one), after the C hello
 #   ROUNDS=3 bench/http.sh ...                    median of 3 runs of every row
+#   SERVE_NICE=10 bench/http.sh ...               run wasmtime serve at nice +10, the priority
+#       the provider runs its guests (and their HTTP connections) at (GUEST_NICE): on a
+#       machine busy with other work at nice 0-5 the guests get a much smaller share of the
+#       CPU than a nice-0 wasmtime serve; this compares the two hosts at equal priority
 #
 # Installs wrk (apt) and wasmtime-cli 48 (cargo install, built once into
 # /var/cache/krustlet-wasi/wasmtime-cli-48: a long build) when missing.
@@ -48,7 +52,7 @@ PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$TMP"' EXIT
 
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) (shared with other work)"
-echo "wrk for ${SECS}s per row, ${ROUNDS} round(s); $("$WASMTIME" --version)"
+echo "wrk for ${SECS}s per row, ${ROUNDS} round(s); $("$WASMTIME" --version) at nice +${SERVE_NICE:-0}, our guest threads at +10"
 
 # cpu_ticks PID: the process's user + system CPU time so far, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -108,7 +112,7 @@ bench_component() {
   echo "component: $wasm ($(stat -c %s "$wasm") bytes)"
   start_ours POOLED "$wasm" "$POOLED_PORT"
   start_ours UNPOOLED "$wasm" "$UNPOOLED_PORT" 0
-  "$WASMTIME" serve -Scli --addr "127.0.0.1:$THEIRS_PORT" "$wasm" >/dev/null 2>&1 &
+  nice -n "${SERVE_NICE:-0}" "$WASMTIME" serve -Scli --addr "127.0.0.1:$THEIRS_PORT" "$wasm" >/dev/null 2>&1 &
   THEIRS_PID=$!
   PIDS+=("$THEIRS_PID")
   wait_port "$THEIRS_PORT"

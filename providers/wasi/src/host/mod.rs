@@ -77,6 +77,9 @@ pub(crate) struct ProxyHost {
     pub(crate) hooks: Outgoing,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) in_wasm: InWasm,
+    /// When the guest traps at its next epoch check: its request's deadline (until a
+    /// request takes the instance, the deadline of its instantiation).
+    pub(crate) deadline: std::time::Instant,
 }
 
 impl TracksWasm for ProxyHost {

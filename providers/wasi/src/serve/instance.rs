@@ -2,16 +2,17 @@
 //! the guest's handler under its deadline, and what ended it ([`Outcome`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
-use super::Server;
 use super::stats::{HttpStats, InFlight};
+use super::{Server, spare};
 use crate::cgroup::cpu;
 use crate::error::Result;
 use crate::host::{MemoryLimiter, OutOfMemory as MemoryRefusal, ProxyHost};
@@ -71,6 +72,7 @@ impl Template {
                 .metered(Arc::clone(&self.meter.usage))
                 .charging(self.meter.cgroup.clone()),
             in_wasm: InWasm::new(self.activity.clone()),
+            deadline,
         };
         let mut store = Store::new(engine, host);
         store.limiter(|host| &mut host.limiter);
@@ -78,7 +80,7 @@ impl Template {
         let cgroup = self.meter.cgroup.clone();
         store.set_epoch_deadline(cgroup.ticks());
         store.epoch_deadline_callback(move |ctx| {
-            if Instant::now() >= deadline {
+            if Instant::now() >= ctx.data().deadline {
                 Err(wasmtime::Error::new(DeadlineExceeded))
             } else {
                 Ok(cpu::epoch_yield(&cgroup, &ctx.data().in_wasm))
@@ -126,12 +128,15 @@ impl Outcome {
     }
 }
 
-/// Instantiates the artifact in `store` (built at `started`) and runs its handler until
+/// Instantiates the artifact in `store` (built at `started`), unless `ready` holds the
+/// instance already made in it (and how long that took), and runs its handler until
 /// it returns, fails, runs out of time, or the server cuts it. Counts and logs every
 /// failure.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     server: Arc<Server>,
     mut store: Store<ProxyHost>,
+    ready: Option<(Proxy, Duration)>,
     request: Resource<HostIncomingRequest>,
     response: Resource<HostResponseOutparam>,
     started: Instant,
@@ -141,8 +146,19 @@ pub(crate) async fn run(
     let _in_flight = InFlight::enter(&server.stats);
     let result = {
         let handle = async {
-            let proxy = server.pre.instantiate_async(&mut store).await?;
-            server.stats.instantiated(started.elapsed());
+            let proxy = match ready {
+                Some((proxy, took)) => {
+                    server.stats.instantiated(took);
+                    proxy
+                }
+                None => {
+                    let proxy = server.pre.instantiate_async(&mut store).await?;
+                    server.stats.instantiated(started.elapsed());
+                    proxy
+                }
+            };
+            // This request has its instance: the next one's is made while it runs.
+            spare::refill(&server);
             proxy.wasi_http_incoming_handler().call_handle(&mut store, request, response).await
         };
         tokio::select! {

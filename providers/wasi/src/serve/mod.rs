@@ -1,7 +1,7 @@
 //! Serving a `wasi:http/proxy` artifact: HTTP/1.1 on the caller's listeners for the clients
-//! the run's rules accept, a fresh instance from the artifact's one `ProxyPre` per request,
-//! a concurrency cap, and a graceful shutdown that stops accepting at once and cuts what is
-//! left after a grace.
+//! the run's rules accept, a fresh instance from the artifact's one `ProxyPre` per request
+//! (made ahead of it while the server is busy: `spare`), a concurrency cap, and a graceful
+//! shutdown that stops accepting at once and cuts what is left after a grace.
 //!
 //! One server task owns the listeners and accepts; each connection and each request's
 //! instance is a task on the server's tracker. Two tokens reach them all: `draining`
@@ -12,6 +12,7 @@
 mod connection;
 mod instance;
 mod request;
+mod spare;
 mod stats;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -77,6 +78,8 @@ pub(crate) struct Server {
     pub(crate) slots: Arc<Semaphore>,
     /// One permit per connection allowed open.
     connections: Arc<Semaphore>,
+    /// The instance made ahead of the next request.
+    pub(crate) spare: spare::Spare,
     pub(crate) tracker: TaskTracker,
     pub(crate) draining: CancellationToken,
     pub(crate) cut: CancellationToken,
@@ -129,6 +132,7 @@ pub(crate) fn start(
         digest: digest.to_owned(),
         slots: Arc::new(Semaphore::new(limits.max_concurrent)),
         connections: Arc::new(Semaphore::new(max_connections)),
+        spare: spare::Spare::default(),
         tracker: TaskTracker::new(),
         draining: CancellationToken::new(),
         cut: CancellationToken::new(),
@@ -182,6 +186,8 @@ async fn serve(
     let cut = !server.tracker.is_empty();
     server.cut.cancel();
     server.tracker.wait().await;
+    // Its store holds the guest's output: dropped before the output is drained.
+    server.spare.clear();
     tracing::info!(digest = %server.digest, cut_in_flight = cut, "stopped serving wasi:http");
     drop(server);
     for output in outputs {

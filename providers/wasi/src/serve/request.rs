@@ -1,5 +1,5 @@
 //! One HTTP request: a place under the concurrency cap (else 503), a new store and
-//! instance, metered into the run's usage and cgroup, and the guest's response (else a
+//! instance (the spare made ahead of it, if there is one), metered into the run's usage and cgroup, and the guest's response (else a
 //! 500 or 503 saying why there is none).
 
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
 use super::instance::{self, Outcome};
+use super::spare::Ready;
 use super::{HttpStats, Server};
 use tracing::instrument::WithSubscriber;
 
@@ -31,9 +32,15 @@ pub(crate) async fn handle(server: &Arc<Server>, request: hyper::Request<Incomin
     };
     let started = Instant::now();
     let deadline = started + server.limits.request_timeout;
-    let mut store = match server.template.store(server.pre.engine(), deadline) {
-        Ok(store) => store,
-        Err(err) => return failed(server, &format!("setting up the instance: {err}")),
+    let (mut store, ready) = match server.spare.take().await {
+        Some(Ready { mut store, proxy, took }) => {
+            store.data_mut().deadline = deadline;
+            (store, Some((proxy, took)))
+        }
+        None => match server.template.store(server.pre.engine(), deadline) {
+            Ok(store) => (store, None),
+            Err(err) => return failed(server, &format!("setting up the instance: {err}")),
+        },
     };
     let (sender, receiver) = oneshot::channel();
     let resources = {
@@ -45,7 +52,8 @@ pub(crate) async fn handle(server: &Arc<Server>, request: hyper::Request<Incomin
         Ok(resources) => resources,
         Err(err) => return failed(server, &format!("passing the request to the guest: {err:?}")),
     };
-    let instance = instance::run(Arc::clone(server), store, request, response, started, deadline, slot);
+    let instance =
+        instance::run(Arc::clone(server), store, ready, request, response, started, deadline, slot);
     let metered = Metered::new(instance, server.template.meter.clone());
     let guest = server.tracker.spawn(metered.with_current_subscriber());
     match receiver.await {

@@ -28,10 +28,12 @@ pub struct HttpStats {
     pub refused: AtomicU64,
     /// Instances running now.
     pub in_flight: AtomicU64,
-    /// Instances created (one per request that got past the caps).
+    /// Instances requests ran in (one per request that got past the caps), whether made
+    /// for the request or ahead of it (a spare: one made and never used is not counted).
     pub instantiated: AtomicU64,
     /// Time spent creating them, from building the store to a ready instance, in
-    /// nanoseconds summed: divided by `instantiated`, the cost of a request's instance.
+    /// nanoseconds summed: divided by `instantiated`, the cost of a request's instance
+    /// (the request waited for it only when it was not made ahead).
     pub instantiate_nanos: AtomicU64,
 }
 
