@@ -48,11 +48,6 @@ pub const API_CLIENT_MAX_IN_FLIGHT: usize = 32;
 /// status reports. Four lanes keep them flowing, behind the work they report; the
 /// kubelet throttles its events harder (5 a second, bursts of 10).
 pub const EVENTS_MAX_IN_FLIGHT: usize = 4;
-/// Token requests in flight at once, node-wide. Each makes the API server sign a token
-/// (RSA): a burst of a hundred starts sent them all at once, and every pod's start then
-/// waited for all of them; a few at a time, the pods bound first start first, and their
-/// Running reports do not queue behind later pods' tokens.
-pub const TOKEN_REQUESTS_MAX_IN_FLIGHT: usize = 4;
 /// Events waiting for a lane beyond this many are dropped (with a warning): what one
 /// waiting event holds is small, but a node starting thousands of pods at once must not
 /// queue without bound. The kubelet's recorder drops past 1,000 queued too.

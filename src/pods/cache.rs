@@ -6,8 +6,7 @@
 //! A cached answer is at most one period old, so a change reaches running pods within two
 //! periods at worst. A fresh read joins a read of the same object already in flight (it
 //! began at most one round trip earlier): a hundred pods that start at once read their
-//! namespace's `kube-root-ca.crt` once. Tokens are not cached: each pod's are its own;
-//! a few are requested at a time ([`TOKEN_REQUESTS_MAX_IN_FLIGHT`]).
+//! namespace's `kube-root-ca.crt` once. Tokens are not cached: each pod's are its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +17,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::TOKEN_REQUESTS_MAX_IN_FLIGHT;
 use crate::objects::ObjectSource;
 use crate::volumes::VolumeSource;
 
@@ -57,19 +55,12 @@ pub struct ObjectCache {
     ttl: Duration,
     config_maps: Mutex<Entries<ConfigMap>>,
     secrets: Mutex<Entries<Secret>>,
-    /// The lanes token requests go through.
-    token_lanes: tokio::sync::Semaphore,
 }
 
 impl ObjectCache {
     /// Answers stay usable for `ttl` (the agent uses `--sync-frequency`).
     pub fn new(ttl: Duration) -> Self {
-        ObjectCache {
-            ttl,
-            config_maps: Mutex::default(),
-            secrets: Mutex::default(),
-            token_lanes: tokio::sync::Semaphore::new(TOKEN_REQUESTS_MAX_IN_FLIGHT),
-        }
+        ObjectCache { ttl, config_maps: Mutex::default(), secrets: Mutex::default() }
     }
 
     /// How many objects it holds (answers of absence included).
@@ -170,8 +161,6 @@ impl<S: VolumeSource> VolumeSource for Cached<S> {
         sa: &str,
         request: &TokenRequest,
     ) -> Result<TokenRequest, kube::Error> {
-        // The semaphore is never closed.
-        let _lane = self.cache.token_lanes.acquire().await.ok();
         self.source.token_request(ns, sa, request).await
     }
 }
