@@ -16,6 +16,9 @@ bench_setup() {
 # example guests ($WASM, their directory), a temp dir ($DIR) removed at exit with the agent
 # ($PID, once started) stopped, and the clock rate of /proc's CPU figures ($TICKS).
 standalone_setup() {
+  # A KUBECONFIG in the environment (e.g. from `cluster.sh env`) would make the agent join
+  # that cluster and wait for its certificate's approval instead of running standalone.
+  unset KUBECONFIG
   cargo build --release --quiet --bin krustlet-wasi
   BIN=${BENCH_BIN:-target/release/krustlet-wasi}
   WASM=$(examples/build.sh 2>/dev/null | tail -n 1)
