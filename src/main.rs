@@ -11,8 +11,7 @@ use krustlet_wasi::config::{Config, Flags};
 use krustlet_wasi::{agent, cli};
 
 fn main() -> ExitCode {
-    // Both before any thread exists.
-    krustlet_wasi::base::malloc::limit_arenas(krustlet_wasi::config::MALLOC_ARENAS);
+    // Before any thread exists.
     krustlet_wasi::logging::default_lib_backtrace();
     let flags = match Flags::try_parse() {
         Ok(flags) => flags,

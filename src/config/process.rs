@@ -1,19 +1,14 @@
-//! How the agent's own process is tuned: malloc's arenas, the async runtime's event
+//! How the agent's own process is tuned: the async runtime's event
 //! interval and blocking pool, and when freed memory goes back to the system. None of
-//! these is a flag (`MALLOC_ARENA_MAX` in the environment overrides the arenas).
+//! these is a flag.
 
 use std::time::Duration;
 
-/// At most this many glibc malloc arenas (`mallopt(M_ARENA_MAX)`, set first thing in
-/// `main`), unless `MALLOC_ARENA_MAX` (or `glibc.malloc.arena_max` in `GLIBC_TUNABLES`) is
-/// set: then the user's. glibc's own cap is 8 per core, and a thread that allocates while
-/// the other arenas are in use gets one of its own; the state of pods started in a burst
-/// is then spread over many arenas, each keeping its own free space, which the others
-/// cannot use. The agent's threads are few (a worker per core, a capped blocking pool, the
-/// guests' threads), and most of them wait; two arenas keep them from queueing behind one
-/// lock. `bench/density.sh 10000` (2 cores, the same binary in turn): 670 MB right after
-/// 10,000 pods started with 2 arenas, 720 MB with glibc's cap (16 here).
-pub const MALLOC_ARENAS: usize = 2;
+// glibc's malloc arenas are left at glibc's cap (8 per core; `MALLOC_ARENA_MAX` sets
+// another). A cap of 2 was tried: 10,000 pods held the same memory once trimmed (572 vs
+// 575 MB), and a new image's parallel compile took 1.44x (Python component) and 2.0x (the
+// guide's server) the compile alone against 1.07x and 1.14x uncapped (`bench/newimage.sh`,
+// quiet machine): its threads queued on the arenas' locks.
 
 /// How many tasks a worker thread of the agent's async runtime runs before it looks at
 /// timers and sockets again (tokio's `event_interval`, 61 by default). Busy guests yield
