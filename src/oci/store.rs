@@ -91,10 +91,9 @@ impl Store {
         // regular expression on its first use, tens of milliseconds of a cached pod's start
         // after an agent restart. An entry is only ever stored under a parsed reference's
         // normalized form, so a hit is the image the parse would have found.
-        if policy != PullPolicy::Always && !image.starts_with("file://") {
+        if !image.starts_with("file://") {
             let _no_gc = self.gc.read().await;
-            if let Some(pulled) = self.load(image, image).await {
-                tracing::debug!(image, policy = ?policy, "image present in store");
+            if let Some(pulled) = self.present(image, image, policy).await {
                 return Ok(pulled);
             }
         }
@@ -107,20 +106,17 @@ impl Store {
         let key = reference::index_key(&reference);
         let _no_gc = self.gc.read().await;
         // An image present is read without the pull lock (entries are replaced whole, by a
-        // rename): a hundred pods of one image start at once, not one after another.
-        if policy != PullPolicy::Always
-            && let Some(pulled) = self.load(&key, image).await
+        // rename): a hundred pods of one image start at once, not one after another. (Under
+        // its normalized form it was just looked for.)
+        if key != image
+            && let Some(pulled) = self.present(&key, image, policy).await
         {
-            tracing::debug!(image, policy = ?policy, "image present in store");
             return Ok(pulled);
         }
         let lock = self.lock_for(&key);
         let _guard = lock.lock().await;
         // Pulled meanwhile by the holder of the lock?
-        if policy != PullPolicy::Always
-            && let Some(pulled) = self.load(&key, image).await
-        {
-            tracing::debug!(image, policy = ?policy, "image present in store");
+        if let Some(pulled) = self.present(&key, image, policy).await {
             return Ok(pulled);
         }
         if policy == PullPolicy::Never {
@@ -130,6 +126,16 @@ impl Store {
         self.save(&key, &manifest_digest, &pulled).await?;
         tracing::info!(image, image_id = %pulled.image_id, wasm = %pulled.wasm_digest, "pulled image");
         Ok(pulled)
+    }
+
+    /// The stored image under `key`, unless `policy` asks the registry every time.
+    async fn present(&self, key: &str, image: &str, policy: PullPolicy) -> Option<Pulled> {
+        if policy == PullPolicy::Always {
+            return None;
+        }
+        let pulled = self.load(key, image).await?;
+        tracing::debug!(image, policy = ?policy, "image present in store");
+        Some(pulled)
     }
 
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
