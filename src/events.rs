@@ -45,6 +45,8 @@ pub struct Recorder {
     /// The lanes events are sent through, and how many events wait for one.
     lanes: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
+    /// Events dropped since the last one that got through: logged once per burst.
+    dropped: Arc<AtomicUsize>,
 }
 
 impl Recorder {
@@ -64,6 +66,7 @@ impl Recorder {
             published: Arc::default(),
             lanes: Arc::new(Semaphore::new(lanes)),
             waiting: Arc::default(),
+            dropped: Arc::default(),
         }
     }
 
@@ -94,16 +97,19 @@ impl Recorder {
         );
         if self.waiting.fetch_add(1, Ordering::Relaxed) >= EVENTS_MAX_WAITING {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
-            warn!(
-                reason,
-                object = object.name.as_deref().unwrap_or(""),
-                "too many events waiting; dropped one"
-            );
+            if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                let object = object.name.as_deref().unwrap_or("");
+                warn!(reason, object, "too many events waiting; dropping new ones until they drain");
+            }
             return;
         }
         let lane = self.lanes.acquire().await;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         let Ok(_lane) = lane else { return };
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            warn!(dropped, "events were dropped while too many waited");
+        }
         let now = k8s_openapi::jiff::Timestamp::now();
         let api: Api<Event> = Api::namespaced(client, &namespace);
         let repeat = {
@@ -230,6 +236,8 @@ mod tests {
         let dropped = tokio::time::timeout(std::time::Duration::from_secs(5), dropped);
         assert!(dropped.await.is_ok(), "one more is dropped at once, not queued");
         assert_eq!(recorder.waiting.load(Ordering::Relaxed), EVENTS_MAX_WAITING);
+        recorder.publish(&extra, Kind::Normal, "Started", "s").await;
+        assert_eq!(recorder.dropped.load(Ordering::Relaxed), 2, "counted, to be logged once");
         sends.iter().for_each(|s| s.abort());
     }
 
