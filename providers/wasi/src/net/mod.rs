@@ -134,40 +134,4 @@ mod tests {
         let expected: Vec<SocketAddr> = vec!["10.0.0.1:80".parse().unwrap(), "10.0.0.2:80".parse().unwrap()];
         assert_eq!(allowed, expected);
     }
-
-    /// Bench (prints, asserts nothing): the egress check of one outgoing connection
-    /// (canonicalise, `rules.connect`, collect) beside a TCP connect to a loopback listener.
-    /// `cargo test -p krustlet-wasi-provider --lib egress_check_cost -- --ignored --nocapture`
-    #[test]
-    #[ignore = "a bench: prints timings and asserts nothing; run it with --ignored --nocapture"]
-    fn egress_check_cost() {
-        use std::time::Instant;
-        let rules = PortRules::new([]);
-        let ips: [IpAddr; 2] = ["93.184.216.34".parse().unwrap(), "::ffff:10.0.0.1".parse().unwrap()];
-        const CHECKS: u32 = 1_000_000;
-        let started = Instant::now();
-        let mut allowed = 0;
-        for i in 0..CHECKS {
-            let ip = ips[i as usize % 2];
-            allowed +=
-                std::hint::black_box(allowed_destinations(&rules, [std::hint::black_box(ip)], 80)).len();
-        }
-        let check = started.elapsed() / CHECKS;
-        assert_eq!(allowed, CHECKS as usize);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        const CONNECTS: u32 = 2_000;
-        let started = Instant::now();
-        for _ in 0..CONNECTS {
-            let stream = std::net::TcpStream::connect(addr).unwrap();
-            drop(listener.accept().unwrap());
-            drop(stream);
-        }
-        let connect = started.elapsed() / CONNECTS;
-        println!(
-            "egress check: {} ns per connection; a loopback TCP connect + accept: {} ns",
-            check.as_nanos(),
-            connect.as_nanos()
-        );
-    }
 }
