@@ -1,6 +1,6 @@
 //! The machine's upkeep of a living pod, step by step: status reports and their retries,
 //! a mirror made anew, volume refreshes (and none without volumes to rewrite), emptyDir
-//! eviction.
+//! eviction, probes.
 
 use super::*;
 
@@ -65,4 +65,41 @@ fn an_empty_dir_over_its_size_limit_evicts_the_pod_and_nothing_restarts() {
     assert_eq!(status["reason"], "Evicted");
     assert_eq!(status["message"], "Usage of EmptyDir volume \"cache\" exceeds the limit \"1Mi\". ");
     assert!(status["containerStatuses"][0]["state"]["terminated"].is_object(), "{status:#}");
+}
+
+#[test]
+fn probes_set_readiness_and_a_failed_liveness_probe_restarts_the_container() {
+    use crate::pods::probes::{ProbeEvent, ProbeKind};
+    let mut json = pod_json("Always", &[], &["web"]);
+    json["spec"]["containers"][0]["startupProbe"] = json!({"tcpSocket": {"port": 80}});
+    json["spec"]["containers"][0]["readinessProbe"] = json!({"tcpSocket": {"port": 80}});
+    json["spec"]["containers"][0]["livenessProbe"] = json!({"tcpSocket": {"port": 80}});
+    let mut t = T::running(serde_json::from_value(json).unwrap());
+    let ready = |t: &T| {
+        let s = crate::pods::status::status_json(&t.m.view, "");
+        (
+            s["containerStatuses"][0]["started"].clone(),
+            s["containerStatuses"][0]["ready"].clone(),
+            s["conditions"][1]["status"].clone(),
+        )
+    };
+    assert_eq!(ready(&t), (json!(false), json!(false), json!("False")), "running, not started");
+    let probe = |event| Input::Probe { slot: Slot::Main(0), run: 0, event };
+    t.step(probe(ProbeEvent::Ready(true)));
+    assert_eq!(ready(&t).1, json!(false), "readiness waits for startup");
+    t.step(probe(ProbeEvent::Started));
+    assert_eq!(ready(&t), (json!(true), json!(false), json!("False")));
+    t.step(probe(ProbeEvent::Ready(true)));
+    assert_eq!(ready(&t), (json!(true), json!(true), json!("True")));
+    t.step(probe(ProbeEvent::Ready(false)));
+    assert_eq!(ready(&t).1, json!(false), "readiness never restarts");
+
+    let fx = t.step(probe(ProbeEvent::Failed { kind: ProbeKind::Liveness, message: "refused".into() }));
+    assert!(fx.contains(&Effect::Stop { slot: Slot::Main(0) }));
+    assert!(fx.iter().any(|e| matches!(e, Effect::Event { reason: "Killing", message, .. }
+        if message == "Container web failed liveness probe, will be restarted")));
+    let fx = t.exit(Slot::Main(0), 0, 137);
+    assert_eq!(starts(&fx), [(Slot::Main(0), 1)], "restarted under restartPolicy Always");
+    // A verdict about the old run changes nothing.
+    assert!(t.step(Input::Probe { slot: Slot::Main(0), run: 0, event: ProbeEvent::Started }).is_empty());
 }
