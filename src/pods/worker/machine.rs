@@ -47,11 +47,11 @@ struct Publication {
     /// The status handed to [`Effect::Publish`] and not yet answered (as `reported`).
     in_flight: Option<String>,
     retry_at: Option<Instant>,
-    /// Until then, a pod not yet reported whose first runs are being started is not
-    /// reported either: its first report says Running, not Pending then Running (the
-    /// second would wait for the first's answer). Set from the preparation's
-    /// `first_report_at` ([`crate::config::FIRST_REPORT_DELAY`]).
-    hold_until: Option<Instant>,
+    /// A new pod is not reported before then ([`crate::config::FIRST_REPORT_DELAY`] after
+    /// it was taken on) while it is being prepared or its first runs are being started: if
+    /// it starts by then, its first report says Running, not Pending then Running (the
+    /// second would wait for the first's answer). Cleared by the first report.
+    first_report_at: Option<Instant>,
     /// A static pod whose mirror was deleted reports anew (making a new mirror) then.
     mirror_again_at: Option<Instant>,
 }
@@ -104,7 +104,7 @@ impl Machine {
                 node_ip: settings.node_ip.clone(),
             },
             pod,
-            state: PodState::Preparing { retry: None, first_report_at: None },
+            state: PodState::Preparing { retry: None },
             settings,
             image_ids: HashMap::new(),
             publication: Publication::default(),

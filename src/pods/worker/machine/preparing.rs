@@ -21,7 +21,6 @@ impl Machine {
         &mut self,
         result: Result<Prepared, Failure>,
         retry: Option<Retry>,
-        first_report_at: Option<Instant>,
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
@@ -34,7 +33,6 @@ impl Machine {
                     fx.push(Effect::Event { slot: None, kind: Kind::Normal, reason: "Pulled", message });
                 }
                 self.image_ids = p.image_ids;
-                self.publication.hold_until = first_report_at;
                 let mut upkeep = Upkeep::new(p.refreshes, p.watch_disk.then_some(now + DISK_CHECK_PERIOD));
                 upkeep.schedule_refresh(now, p.token_due, self.settings.sync_frequency, &self.uid());
                 self.begin_containers(upkeep, fx);
@@ -56,7 +54,7 @@ impl Machine {
                     }
                 }
                 let flip_at = (reason == "ErrImagePull").then_some(now + SHOW_PULL_ERROR);
-                self.state = PodState::Retrying { until: now + delay, flip_at, retry, first_report_at };
+                self.state = PodState::Retrying { until: now + delay, flip_at, retry };
             }
             Err(Failure::Config { message }) => {
                 let delay = backoff(retry.failures - 1, CONFIG_RETRY_INITIAL, CONFIG_RETRY_MAX);
@@ -70,7 +68,7 @@ impl Machine {
                         c.state = State::waiting("CreateContainerConfigError", Some(message.clone()));
                     }
                 }
-                self.state = PodState::Retrying { until: now + delay, flip_at: None, retry, first_report_at };
+                self.state = PodState::Retrying { until: now + delay, flip_at: None, retry };
             }
             Err(Failure::Fatal { reason, message }) => {
                 let event = Effect::Event {

@@ -119,8 +119,8 @@ impl Machine {
         if self.main.iter().all(|t| t.finished) {
             self.state = PodState::Done { adopted: false };
         } else {
-            let first_report_at = Some(now + FIRST_REPORT_DELAY);
-            self.state = PodState::Preparing { retry: None, first_report_at };
+            self.publication.first_report_at = Some(now + FIRST_REPORT_DELAY);
+            self.state = PodState::Preparing { retry: None };
             fx.push(Effect::Prepare);
         }
         self.step_tail(now, &mut fx);

@@ -13,13 +13,11 @@ use crate::pods::worker::effects::Effect;
 #[derive(Debug, Clone, PartialEq)]
 pub enum PodState {
     /// Volumes and images are being prepared ([`Effect::Prepare`](crate::pods::worker::effects::Effect::Prepare) is in flight).
-    /// `retry`: the failures before this attempt, if any. `first_report_at`: until then
-    /// the pod is not reported: if it starts by then, its first report says Running (see
-    /// [`crate::config::FIRST_REPORT_DELAY`]).
-    Preparing { retry: Option<Retry>, first_report_at: Option<Instant> },
+    /// `retry`: the failures before this attempt, if any.
+    Preparing { retry: Option<Retry> },
     /// Preparing failed; prepare again at `until`. An `ErrImagePull` shows until
     /// `flip_at`, then `ImagePullBackOff`.
-    Retrying { until: Instant, flip_at: Option<Instant>, retry: Retry, first_report_at: Option<Instant> },
+    Retrying { until: Instant, flip_at: Option<Instant>, retry: Retry },
     /// Init container `index` runs (they run one at a time, in order).
     Init { index: usize, upkeep: Upkeep },
     /// Main containers run, each restarting as the restartPolicy says.
@@ -47,16 +45,6 @@ impl PodState {
     pub(super) fn upkeep_mut(&mut self) -> Option<&mut Upkeep> {
         match self {
             PodState::Init { upkeep, .. } | PodState::Running { upkeep } => Some(upkeep),
-            _ => None,
-        }
-    }
-
-    /// Until when a pod not prepared yet is not reported.
-    pub(super) fn first_report_at(&self) -> Option<Instant> {
-        match self {
-            PodState::Preparing { first_report_at, .. } | PodState::Retrying { first_report_at, .. } => {
-                *first_report_at
-            }
             _ => None,
         }
     }

@@ -25,8 +25,8 @@ impl Machine {
             }
             Input::Timer => self.timer(now, &mut fx),
             Input::Prepared(result) => {
-                if let PodState::Preparing { retry, first_report_at } = self.state.clone() {
-                    self.prepared(result, retry, first_report_at, now, &mut fx);
+                if let PodState::Preparing { retry } = self.state.clone() {
+                    self.prepared(result, retry, now, &mut fx);
                 }
             }
             Input::Started { slot, run } => self.started(slot, run, now, &mut fx),
@@ -122,16 +122,14 @@ impl Machine {
         if self.publication.retry_at.is_some_and(|t| t <= now) {
             self.publication.retry_at = None;
         }
-        if self.publication.hold_until.is_some_and(|t| t <= now) {
-            self.publication.hold_until = None;
+        if self.publication.first_report_at.is_some_and(|t| t <= now) {
+            self.publication.first_report_at = None;
         }
         if let Some(upkeep) = self.state.upkeep_mut() {
             upkeep.timer(now, fx);
         }
         match self.state.clone() {
-            PodState::Retrying { flip_at: Some(flip), until, retry, first_report_at }
-                if now >= flip && now < until =>
-            {
+            PodState::Retrying { flip_at: Some(flip), until, retry } if now >= flip && now < until => {
                 for c in self.view.init.iter_mut().chain(self.view.main.iter_mut()) {
                     if let State::Waiting { reason, message } = &c.state
                         && reason == "ErrImagePull"
@@ -139,11 +137,11 @@ impl Machine {
                         c.state = State::waiting("ImagePullBackOff", message.clone());
                     }
                 }
-                self.state = PodState::Retrying { until, flip_at: None, retry, first_report_at };
+                self.state = PodState::Retrying { until, flip_at: None, retry };
             }
-            PodState::Retrying { until, retry, first_report_at, .. } if now >= until => {
+            PodState::Retrying { until, retry, .. } if now >= until => {
                 fx.push(Effect::Prepare);
-                self.state = PodState::Preparing { retry: Some(retry), first_report_at };
+                self.state = PodState::Preparing { retry: Some(retry) };
             }
             PodState::Init { index, .. } if self.init[index].start_at.is_some_and(|t| t <= now) => {
                 self.request_start(Slot::Init(index), fx);
@@ -168,11 +166,8 @@ impl Machine {
             _ => None,
         };
         let upkeep = self.state.upkeep().and_then(Upkeep::next_deadline);
-        let (p, first) = (&self.publication, self.state.first_report_at());
-        [state, p.retry_at, p.mirror_again_at, upkeep, first, self.held_while_starting()]
-            .into_iter()
-            .flatten()
-            .min()
+        let p = &self.publication;
+        [state, p.retry_at, p.mirror_again_at, upkeep, self.first_report_held()].into_iter().flatten().min()
     }
 
     pub(super) fn runs_containers(&self) -> bool {

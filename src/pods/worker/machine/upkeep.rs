@@ -45,11 +45,12 @@ impl Machine {
         self.state = PodState::Done { adopted: false };
     }
 
-    /// Until when the first report waits for the first runs being started (see
-    /// `Publication::hold_until`): `None` once no run is being started.
-    pub(super) fn held_while_starting(&self) -> Option<Instant> {
+    /// Until when the first report waits (see `Publication::first_report_at`): `None` once
+    /// the pod is neither being prepared nor having a run started.
+    pub(super) fn first_report_held(&self) -> Option<Instant> {
+        let preparing = matches!(self.state, PodState::Preparing { .. } | PodState::Retrying { .. });
         let starting = self.init.iter().chain(&self.main).any(|t| matches!(t.run, RunState::Starting { .. }));
-        self.publication.hold_until.filter(|_| starting)
+        self.publication.first_report_at.filter(|_| preparing || starting)
     }
 
     /// Asks for the status to be reported when it changed since the last report (one
@@ -62,7 +63,7 @@ impl Machine {
                 | PodState::Deleting
                 | PodState::Finished
         );
-        let first_pending = self.state.first_report_at().or_else(|| self.held_while_starting());
+        let first_pending = self.first_report_held();
         // An evicted pod's containers are being stopped: its Failed phase is reported with
         // their terminated states, once they have exited, never beside a running one.
         let stopping = matches!(self.state, PodState::Done { .. }) && self.running() > 0;
@@ -81,11 +82,6 @@ impl Machine {
         }
         fx.push(Effect::Publish { status: status_json(&self.view, &crate::base::time::now_rfc3339()) });
         self.publication.in_flight = Some(comparable);
-        self.publication.hold_until = None;
-        if let PodState::Preparing { first_report_at, .. } | PodState::Retrying { first_report_at, .. } =
-            &mut self.state
-        {
-            *first_report_at = None;
-        }
+        self.publication.first_report_at = None;
     }
 }
