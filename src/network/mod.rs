@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt;
 use tokio::sync::mpsc;
 
@@ -132,6 +132,20 @@ impl Network {
     pub fn reserve_http_default(&self, pod: &Pod) -> Result<(), PortError> {
         let port = NodePort { port: DEFAULT_HTTP_PORT, protocol: Protocol::Tcp };
         self.core.ports.reserve(&PodId::of(pod), &[Binding::new(port, self.core.listen)])
+    }
+
+    /// Before any container starts: reserves the default port if a container that `serves`
+    /// (its image is a `wasi:http` component) declares no TCP `containerPort`. A port
+    /// another pod holds is only logged here; the container's start reports it (and retries).
+    pub fn reserve_http_default_if_served(&self, pod: &Pod, serves: impl Fn(&Container) -> bool) {
+        let Some(spec) = pod.spec.as_ref() else { return };
+        let on_default = spec.init_containers.iter().flatten().chain(&spec.containers).any(|c| {
+            let tcp = ports::container_ports(c).unwrap_or_default();
+            serves(c) && !tcp.iter().any(|p| p.protocol == Protocol::Tcp)
+        });
+        if on_default && let Err(e) = self.reserve_http_default(pod) {
+            tracing::debug!(error = %e, "the wasi:http default port is not free yet");
+        }
     }
 
     /// The rules of the pod's sockets, for every run of it (the same rules for all).

@@ -138,6 +138,19 @@ fn the_http_default_port_is_reserved_for_the_pod() {
 }
 
 #[test]
+fn the_http_default_port_is_reserved_only_for_a_served_container_without_a_tcp_port() {
+    let (net, _rx) = node();
+    let declared = pod("a", json!({}), json!([{"containerPort": 9000}]));
+    net.reserve_http_default_if_served(&declared, |_| true);
+    let plain = pod("b", json!({}), json!([]));
+    net.reserve_http_default_if_served(&plain, |_| false);
+    let served = pod("c", json!({}), json!([{"containerPort": 53, "protocol": "UDP"}]));
+    net.reserve_http_default_if_served(&served, |c| c.image.as_deref() == Some("i"));
+    let err = net.reserve_http_default(&pod("d", json!({}), json!([]))).unwrap_err().to_string();
+    assert_eq!(err, "port 8080/TCP is already in use on this node by pod default/c", "only c reserved it");
+}
+
+#[test]
 fn egress_to_the_nodes_own_ranges_and_ports_is_refused_with_one_event_per_destination() {
     let (net, mut rx) = node();
     let s = net.sockets(&pod("a", json!({}), json!([])));

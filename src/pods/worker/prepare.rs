@@ -75,7 +75,10 @@ pub async fn prepare<R: ContainerRuntime>(
     };
     let volumes = volumes.map_err(volume_failure)?;
     let (images, mut done) = images?;
-    reserve_http_default(&with.network, &pod, &images);
+    let serves = |c: &Container| {
+        c.image.as_ref().and_then(|i| images.get(i)).is_some_and(|p| p.kind == ImageKind::HttpServer)
+    };
+    with.network.reserve_http_default_if_served(&pod, serves);
     done.token_due = token_due(&volumes);
     done.watch_disk = volumes.layout().has_size_limits();
     done.refreshes = volumes.layout().refreshes();
@@ -126,22 +129,6 @@ async fn images<R: ContainerRuntime>(
         }
     }
     Ok((images, done))
-}
-
-/// A `wasi:http` component with no TCP `containerPort` is served on the default port:
-/// reserved for the pod as soon as its image is known to be one, before any container
-/// starts. A port another pod holds is reported when the container starts (and retried).
-fn reserve_http_default<I>(network: &Network, pod: &Pod, images: &HashMap<String, PulledImage<I>>) {
-    let Some(spec) = pod.spec.as_ref() else { return };
-    let served_on_default = spec.init_containers.iter().flatten().chain(&spec.containers).any(|c| {
-        let http =
-            c.image.as_ref().and_then(|i| images.get(i)).is_some_and(|p| p.kind == ImageKind::HttpServer);
-        let tcp = crate::network::ports::container_ports(c).unwrap_or_default();
-        http && !tcp.iter().any(|p| p.protocol == crate::network::ports::Protocol::Tcp)
-    });
-    if served_on_default && let Err(e) = network.reserve_http_default(pod) {
-        debug!(error = %e, "the wasi:http default port is not free yet");
-    }
 }
 
 /// How soon the volumes' earliest service account token is due to be requested again.
