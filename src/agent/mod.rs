@@ -79,16 +79,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let registering = register_node(&cfg, &cluster, &machine, &runtime_version, &recorder);
     let Some(node) = until(&mut shutdown, registering).await.transpose()? else { return Ok(()) };
     let (network, notices) = setup::network_rules(&cfg);
-    let handles = setup::pod_handles(
-        &cfg,
-        &prepared,
-        &allocatable,
-        &cluster,
-        node.as_ref(),
-        &runtime,
-        &network,
-        recorder.clone(),
-    );
+    let api = pods::Api {
+        client: cluster.client.clone(),
+        recorder: recorder.clone(),
+        node_name: cfg.node_name.clone(),
+        node_uid: node.as_ref().and_then(|n| n.metadata.uid.clone()),
+    };
+    let handles = setup::pod_handles(&cfg, &prepared, &allocatable, api, &runtime, &network);
     info!(node = %cfg.node_name, elapsed_ms = started.elapsed().as_millis() as u64, standalone = cluster.standalone, "node registered and Ready");
 
     let (stop, _) = broadcast::channel::<()>(1);

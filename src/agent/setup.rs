@@ -4,14 +4,11 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::ResourceExt;
 use tracing::{info, warn};
 
-use super::{AgentError, Cluster, Host};
+use super::{AgentError, Host};
 use crate::base::host;
 use crate::config::Config;
-use crate::events::Recorder;
 use crate::node::allocatable::Resources;
 use crate::pods;
 use crate::runtime::wasm::WasmRuntime;
@@ -108,17 +105,14 @@ pub(super) fn raise_open_files_limit(max_pods: u32, max_open_files: usize) {
     }
 }
 
-/// The handles pods share (see `pods/handles.rs`).
-#[allow(clippy::too_many_arguments)]
+/// The handles pods share (see `pods/handles.rs`); `api`: the node's API connection.
 pub(super) fn pod_handles(
     cfg: &Config,
     host: &Host,
     allocatable: &Resources,
-    cluster: &Cluster,
-    node: Option<&Node>,
+    api: pods::Api,
     runtime: &Arc<WasmRuntime>,
     network: &NetworkRules,
-    recorder: Recorder,
 ) -> Arc<pods::Handles<WasmRuntime>> {
     let pods_host = Arc::new(pods::Host {
         node_ip: cfg.node_ip,
@@ -138,14 +132,13 @@ pub(super) fn pod_handles(
             agent_oom_killed: host.agent_oom_killed.clone(),
         },
     });
+    let objects = pods::Objects {
+        client: api.client.clone(),
+        cache: Arc::new(pods::cache::ObjectCache::new(cfg.sync_frequency)),
+    };
     Arc::new(pods::Handles {
         runtime: runtime.clone(),
-        api: pods::Api {
-            client: cluster.client.clone(),
-            recorder,
-            node_name: cfg.node_name.clone(),
-            node_uid: node.and_then(|n| n.uid()),
-        },
+        api,
         host: pods_host,
         logs: pods::Logs {
             registry: crate::logs::LogRegistry::new(),
@@ -154,10 +147,7 @@ pub(super) fn pod_handles(
                 max_files: cfg.container_log_max_files,
             },
         },
-        objects: pods::Objects {
-            client: cluster.client.clone(),
-            cache: Arc::new(pods::cache::ObjectCache::new(cfg.sync_frequency)),
-        },
+        objects,
         directory: pods::directory::Directory::default(),
         metrics: network.metrics.clone(),
         network: network.rules.clone(),
