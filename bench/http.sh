@@ -17,6 +17,8 @@
 #   BENCH_HTTP=/tmp/bench-http-a bench/http.sh ...   serve with that bench-http binary instead of
 #       a fresh release build (to compare two builds in one session: copy one aside, rebuild)
 #   CONNS="64" bench/http.sh ...                 only these rows (default "1 16 64")
+#   BENCH_LANES=0 bench/http.sh ...              serve with that many lanes per artifact (0: no
+#       bound: every request starts at once) instead of one per guest thread
 #   SERVE_NICE=10 bench/http.sh ...               run wasmtime serve at nice +10, the priority
 #       the provider runs its guests (and their HTTP connections) at (GUEST_NICE): on a
 #       machine busy with other work at nice 0-5 the guests get a much smaller share of the
