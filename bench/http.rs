@@ -11,7 +11,8 @@
 //!   bench-http idle WASM N        serves WASM N times on N loopback ports, idle, and
 //!                                 prints the RSS they add, per served artifact
 //!
-//! With BENCH_LOG set, the provider's warnings (a failed request and why) go to stderr.
+//! With BENCH_LOG set, the provider's warnings (a failed request and why) go to stderr;
+//! BENCH_LANES=N serves with N lanes per artifact (0: no bound) instead of the default.
 
 use std::io::BufRead;
 use std::net::TcpListener;
@@ -47,6 +48,11 @@ fn load(wasm: &str, pool: Option<u32>) -> Result<(Runtime, krustlet_wasi_provide
     let mut builder = Runtime::builder();
     if let Some(pool) = pool {
         builder = builder.http_pool(pool);
+    }
+    // BENCH_LANES=N: N lanes per served artifact (0: unbounded) instead of the default.
+    if let Some(lanes) = std::env::var_os("BENCH_LANES") {
+        let lanes = lanes.to_str().and_then(|lanes| lanes.parse().ok()).context("BENCH_LANES: a number")?;
+        builder = builder.http_lanes(lanes);
     }
     let runtime = builder.build()?;
     let artifact = runtime.load(&bytes, "bench:http")?;

@@ -14,6 +14,11 @@
 #   PY=path/to/component.wasm bench/http.sh ...   also bench that component (any wasi:http
 #       proxy; examples/python/build.sh builds the Python one), after the C hello
 #   ROUNDS=3 bench/http.sh ...                    median of 3 runs of every row
+#   BENCH_HTTP=/tmp/bench-http-a bench/http.sh ...   serve with that bench-http binary instead of
+#       a fresh release build (to compare two builds in one session: copy one aside, rebuild)
+#   CONNS="64" bench/http.sh ...                 only these rows (default "1 16 64")
+#   BENCH_LANES=0 bench/http.sh ...              serve with that many lanes per artifact (0: no
+#       bound: every request starts at once) instead of one per guest thread
 #   SERVE_NICE=10 bench/http.sh ...               run wasmtime serve at nice +10, the priority
 #       the provider runs its guests (and their HTTP connections) at (GUEST_NICE): on a
 #       machine busy with other work at nice 0-5 the guests get a much smaller share of the
@@ -45,8 +50,12 @@ if [ -n "${PY:-}" ]; then
   [ -f "$PY" ] || { echo "PY=$PY: no such file" >&2; exit 1; }
   COMPONENTS+=("$PY")
 fi
-cargo build --release --quiet -p krustlet-wasi-provider --example bench-http
-BENCH=target/release/examples/bench-http
+if [ -n "${BENCH_HTTP:-}" ]; then
+  BENCH=$BENCH_HTTP
+else
+  cargo build --release --quiet -p krustlet-wasi-provider --example bench-http
+  BENCH=target/release/examples/bench-http
+fi
 TMP=$(mktemp -d)
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$TMP"' EXIT
@@ -124,7 +133,7 @@ bench_component() {
   printf '%-5s | %-36s | %-36s | %-36s | %s\n' conns "krustlet-wasi: req/s p50 p99 cpu-us/req" \
     "same, no pool" "wasmtime serve" "ratios to wasmtime serve"
   local -a rows notes
-  for c in 1 16 64; do
+  for c in ${CONNS:-1 16 64}; do
     rows=()
     for round in $(seq "$ROUNDS"); do
       local ours unpooled theirs

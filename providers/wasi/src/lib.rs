@@ -59,8 +59,10 @@ pub use net::{NetworkPolicy, PortRules, SocketRules, Transport, Verdict, canonic
 pub use outgoing::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT};
 pub use output::Sink;
 pub use run::{RunHandle, Stopper};
-pub use runtime::{CacheStats, DEFAULT_EPOCH_TICK, Runtime, RuntimeBuilder};
-pub use serve::{HttpStats, HttpStatsSnapshot};
+pub use runtime::{
+    CacheStats, DEFAULT_EPOCH_TICK, DEFAULT_HTTP_LANES_PER_GUEST_THREAD, Runtime, RuntimeBuilder,
+};
+pub use serve::{HttpStats, HttpStatsSnapshot, LANE_LEASE};
 pub use spec::{
     DEFAULT_MAX_CONCURRENT, DEFAULT_REQUEST_TIMEOUT, HostDir, HttpLimits, Preopen, RunSpec, Stdin,
 };

@@ -74,6 +74,7 @@ impl Runtime {
                 spec,
                 ticker,
                 Meter { usage: Arc::clone(&usage), cgroup },
+                self.inner.http_lanes,
             )?;
             return Ok(RunHandle { task, status: None, control: Some(control), usage });
         }

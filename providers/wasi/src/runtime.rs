@@ -26,12 +26,21 @@ use crate::ticker::Ticker;
 /// Default interval between epoch ticks: how long a guest runs before it yields.
 pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Default lanes of one served `wasi:http` artifact per guest thread: how many of its
+/// requests start and compute at once (see `serve/lanes.rs`); the others wait in order,
+/// holding no instance. One per thread keeps every thread busy under load with the fewest
+/// pool slots in rotation: with the C hello component at 64 connections on 2 cores, CPU
+/// per request was lowest with 2 lanes, higher with 4 and 8, highest unbounded (one slot
+/// per connection, each cold when its turn comes; see docs/benchmarks.md).
+pub const DEFAULT_HTTP_LANES_PER_GUEST_THREAD: usize = 1;
+
 /// Configures and builds a [`Runtime`].
 #[derive(Debug, Clone)]
 pub struct RuntimeBuilder {
     cache_dir: Option<PathBuf>,
     epoch_tick: Duration,
     http_pool: u32,
+    http_lanes: Option<usize>,
     memory_budget: Option<u64>,
     guest_threads: Option<usize>,
     guest_blocking_threads: usize,
@@ -50,6 +59,10 @@ impl RuntimeBuilder {
     /// * HTTP instance pool: [`DEFAULT_HTTP_POOL`] (1000) — requests of all served
     ///   artifacts together that can run at once; one more gets a 503. Made on the
     ///   first HTTP proxy load; it reserves 4 GiB of address space (not memory) per slot
+    /// * HTTP lanes: [`DEFAULT_HTTP_LANES_PER_GUEST_THREAD`] (1) per guest thread, per
+    ///   served artifact — how many of its requests start and
+    ///   compute at once; the others wait in order, without an instance (a request waiting
+    ///   for I/O, or computing past [`LANE_LEASE`](crate::LANE_LEASE), leaves its lane)
     ///
     /// * memory budget: none — every guest's memory together is bounded only by the
     ///   cgroups runs are given
@@ -73,6 +86,7 @@ impl RuntimeBuilder {
             cache_dir: None,
             epoch_tick: DEFAULT_EPOCH_TICK,
             http_pool: DEFAULT_HTTP_POOL,
+            http_lanes: None,
             memory_budget: None,
             guest_threads: None,
             guest_blocking_threads: DEFAULT_GUEST_BLOCKING_THREADS,
@@ -138,6 +152,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Sets how many requests of one served artifact start and compute at once (see
+    /// the default in [`RuntimeBuilder::new`]); 0 lets every request start at once.
+    pub fn http_lanes(mut self, lanes: usize) -> Self {
+        self.http_lanes = Some(lanes);
+        self
+    }
+
     /// Sets how many HTTP request instances the pooling allocator holds. With 0 (or
     /// when the machine refuses the pool's address space) each request's instance is
     /// allocated on its own, as commands' are: slower, and bounded only per artifact.
@@ -174,6 +195,9 @@ impl RuntimeBuilder {
                 component_linker,
                 http: Mutex::new(None),
                 http_pool: self.http_pool,
+                http_lanes: self
+                    .http_lanes
+                    .unwrap_or(workers.saturating_mul(DEFAULT_HTTP_LANES_PER_GUEST_THREAD)),
                 epoch_tick: self.epoch_tick,
                 disk,
                 loaded: Mutex::new(HashMap::new()),
@@ -223,6 +247,8 @@ pub(crate) struct Inner {
     /// Made on the first HTTP proxy load.
     http: Mutex<Option<Arc<HttpEngine>>>,
     http_pool: u32,
+    /// Lanes per served artifact (0: unbounded).
+    pub(crate) http_lanes: usize,
     epoch_tick: Duration,
     pub(crate) disk: Option<DiskCache>,
     /// One slot per digest.

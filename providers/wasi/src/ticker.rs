@@ -123,6 +123,11 @@ impl InWasm {
         }
     }
 
+    /// What code outside the store asks whether its guest is executing wasm with.
+    pub(crate) fn probe(&self) -> WasmProbe {
+        WasmProbe(Arc::clone(&self.state))
+    }
+
     /// What a future running in this store's epoch yield pauses the count with.
     pub(crate) fn pauser(&self) -> Pauser {
         Pauser { activity: self.activity.clone(), state: Arc::clone(&self.state) }
@@ -143,6 +148,23 @@ impl Activity {
         {
             thread.unpark();
         }
+    }
+}
+
+/// Tells, from outside a store, whether its guest is executing wasm: false while it is in
+/// a host call (waiting for I/O, say) or asleep in a throttled epoch yield.
+#[derive(Clone)]
+pub(crate) struct WasmProbe(Arc<AtomicU8>);
+
+impl WasmProbe {
+    pub(crate) fn executing(&self) -> bool {
+        self.0.load(SeqCst) == INSIDE
+    }
+
+    /// A probe of no store, answering as told.
+    #[cfg(test)]
+    pub(crate) fn fixed(executing: bool) -> Self {
+        WasmProbe(Arc::new(AtomicU8::new(if executing { INSIDE } else { OUTSIDE })))
     }
 }
 

@@ -11,6 +11,7 @@ use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
+use super::lanes::Lane;
 use super::stats::{HttpStats, InFlight};
 use super::{Server, spare};
 use crate::cgroup::cpu;
@@ -130,8 +131,9 @@ impl Outcome {
 
 /// Instantiates the artifact in `store` (built at `started`), unless `ready` holds the
 /// instance already made in it (and how long that took), and runs its handler until
-/// it returns, fails, runs out of time, or the server cuts it. Counts and logs every
-/// failure.
+/// it returns, fails, runs out of time, or the server cuts it, in its `lane` (given up
+/// when it waits, see `lanes`; or after its store is gone) and under the concurrency cap's
+/// slot. Counts and logs every failure.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     server: Arc<Server>,
@@ -141,9 +143,10 @@ pub(crate) async fn run(
     response: Resource<HostResponseOutparam>,
     started: Instant,
     deadline: Instant,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    (_slot, mut lane): (tokio::sync::OwnedSemaphorePermit, Lane),
 ) -> Outcome {
     let _in_flight = InFlight::enter(&server.stats);
+    let probe = store.data().in_wasm.probe();
     let result = {
         let handle = async {
             let proxy = match ready {
@@ -164,7 +167,7 @@ pub(crate) async fn run(
         tokio::select! {
             biased;
             () = server.cut.cancelled() => return Outcome::Cut,
-            result = tokio::time::timeout_at(deadline.into(), handle) => result,
+            result = tokio::time::timeout_at(deadline.into(), lane.hold(&probe, handle)) => result,
         }
     };
     let outcome = match (result, store.data().limiter.refused.clone()) {
@@ -178,7 +181,9 @@ pub(crate) async fn run(
         }
         (Ok(Err(err)), None) => Outcome::Trapped(format!("{err:?}")),
     };
+    // Its pool slot is free first: the next request in line takes that warm one.
     drop(store);
+    drop(lane);
     let stats = &server.stats;
     let digest = &server.digest;
     match &outcome {

@@ -11,6 +11,7 @@
 
 mod connection;
 mod instance;
+mod lanes;
 mod request;
 mod spare;
 mod stats;
@@ -28,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use wasmtime::Engine;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+pub use lanes::LANE_LEASE;
 pub use stats::{HttpStats, HttpStatsSnapshot};
 
 use crate::error::{Error, Result};
@@ -78,6 +80,8 @@ pub(crate) struct Server {
     pub(crate) slots: Arc<Semaphore>,
     /// One permit per connection allowed open.
     connections: Arc<Semaphore>,
+    /// Bounds the requests starting or running their instance at once.
+    pub(crate) lanes: lanes::Lanes,
     /// The instance made ahead of the next request.
     pub(crate) spare: spare::Spare,
     pub(crate) tracker: TaskTracker,
@@ -86,7 +90,9 @@ pub(crate) struct Server {
 }
 
 /// Starts serving `pre` on the spec's listeners (at least one) on `tokio`; returns the
-/// server task and its control. Every request's instance is metered into `meter`.
+/// server task and its control. Every request's instance is metered into `meter`; at
+/// most `lanes` of them start and compute at once (0: no bound; see `lanes`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn start(
     tokio: &tokio::runtime::Handle,
     engine: &Engine,
@@ -95,6 +101,7 @@ pub(crate) fn start(
     spec: RunSpec,
     ticker: Arc<Ticker>,
     meter: Meter,
+    lanes: usize,
 ) -> Result<(tokio::task::JoinHandle<ExitStatus>, Control)> {
     if spec.listeners.is_empty() {
         return Err(Error::NoListener { digest: digest.to_owned() });
@@ -132,6 +139,7 @@ pub(crate) fn start(
         digest: digest.to_owned(),
         slots: Arc::new(Semaphore::new(limits.max_concurrent)),
         connections: Arc::new(Semaphore::new(max_connections)),
+        lanes: lanes::Lanes::new(lanes),
         spare: spare::Spare::default(),
         tracker: TaskTracker::new(),
         draining: CancellationToken::new(),

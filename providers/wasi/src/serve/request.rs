@@ -30,8 +30,15 @@ pub(crate) async fn handle(server: &Arc<Server>, request: hyper::Request<Incomin
         response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         return response;
     };
+    let deadline = Instant::now() + server.limits.request_timeout;
+    // Its turn to start (see `lanes`): until then it holds no instance.
+    let Ok(lane) = tokio::time::timeout_at(deadline.into(), server.lanes.enter()).await else {
+        HttpStats::count(&server.stats.timed_out);
+        tracing::warn!(digest = %server.digest, timeout = ?server.limits.request_timeout,
+            "HTTP request failed: it waited for its turn past the request timeout");
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, Outcome::TimedOut.explain());
+    };
     let started = Instant::now();
-    let deadline = started + server.limits.request_timeout;
     let (mut store, ready) = match server.spare.take().await {
         Some(Ready { mut store, proxy, took }) => {
             store.data_mut().deadline = deadline;
@@ -53,7 +60,7 @@ pub(crate) async fn handle(server: &Arc<Server>, request: hyper::Request<Incomin
         Err(err) => return failed(server, &format!("passing the request to the guest: {err:?}")),
     };
     let instance =
-        instance::run(Arc::clone(server), store, ready, request, response, started, deadline, slot);
+        instance::run(Arc::clone(server), store, ready, request, response, started, deadline, (slot, lane));
     let metered = Metered::new(instance, server.template.meter.clone());
     let guest = server.tracker.spawn(metered.with_current_subscriber());
     match receiver.await {

@@ -9,6 +9,7 @@ mod component;
 mod egress;
 mod exit;
 mod http;
+mod http_lanes;
 mod load;
 mod preopen;
 mod scale;
