@@ -33,6 +33,9 @@ pub(super) fn send_event(
     if let Some(held) = held.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
         return held.push((object, kind, reason, message));
     }
+    if recorder.log_now(&object, kind, reason, &message) {
+        return;
+    }
     let recorder = recorder.clone();
     tokio::spawn(async move { recorder.publish(&object, kind, reason, &message).await });
 }
