@@ -11,6 +11,7 @@ use kube::ResourceExt;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::base::vecmap::VecMap;
 use crate::runtime::{ContainerRun, Group, Running, RuntimeError};
 use crate::volumes::VolumeError;
 
@@ -96,7 +97,8 @@ pub struct PodEntry {
     pub pod: Arc<Pod>,
     /// `<data-dir>/logs/<ns>_<pod>_<uid>`.
     pub log_dir: PathBuf,
-    pub containers: HashMap<String, ContainerEntry>,
+    /// By name (a `VecMap`: a pod has a few, and every pod holds this map).
+    pub containers: VecMap<String, ContainerEntry>,
     /// The pod's resource group, once one of its containers started.
     pub group: Option<Group>,
 }

@@ -229,6 +229,8 @@ pub fn static_pod(text: &str, path: &Path, node_name: &str) -> Result<Pod, Strin
             });
         }
     }
+    // The pod is held as long as it runs: no room kept for more (pushes double it).
+    tolerations.shrink_to_fit();
     let digest = Sha256::new()
         .chain_update(node_name)
         .chain_update(path.to_string_lossy().as_bytes())

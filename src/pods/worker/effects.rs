@@ -2,7 +2,7 @@
 //! The machine never performs I/O: every API call, file write and runtime call is an
 //! effect, run by the executor outside the step, whose outcome comes back as an input.
 
-use std::collections::HashMap;
+use crate::base::vecmap::VecMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +48,7 @@ pub enum Failure {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Prepared {
     /// `imageID` (digest reference) of each image, by the reference the pod names.
-    pub image_ids: HashMap<String, String>,
+    pub image_ids: VecMap<String, String>,
     /// (image, seconds) of each pull, for the Pulled events.
     pub pulls: Vec<(String, f64)>,
     /// How soon the earliest service account token is due to be requested again.

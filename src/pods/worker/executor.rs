@@ -2,14 +2,13 @@
 //! events, deletes. Each runs as a future the executor owns (so dropping the worker drops
 //! them, and its guests stop); [`Executor::next`] yields their outcomes as inputs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt;
-use serde_json::Value;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -17,6 +16,7 @@ use super::effects::{Effect, Failure, Input, Slot};
 use super::prepare::{self, PreparedPod, Preparer};
 use super::start::{self, StartError, StartRequest, Started};
 use super::trace::{Phase, StartTrace};
+use crate::base::vecmap::VecMap;
 use crate::events::Kind;
 use crate::pods::Handles;
 use crate::pods::probes::ProbeHandle;
@@ -62,27 +62,28 @@ pub struct Executor<R: ContainerRuntime> {
     /// Events held while the pod starts, until its first status report (`reporting.rs`).
     held_events: reporting::HeldEvents,
     /// Once prepared: the images by reference, and where the volumes are.
-    images: HashMap<String, PulledImage<R::Image>>,
+    images: VecMap<String, PulledImage<R::Image>>,
     layout: Option<Arc<VolumeLayout>>,
     /// The volumes, for refreshes (away while one is in flight).
     volumes: Option<PodVolumes>,
     preparing: Option<Task<R::Image>>,
     tasks: FuturesUnordered<Task<R::Image>>,
     /// The stopper of each slot's current run.
-    stoppers: HashMap<Slot, Stopper>,
+    stoppers: VecMap<Slot, Stopper>,
     /// Slots told to stop while their start was in flight.
     stop_pending: HashSet<Slot>,
     /// The pod is being evicted: stops have no grace period.
     killing: bool,
     /// The pod's resource group and its containers', made at their first start.
     pod_group: Option<Group>,
-    groups: HashMap<Slot, Option<Group>>,
-    /// The status last reported, whose conditions' transition times are kept.
-    last_status: Value,
+    groups: VecMap<Slot, Option<Group>>,
+    /// The conditions of the status last reported, whose transition times are kept (JSON
+    /// text, see `report::transition_times`).
+    last_conditions: Box<str>,
     /// Which step that could crash the agent is under way (see `journal.rs`).
     journal: super::journal::Journal,
     /// The probes of each slot's current run (dropping one stops them).
-    probes: HashMap<Slot, ProbeHandle>,
+    probes: VecMap<Slot, ProbeHandle>,
     /// Their verdicts, as inputs: made at the first probe (a channel's first block of
     /// messages is several KB, and most pods have no probes).
     probe_tx: Option<tokio::sync::mpsc::UnboundedSender<Input>>,
@@ -91,8 +92,9 @@ pub struct Executor<R: ContainerRuntime> {
 
 impl<R: ContainerRuntime> Executor<R> {
     pub fn new(handles: Arc<Handles<R>>, pod: Arc<Pod>, trace: StartTrace) -> Self {
-        let last_status =
-            pod.status.as_ref().and_then(|s| serde_json::to_value(s).ok()).unwrap_or(Value::Null);
+        let last_conditions = pod.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
+        let last_conditions =
+            crate::pods::status::report::transition_times(&last_conditions.unwrap_or_default());
         let uid = pod.uid().unwrap_or_default();
         let journal = super::journal::Journal::new(&handles.host.pod_dir(&uid));
         Executor {
@@ -102,19 +104,19 @@ impl<R: ContainerRuntime> Executor<R> {
             trace,
             held_events: Default::default(),
             prepared_before: false,
-            images: HashMap::new(),
+            images: VecMap::new(),
             layout: None,
             volumes: None,
             preparing: None,
             tasks: FuturesUnordered::new(),
-            stoppers: HashMap::new(),
+            stoppers: VecMap::new(),
             stop_pending: HashSet::new(),
             killing: false,
             pod_group: None,
-            groups: HashMap::new(),
-            last_status,
+            groups: VecMap::new(),
+            last_conditions,
             journal,
-            probes: HashMap::new(),
+            probes: VecMap::new(),
             probe_tx: None,
             probe_rx: None,
         }

@@ -7,7 +7,7 @@
 //! living pod needs beside them (`upkeep.rs`), and picking a pod up after an agent restart
 //! (`recover.rs`).
 
-use std::collections::HashMap;
+use crate::base::vecmap::VecMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,11 +41,12 @@ pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 /// Status publication: what was reported, what is in flight, when to retry.
 #[derive(Debug, Default)]
 struct Publication {
-    /// The last status reported, without timestamps, serialized: a pod holds it as long as
-    /// it lives, and the text is a fifth of the size of a `serde_json::Value` tree.
-    reported: Option<String>,
+    /// The last status reported, without timestamps: the SHA-256 of its JSON text. A pod
+    /// holds it as long as it lives, and only equality is asked of it; the text was 1 KB a
+    /// pod (a `serde_json::Value` tree five times that).
+    reported: Option<StatusDigest>,
     /// The status handed to [`Effect::Publish`] and not yet answered (as `reported`).
-    in_flight: Option<String>,
+    in_flight: Option<StatusDigest>,
     retry_at: Option<Instant>,
     /// A new pod is not reported before then ([`crate::config::FIRST_REPORT_DELAY`] after
     /// it was taken on) while it is being prepared or its first runs are being started: if
@@ -55,6 +56,9 @@ struct Publication {
     /// A static pod whose mirror was deleted reports anew (making a new mirror) then.
     mirror_again_at: Option<Instant>,
 }
+
+/// The SHA-256 of a status's JSON text (see [`Publication::reported`]).
+type StatusDigest = [u8; 32];
 
 /// Facts about the node the machine needs.
 #[derive(Debug, Clone)]
@@ -78,7 +82,7 @@ pub struct Machine {
     main: Vec<Track>,
     settings: Settings,
     /// `imageID` of each image, once prepared.
-    image_ids: HashMap<String, String>,
+    image_ids: VecMap<String, String>,
     publication: Publication,
 }
 
@@ -106,7 +110,7 @@ impl Machine {
             pod,
             state: PodState::Preparing { retry: None },
             settings,
-            image_ids: HashMap::new(),
+            image_ids: VecMap::new(),
             publication: Publication::default(),
         }
     }

@@ -13,9 +13,9 @@ mod trace;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, debug, info_span};
 
@@ -45,7 +45,7 @@ pub enum Msg {
 pub async fn run<R: ContainerRuntime>(
     handles: Arc<Handles<R>>,
     pod: Arc<Pod>,
-    mut rx: mpsc::UnboundedReceiver<Msg>,
+    mut rx: futures::channel::mpsc::UnboundedReceiver<Msg>,
     trace: StartTrace,
 ) {
     let span = info_span!("pod", ns = pod.namespace().unwrap_or_default(), pod = pod.name_any());
@@ -69,7 +69,7 @@ pub async fn run<R: ContainerRuntime>(
             let deadline =
                 machine.next_deadline().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let input = tokio::select! {
-                msg = rx.recv(), if listening => match msg {
+                msg = rx.next(), if listening => match msg {
                     Some(Msg::Update(pod)) => {
                         executor.pod_changed(pod.clone());
                         Input::Pod(pod)

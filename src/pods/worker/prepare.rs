@@ -2,7 +2,7 @@
 //! once, turning every failure into the reason the kubelet would show, and reserve the
 //! port of a `wasi:http` component that declares none.
 
-use std::collections::HashMap;
+use crate::base::vecmap::VecMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -25,7 +25,7 @@ use crate::volumes::{PodVolumes, VolumeError};
 pub struct PreparedPod<I> {
     pub volumes: PodVolumes,
     /// By image reference.
-    pub images: HashMap<String, PulledImage<I>>,
+    pub images: VecMap<String, PulledImage<I>>,
 }
 
 /// What preparing a pod uses.
@@ -92,7 +92,7 @@ async fn images<R: ContainerRuntime>(
     pod: &Pod,
     on_pull: impl Fn(&str) + Send,
     trace: &StartTrace,
-) -> Result<(HashMap<String, PulledImage<R::Image>>, Prepared), Failure> {
+) -> Result<(VecMap<String, PulledImage<R::Image>>, Prepared), Failure> {
     let containers: Vec<Container> = match pod.spec.as_ref() {
         Some(s) => s.init_containers.iter().flatten().chain(&s.containers).cloned().collect(),
         None => Vec::new(),
@@ -101,7 +101,7 @@ async fn images<R: ContainerRuntime>(
         Some(client) => trace.time(Phase::Reads, Box::pin(pull_secrets(client, pod))).await,
         None => RegistryAuth::anonymous(),
     };
-    let mut images = HashMap::new();
+    let mut images = VecMap::new();
     let mut done = Prepared::default();
     for c in containers {
         let Some(image) = c.image.clone().filter(|i| !i.trim().is_empty()) else {

@@ -112,7 +112,7 @@ struct Harness {
     data: std::path::PathBuf,
     seen: mpsc::UnboundedReceiver<Seen>,
     pod: Pod,
-    slot: mpsc::UnboundedSender<Msg>,
+    slot: futures::channel::mpsc::UnboundedSender<Msg>,
     worker: tokio::task::JoinHandle<()>,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -175,7 +175,7 @@ impl Harness {
             prober: crate::pods::probes::Prober::start(),
             wakes: Wakes::default(),
         });
-        let (slot, rx) = mpsc::unbounded_channel();
+        let (slot, rx) = futures::channel::mpsc::unbounded();
         let trace = super::StartTrace::new(std::time::Instant::now());
         let metrics = handles.metrics.clone();
         let worker = tokio::spawn(super::run(handles, Arc::new(pod.clone()), rx, trace));
@@ -337,7 +337,7 @@ async fn deletion_stops_the_runs_and_removes_the_pods_files() {
     let mut deleted = h.pod.clone();
     deleted.metadata.deletion_timestamp =
         Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
-    h.slot.send(Msg::Update(Arc::new(deleted))).unwrap();
+    h.slot.unbounded_send(Msg::Update(Arc::new(deleted))).unwrap();
     assert_eq!(h.next().await, Seen::Stopped("main".into()));
     tokio::time::timeout(Duration::from_secs(30), &mut h.worker).await.unwrap().unwrap();
     assert!(!h.data.join("pods/u-1").exists(), "the pod's directory is left");
@@ -356,7 +356,7 @@ async fn a_static_pod_reports_anew_a_second_after_its_mirror_went() {
     let inode = || std::fs::metadata(h.data.join("pods/u-1/status.json")).unwrap().ino();
     let before = inode();
     // The controller says so when its mirror was deleted.
-    h.slot.send(Msg::MirrorGone).unwrap();
+    h.slot.unbounded_send(Msg::MirrorGone).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(inode(), before, "reported again before the delay");
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -33,6 +33,9 @@ pub(super) fn send_event(
     if let Some(held) = held.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
         return held.push((object, kind, reason, message));
     }
+    if recorder.log_now(&object, kind, reason, &message) {
+        return;
+    }
     let recorder = recorder.clone();
     tokio::spawn(async move { recorder.publish(&object, kind, reason, &message).await });
 }
@@ -65,11 +68,11 @@ impl<R: ContainerRuntime> Executor<R> {
 
     /// Writes the status file, then reports the status to the API (or the mirror pod).
     pub(super) fn publish(&mut self, mut status: Value) {
-        report::keep_transition_times(&mut status, &self.last_status);
+        let previous = serde_json::from_str(&self.last_conditions).unwrap_or(Value::Null);
+        report::keep_transition_times(&mut status, &previous);
         self.write_status_file(&status);
-        // Only the conditions are looked at again (their transition times); the rest of
-        // the tree would be kilobytes held by every pod.
-        self.last_status = json!({"conditions": status["conditions"].clone()});
+        // Only the conditions' transition times are looked at again.
+        self.last_conditions = report::transition_times(&status);
         // The first Running status ends the pod's start trace once the API has it.
         let trace = (self.trace.awaits_report() && status["phase"] == "Running").then(|| self.trace.clone());
         let metrics = self.handles.metrics.clone();

@@ -3,7 +3,6 @@
 //! containers, deletion in each state, agent restarts) as inputs in and effects out. No
 //! runtime, no cluster, no sleeps: time is an `Instant` the test moves.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,7 +95,7 @@ impl T {
 
 fn prepared() -> Input {
     Input::Prepared(Ok(Prepared {
-        image_ids: HashMap::from([("img".into(), "img@sha256:1".into())]),
+        image_ids: [("img".into(), "img@sha256:1".into())].into_iter().collect(),
         pulls: vec![("img".into(), 0.5)],
         token_due: None,
         watch_disk: false,

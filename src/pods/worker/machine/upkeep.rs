@@ -76,12 +76,21 @@ impl Machine {
         {
             return;
         }
-        let comparable = status_json(&self.view, "").to_string();
-        if p.reported.as_ref() == Some(&comparable) {
+        let comparable = digest(&status_json(&self.view, ""));
+        if p.reported == Some(comparable) {
             return;
         }
         fx.push(Effect::Publish { status: status_json(&self.view, &crate::base::time::now_rfc3339()) });
         self.publication.in_flight = Some(comparable);
         self.publication.first_report_at = None;
     }
+}
+
+/// The SHA-256 of `status`'s JSON text, written into the hash as it is serialized.
+fn digest(status: &serde_json::Value) -> super::StatusDigest {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    // Writing into a hasher cannot fail; a `Value` always serializes.
+    let _ = serde_json::to_writer(&mut hasher, status);
+    hasher.finalize().into()
 }
