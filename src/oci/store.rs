@@ -6,9 +6,8 @@
 //! before it is renamed into place), `refs/<sha256 of reference>.json` (one
 //! [`IndexEntry`] per reference, written atomically), `tmp/` (files being written).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use oci_client::Reference;
 use serde::{Deserialize, Serialize};
@@ -20,6 +19,7 @@ use super::limits::{Budget, Limit, human};
 use super::reference::{self, ImageRef};
 use super::registry::Registry;
 use super::{ArtifactFormat, FileImages, OciError, PullPolicy, Pulled, RegistryAuth};
+use crate::base::turns::Turns;
 
 /// What a reference resolved to when it was last pulled.
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,7 +39,7 @@ pub struct Store {
     max_image_size: u64,
     blobs: Blobs,
     /// One lock per normalized reference: concurrent pulls of one image run one at a time.
-    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    locks: Arc<Turns>,
     /// Pulls hold it shared, garbage collection exclusively (see `gc.rs`).
     gc: Arc<tokio::sync::RwLock<()>>,
 }
@@ -113,7 +113,7 @@ impl Store {
         {
             return Ok(pulled);
         }
-        let lock = self.lock_for(&key);
+        let lock = self.locks.of(&key);
         let _guard = lock.lock().await;
         // Pulled meanwhile by the holder of the lock?
         if let Some(pulled) = self.present(&key, image, policy).await {
@@ -136,12 +136,6 @@ impl Store {
         let pulled = self.load(key, image).await?;
         tracing::debug!(image, policy = ?policy, "image present in store");
         Some(pulled)
-    }
-
-    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        // A poisoned map only means another thread panicked while inserting; the map is intact.
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(key.to_string()).or_default().clone()
     }
 
     fn entry_path(&self, key: &str) -> PathBuf {

@@ -24,7 +24,7 @@ pub struct WasmRuntime {
     wasm: Runtime,
     /// One turn per digest being loaded: the pods of a new image wait here for its first
     /// load, not on blocking-pool threads (see [`crate::config::RUNTIME_BLOCKING_THREADS`]).
-    loading: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    loading: crate::base::turns::Turns,
 }
 
 /// Why the Wasmtime runtime could not be built.
@@ -55,10 +55,7 @@ impl WasmRuntime {
         if let Some(a) = self.wasm.cached(&digest) {
             return Ok(a);
         }
-        let turn = {
-            let mut loading = self.loading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(loading.entry(digest.clone()).or_default())
-        };
+        let turn = self.loading.of(&digest);
         let _turn = turn.lock().await;
         if let Some(a) = self.wasm.cached(&digest) {
             return Ok(a);
@@ -69,7 +66,7 @@ impl WasmRuntime {
         });
         let compiled = compiled.await.map_err(|e| RuntimeError::new(CREATE, e))?;
         // Pods still waiting hold their turn's lock; each finds the artifact in memory.
-        self.loading.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+        self.loading.forget(&key);
         compiled
     }
 }
