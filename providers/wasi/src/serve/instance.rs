@@ -133,8 +133,7 @@ impl Outcome {
 /// instance already made in it (and how long that took), and runs its handler until
 /// it returns, fails, runs out of time, or the server cuts it, in its `lane` (given up
 /// when it waits, see `lanes`; or after its store is gone) and under the concurrency cap's
-/// slot. Counts and logs every failure.
-#[allow(clippy::too_many_arguments)]
+/// slot, until the deadline its store holds. Counts and logs every failure.
 pub(crate) async fn run(
     server: Arc<Server>,
     mut store: Store<ProxyHost>,
@@ -142,11 +141,12 @@ pub(crate) async fn run(
     request: Resource<HostIncomingRequest>,
     response: Resource<HostResponseOutparam>,
     started: Instant,
-    deadline: Instant,
     (_slot, mut lane): (tokio::sync::OwnedSemaphorePermit, Lane),
 ) -> Outcome {
     let _in_flight = InFlight::enter(&server.stats);
     let probe = store.data().in_wasm.probe();
+    // The same deadline the guest traps at, at its next epoch check past it.
+    let deadline = store.data().deadline;
     let result = {
         let handle = async {
             let proxy = match ready {

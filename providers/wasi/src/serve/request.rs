@@ -59,8 +59,7 @@ pub(crate) async fn handle(server: &Arc<Server>, request: hyper::Request<Incomin
         Ok(resources) => resources,
         Err(err) => return failed(server, &format!("passing the request to the guest: {err:?}")),
     };
-    let instance =
-        instance::run(Arc::clone(server), store, ready, request, response, started, deadline, (slot, lane));
+    let instance = instance::run(Arc::clone(server), store, ready, request, response, started, (slot, lane));
     let metered = Metered::new(instance, server.template.meter.clone());
     let guest = server.tracker.spawn(metered.with_current_subscriber());
     match receiver.await {

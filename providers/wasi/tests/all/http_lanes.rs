@@ -28,30 +28,28 @@ async fn requests_beyond_the_lanes_wait_their_turn_and_are_all_served() {
     assert_eq!((stats.requests, stats.instantiated, stats.over_capacity, stats.timed_out), (16, 16, 0, 0));
 }
 
-#[tokio::test]
-async fn a_request_waiting_in_the_guest_does_not_hold_the_only_lane() {
+/// While a request to `path` keeps the only lane's guest busy (`busy` says how), a plain
+/// request to the same server is answered.
+async fn answered_beside(path: &'static str, spec: RunSpec, busy: &str) {
     let runtime = one_lane();
-    let (mut handle, addr) = serve(&runtime, &hello(&runtime), RunSpec::new());
-    let slow = tokio::spawn(async move { get(addr, "/slow?ms=20000").await });
-    until(&handle, "the slow request runs", |stats| stats.in_flight == 1).await;
+    let (mut handle, addr) = serve(&runtime, &hello(&runtime), spec);
+    let first = tokio::spawn(async move { get(addr, path).await });
+    until(&handle, &format!("the request that {busy} runs"), |stats| stats.in_flight == 1).await;
     let reply = get(addr, "/").await;
     assert_eq!(reply.status, 200);
-    assert!(!slow.is_finished(), "served while the slow request still waits");
+    assert!(!first.is_finished(), "served while the request that {busy} still runs");
     handle.shutdown(Duration::ZERO);
     assert_eq!(common::wait_for(&mut handle, 20).await, ExitStatus::Stopped);
 }
 
 #[tokio::test]
+async fn a_request_waiting_in_the_guest_does_not_hold_the_only_lane() {
+    answered_beside("/slow?ms=20000", RunSpec::new(), "sleeps in a host call").await;
+}
+
+#[tokio::test]
 async fn a_spinning_request_does_not_hold_the_only_lane() {
-    let runtime = one_lane();
     let spec =
         RunSpec::new().http(HttpLimits { request_timeout: Duration::from_secs(60), max_concurrent: 10 });
-    let (mut handle, addr) = serve(&runtime, &hello(&runtime), spec);
-    let spin = tokio::spawn(async move { get(addr, "/spin").await });
-    until(&handle, "the spinning request runs", |stats| stats.in_flight == 1).await;
-    let reply = get(addr, "/").await;
-    assert_eq!(reply.status, 200);
-    assert!(!spin.is_finished(), "served while the spinning request still runs");
-    handle.shutdown(Duration::ZERO);
-    assert_eq!(common::wait_for(&mut handle, 20).await, ExitStatus::Stopped);
+    answered_beside("/spin", spec, "spins").await;
 }
