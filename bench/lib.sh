@@ -6,7 +6,12 @@
 bench_setup() {
   bash bootstrap/cluster.sh up >/dev/null
   eval "$(bash bootstrap/cluster.sh env)"
-  cargo build --release --quiet --bin krustlet-wasi "$@"
+  # With BENCH_BIN the tree's agent is not built: it may be another build than that binary.
+  if [ -z "${BENCH_BIN:-}" ]; then
+    cargo build --release --quiet --bin krustlet-wasi "$@"
+  elif [ $# -gt 0 ]; then
+    cargo build --release --quiet "$@"
+  fi
   BIN=${BENCH_BIN:-target/release/krustlet-wasi}
   DIR=$(mktemp -d)
   mkdir -p target/guests
@@ -19,7 +24,7 @@ standalone_setup() {
   # A KUBECONFIG in the environment (e.g. from `cluster.sh env`) would make the agent join
   # that cluster and wait for its certificate's approval instead of running standalone.
   unset KUBECONFIG
-  cargo build --release --quiet --bin krustlet-wasi
+  [ -n "${BENCH_BIN:-}" ] || cargo build --release --quiet --bin krustlet-wasi
   BIN=${BENCH_BIN:-target/release/krustlet-wasi}
   WASM=$(examples/build.sh 2>/dev/null | tail -n 1)
   DIR=$(mktemp -d)
