@@ -78,21 +78,16 @@ impl Recorder {
         }
     }
 
-    /// A standalone node's recorder: its events are only logged, so publishing one need
-    /// not wait (see [`Recorder::log_now`]).
-    fn is_local(&self) -> bool {
-        self.client.is_none()
-    }
-
     /// On a standalone node, logs the event at once and returns true (what
     /// [`Recorder::publish`] would do there, without a task to run it: 10,000 static pods
     /// starting at once made 50,000 such tasks, 50 MB at the peak that malloc kept after).
     /// False, doing nothing, on a node with an API server.
     pub fn log_now(&self, object: &ObjectReference, kind: Kind, reason: &str, message: &str) -> bool {
-        if self.is_local() {
+        let local = self.client.is_none();
+        if local {
             log(object, kind, reason, message);
         }
-        self.is_local()
+        local
     }
 
     /// Publishes one event about `object`. Failing to publish is logged, never fatal:
