@@ -2,13 +2,13 @@
 //! The machine never performs I/O: every API call, file write and runtime call is an
 //! effect, run by the executor outside the step, whose outcome comes back as an input.
 
-use crate::base::vecmap::VecMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
+use crate::base::vecmap::VecMap;
 use crate::events::Kind;
 use crate::pods::probes::ProbeEvent;
 use crate::runtime::Exit;

@@ -7,7 +7,6 @@
 //! living pod needs beside them (`upkeep.rs`), and picking a pod up after an agent restart
 //! (`recover.rs`).
 
-use crate::base::vecmap::VecMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use tokio::time::Instant;
 
 #[cfg(doc)]
 use super::effects::{Effect, Input};
+use crate::base::vecmap::VecMap;
 #[cfg(doc)]
 use crate::config::{CONFIG_RETRY_INITIAL, CONFIG_RETRY_MAX};
 use crate::pods::status::{ContainerView, PodView};

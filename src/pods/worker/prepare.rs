@@ -2,7 +2,6 @@
 //! once, turning every failure into the reason the kubelet would show, and reserve the
 //! port of a `wasi:http` component that declares none.
 
-use crate::base::vecmap::VecMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -14,6 +13,7 @@ use tracing::{Instrument, debug, debug_span};
 use super::effects::{Failure, Prepared};
 use super::trace::{Phase, StartTrace, Timed};
 use crate::base::error::chain;
+use crate::base::vecmap::VecMap;
 use crate::network::Network;
 use crate::oci::{FileImages, PullPolicy, RegistryAuth};
 use crate::pods::status::report;
