@@ -134,7 +134,14 @@ async fn main() -> anyhow::Result<()> {
 
     for token in [true, false] {
         let kind = if token { "default pods (SA token)" } else { "pods without SA token" };
+        // The script reads the control plane's counters around the default pods' run.
+        if token {
+            handshake("SEQ_START");
+        }
         sequential(&api, node, hello, seq, token, kind).await?;
+        if token {
+            handshake("SEQ_END");
+        }
         burst_of(&api, node, hello, burst, token, kind).await?;
     }
 

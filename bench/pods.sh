@@ -40,6 +40,12 @@ coproc BENCH { target/release/examples/bench-pods "$NAME" "$KRUSTLET_TEST_REGIST
 BENCH_CHILD=$BENCH_PID
 while IFS= read -r line <&"${BENCH[0]}"; do
   echo "$line"
+  if [ "$line" = SEQ_START ] || [ "$line" = SEQ_END ]; then
+    python3 bench/server_time.py snap "$DIR/$line.metrics" || true
+    [ "$line" = SEQ_END ] && { python3 bench/server_time.py diff "$DIR/SEQ_START.metrics" "$DIR/SEQ_END.metrics" || true; }
+    echo >&"${BENCH[1]}"
+    continue
+  fi
   if [ "$line" = WARM_READY ]; then
     sleep 5
     WARM_KB=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
