@@ -54,15 +54,20 @@ pub(crate) struct HttpEngine {
     pub(crate) engine: Engine,
     pub(crate) linker: ComponentLinker<ProxyHost>,
     pub(crate) ticker: Arc<Ticker>,
+    /// How many of one served pod's requests start and compute at once (0: no bound; see
+    /// `serve::lanes`).
+    pub(crate) lanes: usize,
     /// False when the pool was off or could not be had: proxies share the main engine.
     pooled: bool,
 }
 
 impl HttpEngine {
     /// A pooled engine with `instances` request slots (its own ticker), or, when
-    /// `instances` is 0 or the machine refuses the pool's address space, the main one.
+    /// `instances` is 0 or the machine refuses the pool's address space, the main one;
+    /// each served pod runs `lanes` requests at once.
     pub(crate) fn new(
         instances: u32,
+        lanes: usize,
         main: &Engine,
         main_ticker: &Arc<Ticker>,
         tick: Duration,
@@ -89,7 +94,7 @@ impl HttpEngine {
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
             .and_then(|()| crate::net::linker::shadow_sockets(&mut linker))
             .map_err(|err| Error::EngineCreate(boxed(err)))?;
-        Ok(HttpEngine { engine, linker, ticker, pooled: pooled.is_some() })
+        Ok(HttpEngine { engine, linker, ticker, lanes, pooled: pooled.is_some() })
     }
 
     /// `component`, compiled by the main engine, on this engine: mapped from `file` (the

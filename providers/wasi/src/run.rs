@@ -65,17 +65,8 @@ impl Runtime {
             if !Engine::same(&compiled.engine, &http.engine) {
                 return Err(foreign());
             }
-            let ticker = Arc::clone(&http.ticker);
-            let (task, control) = serve::start(
-                guests,
-                &http.engine,
-                &compiled.digest,
-                pre.clone(),
-                spec,
-                ticker,
-                Meter { usage: Arc::clone(&usage), cgroup },
-                self.inner.http_lanes,
-            )?;
+            let meter = Meter { usage: Arc::clone(&usage), cgroup };
+            let (task, control) = serve::start(guests, &http, &compiled.digest, pre.clone(), spec, meter)?;
             return Ok(RunHandle { task, status: None, control: Some(control), usage });
         }
         if !Engine::same(&compiled.engine, &self.inner.engine) {

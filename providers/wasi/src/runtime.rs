@@ -337,8 +337,13 @@ impl Runtime {
             return Ok(Arc::clone(engine));
         }
         let inner = &self.inner;
-        let engine =
-            Arc::new(HttpEngine::new(inner.http_pool, &inner.engine, &inner.ticker, inner.epoch_tick)?);
+        let engine = Arc::new(HttpEngine::new(
+            inner.http_pool,
+            inner.http_lanes,
+            &inner.engine,
+            &inner.ticker,
+            inner.epoch_tick,
+        )?);
         *http = Some(Arc::clone(&engine));
         Ok(engine)
     }

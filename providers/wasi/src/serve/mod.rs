@@ -26,12 +26,12 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wasmtime::Engine;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use lanes::LANE_LEASE;
 pub use stats::{HttpStats, HttpStatsSnapshot};
 
+use crate::engines::HttpEngine;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::host::ProxyHost;
@@ -89,20 +89,19 @@ pub(crate) struct Server {
     pub(crate) cut: CancellationToken,
 }
 
-/// Starts serving `pre` on the spec's listeners (at least one) on `tokio`; returns the
-/// server task and its control. Every request's instance is metered into `meter`; at
-/// most `lanes` of them start and compute at once (0: no bound; see `lanes`).
-#[allow(clippy::too_many_arguments)]
+/// Starts serving `pre` on the spec's listeners (at least one) on `tokio`, with the
+/// instances on `http`'s engine; returns the server task and its control. Every request's
+/// instance is metered into `meter`; at most `http.lanes` of them start and compute at
+/// once (see `lanes`).
 pub(crate) fn start(
     tokio: &tokio::runtime::Handle,
-    engine: &Engine,
+    http: &HttpEngine,
     digest: &str,
     pre: ProxyPre<ProxyHost>,
     spec: RunSpec,
-    ticker: Arc<Ticker>,
     meter: Meter,
-    lanes: usize,
 ) -> Result<(tokio::task::JoinHandle<ExitStatus>, Control)> {
+    let (engine, ticker) = (&http.engine, Arc::clone(&http.ticker));
     if spec.listeners.is_empty() {
         return Err(Error::NoListener { digest: digest.to_owned() });
     }
@@ -139,7 +138,7 @@ pub(crate) fn start(
         digest: digest.to_owned(),
         slots: Arc::new(Semaphore::new(limits.max_concurrent)),
         connections: Arc::new(Semaphore::new(max_connections)),
-        lanes: lanes::Lanes::new(lanes),
+        lanes: lanes::Lanes::new(http.lanes),
         spare: spare::Spare::default(),
         tracker: TaskTracker::new(),
         draining: CancellationToken::new(),
