@@ -113,8 +113,7 @@ impl Store {
         {
             return Ok(pulled);
         }
-        let lock = self.locks.of(&key);
-        let _guard = lock.lock().await;
+        let _turn = self.locks.take(&key).await;
         // Pulled meanwhile by the holder of the lock?
         if let Some(pulled) = self.present(&key, image, policy).await {
             return Ok(pulled);

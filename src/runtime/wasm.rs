@@ -55,19 +55,16 @@ impl WasmRuntime {
         if let Some(a) = self.wasm.cached(&digest) {
             return Ok(a);
         }
-        let turn = self.loading.of(&digest);
-        let _turn = turn.lock().await;
+        // Pods waiting for this turn find the artifact in memory when they get it.
+        let _turn = self.loading.take(&digest).await;
         if let Some(a) = self.wasm.cached(&digest) {
             return Ok(a);
         }
-        let (wasm, key) = (self.wasm.clone(), digest.clone());
+        let wasm = self.wasm.clone();
         let compiled = tokio::task::spawn_blocking(move || {
             wasm.load_file(&path, &digest).map_err(|e| RuntimeError::new(CREATE, e))
         });
-        let compiled = compiled.await.map_err(|e| RuntimeError::new(CREATE, e))?;
-        // Pods still waiting hold their turn's lock; each finds the artifact in memory.
-        self.loading.forget(&key);
-        compiled
+        compiled.await.map_err(|e| RuntimeError::new(CREATE, e))?
     }
 }
 
