@@ -1,5 +1,7 @@
-//! [`SharedOutput`]: one stdout or stderr sink written by many guest instances at once
-//! (an HTTP server's instance per request), through a bounded queue and one writer task.
+//! Guest output. [`SharedOutput`]: one stdout or stderr sink written by many guest
+//! instances at once (an HTTP server's instance per request), through a bounded queue and
+//! one writer task. [`DirectOutput`] (`direct.rs`): one guest's sink, written from its own
+//! task.
 //!
 //! wasmtime-wasi's `AsyncStdoutStream` serves one instance: a second writer at the same
 //! moment traps. Here every instance gets its own stream that queues whole lines (a
@@ -19,6 +21,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::PollSender;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
+
+mod direct;
+pub(crate) use direct::DirectOutput;
 
 /// A sink for a guest's standard output or error.
 pub type Sink = Pin<Box<dyn AsyncWrite + Send + 'static>>;

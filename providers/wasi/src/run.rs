@@ -11,7 +11,7 @@ use tracing::instrument::WithSubscriber;
 
 use crate::usage::{Meter, Metered, Usage};
 use wasmtime::{Engine, InstancePre, Store};
-use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream, StdoutStream};
+use wasmtime_wasi::cli::{AsyncStdinStream, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{WasiCtxBuilder, WasiView};
@@ -21,17 +21,14 @@ use crate::cgroup::{Cgroup, CgroupSpec, cpu};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::host::wasmedge::Sockets;
-use crate::host::{Host, MemoryLimiter, SyncReader, SyncWriter};
+use crate::host::{Host, MemoryLimiter, SyncReader};
 use crate::net::GuestNet;
 use crate::outgoing::Outgoing;
-use crate::output::DRAIN_TIMEOUT;
+use crate::output::{DRAIN_TIMEOUT, DirectOutput};
 use crate::runtime::Runtime;
 use crate::serve::{self, Control, HttpStats};
 use crate::spec::{RunSpec, add_preopens};
 use crate::ticker::Ticker;
-
-/// Bytes a guest may have in flight to a stdout/stderr sink before its writes wait.
-const STDIO_BUDGET: usize = 64 * 1024;
 
 impl Runtime {
     /// Starts `artifact` with `spec` as a task on this runtime's guest threads (never
@@ -103,7 +100,7 @@ fn wasi_context(spec: RunSpec) -> Result<(WasiP1Ctx, Outputs, GuestNet)> {
     }
     let outputs = [spec.stdout, spec.stderr].map(|sink| -> Arc<dyn StdoutStream + Sync> {
         match sink {
-            Some(sink) => Arc::new(AsyncStdoutStream::new(STDIO_BUDGET, SyncWriter::new(sink))),
+            Some(sink) => Arc::new(DirectOutput::new(sink)),
             None => Arc::new(tokio::io::empty()),
         }
     });

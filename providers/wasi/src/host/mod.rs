@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -246,39 +246,8 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// A caller's writer made `Sync` (wasmtime-wasi requires it) without a lock that is
-/// ever contended: the writer is only reached through `&mut self`.
-pub(crate) struct SyncWriter(Mutex<Pin<Box<dyn AsyncWrite + Send>>>);
-
-impl SyncWriter {
-    pub(crate) fn new(writer: Pin<Box<dyn AsyncWrite + Send>>) -> Self {
-        SyncWriter(Mutex::new(writer))
-    }
-
-    fn inner(self: Pin<&mut Self>) -> Pin<&mut (dyn AsyncWrite + Send)> {
-        let writer = match self.get_mut().0.get_mut() {
-            Ok(writer) => writer,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        writer.as_mut()
-    }
-}
-
-impl AsyncWrite for SyncWriter {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.inner().poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner().poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner().poll_shutdown(cx)
-    }
-}
-
-/// A caller's reader made `Sync`, as [`SyncWriter`] does for writers.
+/// A caller's reader made `Sync` (wasmtime-wasi requires it) without a lock that is
+/// ever contended: the reader is only reached through `&mut self`.
 pub(crate) struct SyncReader(Mutex<Pin<Box<dyn AsyncRead + Send>>>);
 
 impl SyncReader {
