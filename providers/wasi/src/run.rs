@@ -51,7 +51,7 @@ impl Runtime {
     /// The task runs in the caller's tracing span and logs to the caller's subscriber.
     pub fn run(&self, artifact: &Artifact, mut spec: RunSpec) -> Result<RunHandle> {
         let guests = self.inner.guests.handle();
-        // What setting up spawns (the stdio tasks, the server) lands on the guest threads too.
+        // What setting up spawns (a server and its output tasks) lands on the guest threads too.
         let _entered = guests.enter();
         let cgroup = spec.cgroup.take().unwrap_or_else(|| self.cgroup(CgroupSpec::default()));
         let usage = Arc::new(Usage::default());

@@ -207,7 +207,7 @@ fn dropping_the_handle_stops_the_guest() {
 
 /// Guests run on the runtime's own threads: a spinning guest costs the caller's thread
 /// (here a current-thread tokio runtime, on which it ran before) nothing, and its
-/// stdio task runs on a guest thread, at a lower priority.
+/// output is written on a guest thread, at a lower priority.
 #[test]
 fn a_guest_never_runs_on_the_callers_thread() {
     let (caller, guest, writer) = isolated(0, 30, || async {
