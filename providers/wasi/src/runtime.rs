@@ -248,7 +248,7 @@ pub(crate) struct Inner {
     http: Mutex<Option<Arc<HttpEngine>>>,
     http_pool: u32,
     /// Lanes per served artifact (0: unbounded).
-    pub(crate) http_lanes: usize,
+    http_lanes: usize,
     epoch_tick: Duration,
     pub(crate) disk: Option<DiskCache>,
     /// One slot per digest.
