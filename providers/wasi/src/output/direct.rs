@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
@@ -60,7 +60,7 @@ impl State {
         while !self.left.is_empty() && !self.closed {
             match self.sink.as_mut().poll_write(cx, &self.left) {
                 Poll::Ready(Ok(0)) => self.fail(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => drop(self.left.split_to(n.min(self.left.len()))),
+                Poll::Ready(Ok(n)) => self.left.advance(n.min(self.left.len())),
                 Poll::Ready(Err(err)) => self.fail(err),
                 Poll::Pending => return Poll::Pending,
             }
